@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "prune-dist",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "prune-dist", targets: ["prune-dist"]),
+        .library(name: "Engine", targets: ["Engine"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // System libraries found through pkg-config (cblas.h is not on the default include path).
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
+        .systemLibrary(name: "COpenMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        // Open MPI's handles are macros over addresses of globals; this shim exposes them to Swift.
+        .target(name: "CMPI", dependencies: ["COpenMPI"]),
+        // Hand-written kernels where no library routine fits (half-precision conversion with F16C).
+        .target(name: "CEngineKernels"),
+
+        .target(name: "Engine", dependencies: [
+            "COpenBLAS", "CEngineKernels",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Worker", dependencies: [
+            "Engine", "CMPI",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Coordinator", dependencies: [
+            "Engine", "Worker", "CMPI",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "prune-dist", dependencies: ["Coordinator"]),
+
+        .target(name: "TestSupport", dependencies: ["Engine"], path: "Tests/TestSupport"),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "TestSupport"]),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker", "TestSupport"]),
+        .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["Engine", "TestSupport"]),
+    ]
+)

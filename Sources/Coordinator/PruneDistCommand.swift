@@ -1,0 +1,19 @@
+import ArgumentParser
+import Engine
+import Foundation
+
+/// The `prune-dist` command line.
+public struct PruneDistCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "prune-dist",
+        abstract: "Prune LLaMA-family language models after training, spread over MPI ranks.",
+        version: PruneDistVersion.string,
+        subcommands: []
+    )
+
+    public init() {}
+}
+
+public enum PruneDistVersion {
+    public static let string = "0.1.0"
+}

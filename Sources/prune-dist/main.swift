@@ -1,0 +1,3 @@
+import Coordinator
+
+PruneDistCommand.main()
