@@ -1,0 +1,39 @@
+import ArgumentParser
+import Foundation
+import Logging
+
+/// Options every subcommand shares.
+public struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    public var logLevel: String = "info"
+
+    public init() {}
+
+    /// Bootstraps swift-log once per process, writing to standard error.
+    public func makeLogger(_ label: String = "prune-dist") throws -> Logger {
+        guard let level = Logger.Level(rawValue: logLevel.lowercased()) else {
+            throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), got \(logLevel)")
+        }
+        LoggingSetup.bootstrapOnce()
+        var logger = Logger(label: label)
+        logger.logLevel = level
+        return logger
+    }
+}
+
+enum LoggingSetup {
+    private static let once: Void = { LoggingSystem.bootstrap(StreamLogHandler.standardError) }()
+    static func bootstrapOnce() { _ = once }
+}
+
+/// Prints one line to standard output and flushes, so progress is visible through pipes and mpirun.
+func printLine(_ text: String) {
+    print(text)
+    fflush(nil)  // all output streams; naming `stdout` is not concurrency-safe in Swift 6
+}
+
+/// A JSON object as one line with sorted keys (machine-readable output: the last line printed).
+func jsonLine(_ object: [String: Any]) throws -> String {
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    return String(decoding: data, as: UTF8.self)
+}
