@@ -1,0 +1,117 @@
+import COpenBLAS
+import Engine
+
+/// What a pruning method needs to know about the inputs of one linear group.
+public struct StatisticsNeeds: Sendable, Equatable {
+    /// Σ x̂x̂ᵀ over tokens (SparseGPT, KRP).
+    public var hessian: Bool
+    /// Σ x̂xᵀ: pruned-stream input against dense-stream input (KRP's cross term).
+    public var cross: Bool
+    /// Σ x̂_j² per input column (Wanda); the diagonal of the Hessian when that is collected.
+    public var columnNorms: Bool
+
+    public init(hessian: Bool = false, cross: Bool = false, columnNorms: Bool = false) {
+        self.hessian = hessian
+        self.cross = cross
+        self.columnNorms = columnNorms
+    }
+
+    public static let none = StatisticsNeeds()
+}
+
+/// Sums over calibration tokens of one linear input, kept in Double across batches. Each batch is
+/// multiplied in Float32 by OpenBLAS (ssyrk / sgemm, at GEMM speed) and then added into the Double sums,
+/// so rounding does not grow with the number of tokens. Sums stay unnormalised until every rank's part
+/// has been added; `normalised()` divides once by the global token count.
+public struct InputStatistics: Sendable {
+    public let dimension: Int
+    public let needs: StatisticsNeeds
+    /// Σ x̂x̂ᵀ, [d, d] row-major, both triangles filled once `symmetrise()` has run.
+    public var hessian: [Double]
+    /// Σ x̂xᵀ, [d, d] row-major (row index: pruned-stream feature, column: dense-stream feature).
+    public var cross: [Double]
+    /// Σ x̂_j², [d].
+    public var columnNorms: [Double]
+    public var tokens: Int
+
+    public init(dimension d: Int, needs: StatisticsNeeds) {
+        dimension = d
+        self.needs = needs
+        hessian = needs.hessian ? [Double](repeating: 0, count: d * d) : []
+        cross = needs.cross ? [Double](repeating: 0, count: d * d) : []
+        columnNorms = needs.columnNorms ? [Double](repeating: 0, count: d) : []
+        tokens = 0
+    }
+
+    /// Adds one batch of inputs.
+    /// - pruned: [tokens, d] inputs of the linear in the model being pruned (x̂)
+    /// - dense:  [tokens, d] inputs of the same linear in the dense model (x), when `needs.cross`
+    public mutating func accumulate(pruned: [Float], dense: [Float]? = nil, tokens n: Int) {
+        let d = dimension
+        precondition(pruned.count == n * d, "accumulate: expected \(n)×\(d) inputs, got \(pruned.count)")
+        tokens += n
+        if needs.hessian || needs.cross {
+            var product = [Float](repeating: 0, count: d * d)
+            if needs.hessian {
+                // Upper triangle of x̂ᵀx̂; the lower one is filled by symmetrise().
+                cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(d), Int32(n), 1, pruned, Int32(d), 0, &product, Int32(d))
+                addUpper(product, into: &hessian)
+            }
+            if needs.cross {
+                guard let dense else { preconditionFailure("accumulate: the cross term needs the dense stream's inputs") }
+                precondition(dense.count == n * d)
+                sgemm(.transpose, .none, m: d, n: d, k: n, pruned, lda: d, dense, ldb: d, &product, ldc: d)
+                for i in 0..<(d * d) { cross[i] += Double(product[i]) }
+            }
+        }
+        if needs.columnNorms {
+            // dsdot accumulates the Float32 products in Double.
+            pruned.withUnsafeBufferPointer { x in
+                for j in 0..<d { columnNorms[j] += cblas_dsdot(Int32(n), x.baseAddress! + j, Int32(d), x.baseAddress! + j, Int32(d)) }
+            }
+        }
+    }
+
+    private func addUpper(_ product: [Float], into sum: inout [Double]) {
+        let d = dimension
+        for i in 0..<d {
+            let row = i * d
+            for j in i..<d { sum[row + j] += Double(product[row + j]) }
+        }
+    }
+
+    /// Copies the upper triangle of the Hessian into the lower one.
+    public mutating func symmetrise() {
+        let d = dimension
+        guard needs.hessian else { return }
+        for i in 0..<d {
+            for j in (i + 1)..<d { hessian[j * d + i] = hessian[i * d + j] }
+        }
+    }
+
+    /// Everything to reduce across ranks, as one buffer (upper triangle and all).
+    public func packed() -> [Double] {
+        hessian + cross + columnNorms + [Double(tokens)]
+    }
+
+    /// The inverse of `packed()`, after the buffer has been summed over ranks.
+    public mutating func unpack(_ buffer: [Double]) {
+        let h = hessian.count, c = cross.count, n = columnNorms.count
+        precondition(buffer.count == h + c + n + 1, "unpack: buffer of \(buffer.count) for \(h + c + n + 1)")
+        hessian = Array(buffer[0..<h])
+        cross = Array(buffer[h..<(h + c)])
+        columnNorms = Array(buffer[(h + c)..<(h + c + n)])
+        tokens = Int(buffer[h + c + n].rounded())
+    }
+
+    /// Sums divided by the token count (the statistics the solvers take), with the Hessian symmetric.
+    public func normalised() -> InputStatistics {
+        var s = self
+        s.symmetrise()
+        let scale = 1 / Double(max(tokens, 1))
+        for i in s.hessian.indices { s.hessian[i] *= scale }
+        for i in s.cross.indices { s.cross[i] *= scale }
+        for i in s.columnNorms.indices { s.columnNorms[i] *= scale }
+        return s
+    }
+}
