@@ -1,0 +1,49 @@
+import Engine
+
+/// Which rank solves which linear. Linears are solved phase by phase (one phase per block, or four with
+/// --true-sequential); inside a phase, linears go largest first to the least loaded rank (greedy
+/// bin-packing), where a linear's weight is the size of the statistics its owner must hold plus the
+/// work of its solve. Every rank computes the same plan from the same config, so no message is needed.
+public struct OwnershipPlan: Codable, Equatable, Sendable {
+    public let ranks: Int
+    /// owners[layer][linear] = rank.
+    public let owners: [[LlamaLinear: Int]]
+    /// The linears solved together, in order: statistics are collected once per phase.
+    public let phases: [[LlamaLinear]]
+
+    public static func phases(trueSequential: Bool) -> [[LlamaLinear]] {
+        trueSequential ? [[.q, .k, .v], [.o], [.gate, .up], [.down]] : [LlamaLinear.allCases]
+    }
+
+    public init(config: LlamaConfig, ranks: Int, trueSequential: Bool, statisticsPerInput: Int = 1) {
+        self.ranks = ranks
+        let phases = OwnershipPlan.phases(trueSequential: trueSequential)
+        self.phases = phases
+        owners = (0..<config.numHiddenLayers).map { layer in
+            var assignment: [LlamaLinear: Int] = [:]
+            for phase in phases {
+                var load = [Double](repeating: 0, count: ranks)
+                let costed = phase.map { linear -> (LlamaLinear, Double) in
+                    let shape = linear.shape(config: config, layer: layer)
+                    let (m, d) = (Double(shape[0]), Double(shape[1]))
+                    // d² statistics (×statisticsPerInput, e.g. KRP's cross term) and an O(d³ + m·d²) solve.
+                    return (linear, Double(statisticsPerInput) * d * d + d * d * d / 3 + m * d * d)
+                }
+                // Largest first; ties keep execution order so the plan is deterministic.
+                for (linear, cost) in costed.enumerated().sorted(by: { ($0.element.1, -$0.offset) > ($1.element.1, -$1.offset) }).map(\.element) {
+                    let rank = load.indices.min { (load[$0], $0) < (load[$1], $1) }!
+                    assignment[linear] = rank
+                    load[rank] += cost
+                }
+            }
+            return assignment
+        }
+    }
+
+    public func owner(layer: Int, linear: LlamaLinear) -> Int { owners[layer][linear]! }
+
+    /// The distinct ranks that need the statistics of one linear input in one phase.
+    public func statisticOwners(layer: Int, input: LlamaLinearInput) -> [Int] {
+        Array(Set(input.linears.map { owner(layer: layer, linear: $0) })).sorted()
+    }
+}

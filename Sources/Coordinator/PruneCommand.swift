@@ -1,0 +1,116 @@
+import ArgumentParser
+import Engine
+import Foundation
+import Worker
+
+/// The pruning methods prune-dist runs.
+public enum PruneMethod: String, CaseIterable, ExpressibleByArgument, Codable, Sendable {
+    case magnitude, wanda, sparsegpt, krp
+
+    /// Which statistics of each linear input the method needs.
+    var statistics: StatisticsNeeds {
+        switch self {
+        case .magnitude: return .none
+        case .wanda: return StatisticsNeeds(columnNorms: true)
+        case .sparsegpt: return StatisticsNeeds(hessian: true)
+        case .krp: return StatisticsNeeds(hessian: true, cross: true)
+        }
+    }
+
+    /// KRP's target is the dense model's output, so it runs the dense stream beside the pruned one.
+    var needsDenseStream: Bool { self == .krp }
+}
+
+/// `prune-dist prune`: unstructured and N:M pruning, distributed over MPI ranks.
+struct PruneCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prune",
+        abstract: "Prune every linear of every block (magnitude, Wanda, SparseGPT, KRP), one block at a time, over MPI ranks.",
+        discussion: """
+        Run as one process, or under mpirun: every rank takes the calibration sequences i ≡ rank (mod size), \
+        statistics are reduced to the rank that owns each linear, owners solve and broadcast.
+        """)
+
+    @Option(name: .long, help: "Hugging Face model directory to prune.")
+    var model: String
+
+    @Option(name: .long, help: "Output directory (written under a temporary name, renamed when complete).")
+    var out: String
+
+    @Option(name: .long, help: "Pruning method: \(PruneMethod.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var method: PruneMethod
+
+    @Option(name: .long, help: "Fraction of each linear's weights set to zero (unstructured), in [0, 1).")
+    var sparsity: Double?
+
+    @Option(name: .long, help: "N:M semi-structured pattern, e.g. 2:4 or 4:8 (N of every M consecutive inputs zeroed).")
+    var pattern: String?
+
+    @Option(name: .long, help: "Calibration data: plain text, JSONL (field \"text\"), token ids (.u16 or JSON array), or .u16 windows.")
+    var calib: String?
+
+    @Option(name: .long, help: "Number of calibration sequences.")
+    var samples: Int = 128
+
+    @Option(name: .long, help: "Tokens per calibration sequence.")
+    var seqlen: Int = 512
+
+    @Option(name: .long, help: "Seed for drawing calibration windows.")
+    var seed: Int = 0
+
+    @Flag(name: .long, inversion: .prefixedNo, help: "Collect statistics again between q,k,v → o → gate,up → down (default: on for KRP, off otherwise).")
+    var trueSequential: Bool?
+
+    @Option(name: .long, help: "SparseGPT/KRP column block size.")
+    var blocksize: Int = 128
+
+    @Option(name: .long, help: "SparseGPT/KRP dampening, as a fraction of the mean Hessian diagonal.")
+    var percdamp: Double = 0.01
+
+    @Option(name: .long, help: "Write the JSON run report here (default: OUT/prune-report.json).")
+    var report: String?
+
+    @Option(name: .long, help: "Output dtype: bf16, f16 or f32 (default: the input's).")
+    var dtype: String?
+
+    @Option(name: .long, help: "Evaluate perplexity of the result on this text (or .u16 token) file.")
+    var evalText: String?
+
+    @Option(name: .long, help: "Sequence length for --eval-text perplexity.")
+    var evalSeqlen: Int = 512
+
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        switch (sparsity, pattern) {
+        case (nil, nil): throw ValidationError("give --sparsity S or --pattern N:M")
+        case (.some, .some): throw ValidationError("give either --sparsity or --pattern, not both")
+        case let (.some(s), nil):
+            guard s >= 0, s < 1 else { throw ValidationError("--sparsity must be in [0, 1), got \(s)") }
+        case let (nil, .some(p)):
+            _ = try PruneCommand.parsePattern(p)
+        }
+        guard samples > 0 else { throw ValidationError("--samples must be positive, got \(samples)") }
+        guard seqlen > 1 else { throw ValidationError("--seqlen must be at least 2, got \(seqlen)") }
+        guard blocksize > 0 else { throw ValidationError("--blocksize must be positive") }
+        guard percdamp > 0 else { throw ValidationError("--percdamp must be positive") }
+        if method != .magnitude, calib == nil { throw ValidationError("--method \(method.rawValue) needs calibration data: --calib FILE") }
+        if let dtype, DType(torchName: dtype) == nil || !(DType(torchName: dtype)!.isWeightType) {
+            throw ValidationError("--dtype must be bf16, f16 or f32, got \(dtype)")
+        }
+    }
+
+    static func parsePattern(_ text: String) throws -> (n: Int, m: Int) {
+        let parts = text.split(separator: ":")
+        guard parts.count == 2, let n = Int(parts[0]), let m = Int(parts[1]), n > 0, m > n else {
+            throw ValidationError("--pattern must be N:M with 0 < N < M (e.g. 2:4), got \(text)")
+        }
+        return (n, m)
+    }
+
+    func run() throws {
+        let logger = try global.makeLogger()
+        logger.error("prune: not wired yet")
+        throw ExitCode.failure
+    }
+}
