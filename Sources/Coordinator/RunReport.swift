@@ -1,0 +1,94 @@
+import Foundation
+
+/// The JSON report of a prune run: what was done to every linear, how long each block took, and what
+/// each rank used. Written by rank 0 (entries from other ranks are gathered to it).
+public struct RunReport: Codable, Sendable {
+    public struct Linear: Codable, Sendable {
+        public var name: String
+        public var layer: Int
+        public var owner: Int
+        public var sparsity: Double
+        public var zeros: Int
+        public var total: Int
+        /// Per-token squared output error of the masked weight before any update, ‖(W − W⊙M)x̂‖².
+        public var errorBefore: Double?
+        /// Per-token squared output error after the solver, ‖(W − Ŵ)x̂‖² (KRP: against its target).
+        public var errorAfter: Double?
+        /// Dampening added to the Hessian diagonal (SparseGPT/KRP), after any re-dampening.
+        public var damping: Double?
+        /// KRP's ridge λ (adaptive rectification).
+        public var ridge: Double?
+        /// How many times a failed Cholesky factorisation was re-dampened.
+        public var redamped: Int
+        public var seconds: Double
+
+        enum CodingKeys: String, CodingKey {
+            case name, layer, owner, sparsity, zeros, total, damping, ridge, redamped, seconds
+            case errorBefore = "error_before", errorAfter = "error_after"
+        }
+    }
+
+    public struct Block: Codable, Sendable {
+        public var layer: Int
+        public var seconds: Double
+        public var statisticsSeconds: Double
+        public var solveSeconds: Double
+        public var forwardSeconds: Double
+        enum CodingKeys: String, CodingKey {
+            case layer, seconds
+            case statisticsSeconds = "statistics_seconds", solveSeconds = "solve_seconds", forwardSeconds = "forward_seconds"
+        }
+    }
+
+    public struct Rank: Codable, Sendable {
+        public var rank: Int
+        public var host: String
+        public var peakRSSBytes: Int
+        public var sequences: Int
+        enum CodingKeys: String, CodingKey {
+            case rank, host, sequences
+            case peakRSSBytes = "peak_rss_bytes"
+        }
+    }
+
+    public var tool: String
+    public var version: String
+    public var model: String
+    public var output: String
+    public var method: String
+    public var pattern: String
+    public var sparsityTarget: Double
+    public var trueSequential: Bool
+    public var samples: Int
+    public var seqlen: Int
+    public var seed: Int
+    public var ranks: Int
+    public var linears: [Linear]
+    public var blocks: [Block]
+    public var rankUsage: [Rank]
+    public var totalSeconds: Double
+    public var overallSparsity: Double
+    public var evaluation: [String: Double]?
+
+    enum CodingKeys: String, CodingKey {
+        case tool, version, model, output, method, pattern, samples, seqlen, seed, ranks, linears, blocks, evaluation
+        case sparsityTarget = "sparsity_target", trueSequential = "true_sequential", rankUsage = "rank_usage"
+        case totalSeconds = "total_seconds", overallSparsity = "overall_sparsity"
+    }
+
+    public func jsonData() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(self)
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), in bytes.
+public func peakResidentBytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+        if fields.count >= 2, let kb = Int(fields[1]) { return kb * 1024 }
+    }
+    return 0
+}
