@@ -1,0 +1,123 @@
+import Engine
+import Foundation
+
+/// The checkpoint a run writes, block by block, in the input's layout: the same tensor names, shapes
+/// and sharding, in the input's dtype unless told otherwise, with config.json, generation config and
+/// tokenizer files copied. Everything is written into a hidden temporary folder beside the output,
+/// which is renamed to the output's name only when complete: an interrupted run never leaves anything
+/// that looks like a finished checkpoint.
+final class OutputCheckpoint {
+    let source: Checkpoint
+    let out: URL
+    let temporary: URL
+    let dtype: DType
+    private let writer: CheckpointWriter
+    private let order: [String]
+    private var written = 0
+    private var finished = false
+
+    static let copiedFiles = ["generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                              "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt"]
+
+    init(source: Checkpoint, out: URL, dtype: DType?) throws {
+        self.source = source
+        self.out = out
+        if let contents = try? FileManager.default.contentsOfDirectory(atPath: out.path), !contents.isEmpty {
+            throw PruneDistError(.argument, "\(out.path): output directory exists and is not empty; remove it or choose another --out")
+        }
+        let outputDType = dtype ?? source.storageDType
+        self.dtype = outputDType
+        temporary = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).partial-\(getpid())")
+        try? FileManager.default.removeItem(at: temporary)
+        order = OutputCheckpoint.tensorOrder(source.tensorNames)
+        let entries = try order.map { name -> SafetensorsWriter.Entry in
+            let info = try source.info(name)
+            return SafetensorsWriter.Entry(name: name, dtype: info.dtype.isWeightType ? outputDType : info.dtype, shape: info.shape)
+        }
+        // Shard like the input: a sharded input keeps roughly its shard size (scaled by the dtype change).
+        var maxShardBytes = CheckpointWriter.defaultMaxShardBytes
+        if source.files.count > 1 {
+            let largest = source.files.map { (try? FileManager.default.attributesOfItem(atPath: $0.url.path)[.size] as? Int) ?? 0 }.max() ?? 0
+            let ratio = Double(outputDType.size) / Double(source.storageDType.size)
+            maxShardBytes = max(1, Int(Double(largest) * ratio))
+        }
+        writer = try CheckpointWriter(directory: temporary, tensors: entries, maxShardBytes: maxShardBytes)
+    }
+
+    deinit {
+        if !finished { try? FileManager.default.removeItem(at: temporary) }
+    }
+
+    /// Embedding first, then each block's tensors (norms, then q k v o gate up down with their biases),
+    /// then whatever else the checkpoint holds (final norm, head), so blocks can be written as they finish.
+    static func tensorOrder(_ names: [String]) -> [String] {
+        func key(_ name: String) -> (Int, Int, Int, String) {
+            if name == LlamaTensorNames.embedding { return (0, 0, 0, name) }
+            let parts = name.split(separator: ".")
+            if parts.count >= 4, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]) {
+                let rest = parts[3...].joined(separator: ".")
+                let linear = LlamaLinear.allCases.firstIndex { rest.hasPrefix($0.rawValue + ".") }
+                let rank = rest.hasPrefix("input_layernorm") ? 0 : rest.hasPrefix("post_attention_layernorm") ? 1 : 2 + (linear ?? 7)
+                return (1, layer, rank, rest)
+            }
+            return (2, 0, 0, name)
+        }
+        return names.sorted { key($0) < key($1) }
+    }
+
+    private func copyNext(upTo predicate: (String) -> Bool, replacing linears: [String: [Float]] = [:]) throws {
+        while written < order.count, predicate(order[written]) {
+            let name = order[written]
+            if let values = linears[name] {
+                try writer.append(name, floats: values)
+            } else {
+                let info = try source.info(name)
+                if !info.dtype.isWeightType || info.dtype == dtype {
+                    try writer.append(name, bytes: try source.file(holding: name).rawBytes(name))
+                } else {
+                    try writer.append(name, floats: try source.floats(name))
+                }
+            }
+            written += 1
+        }
+    }
+
+    /// Writes block `layer`: its pruned linears as given (by LlamaLinear), everything else copied.
+    func writeBlock(layer: Int, linears: [LlamaLinear: [Float]]) throws {
+        try copyNext { $0 == LlamaTensorNames.embedding }
+        let prefix = "model.layers.\(layer)."
+        let replacements = Dictionary(uniqueKeysWithValues: linears.map { ($0.key.weightName(layer: layer), $0.value) })
+        try copyNext(upTo: { $0.hasPrefix(prefix) }, replacing: replacements)
+    }
+
+    /// Writes the remaining tensors, config and tokenizer files and the report, then moves the folder
+    /// into place.
+    func finish(reportData: Data?, reportURL: URL?) throws {
+        try copyNext { _ in true }
+        try writer.finish()
+        var configObject = try JSONSerialization.jsonObject(with: Data(contentsOf: source.directory.appendingPathComponent("config.json"))) as? [String: Any] ?? [:]
+        if configObject["dtype"] != nil { configObject["dtype"] = dtype.torchName }
+        configObject["torch_dtype"] = configObject["dtype"] == nil ? dtype.torchName : nil
+        let configData = try JSONSerialization.data(withJSONObject: configObject, options: [.prettyPrinted, .sortedKeys])
+        try writeFileAtomically(configData, to: temporary.appendingPathComponent("config.json"))
+        for name in OutputCheckpoint.copiedFiles {
+            let from = source.directory.appendingPathComponent(name)
+            if FileManager.default.fileExists(atPath: from.path) {
+                try FileManager.default.copyItem(at: from, to: temporary.appendingPathComponent(name))
+            }
+        }
+        if let reportData {
+            try writeFileAtomically(reportData, to: temporary.appendingPathComponent("prune-report.json"))
+        }
+        try? FileManager.default.removeItem(at: out)  // only an empty folder can be here (checked in init)
+        do {
+            try FileManager.default.moveItem(at: temporary, to: out)
+        } catch {
+            throw PruneDistError(.io, "\(out.path): cannot move the finished checkpoint into place: \(error.localizedDescription)")
+        }
+        finished = true
+        if let reportData, let reportURL {
+            try writeFileAtomically(reportData, to: reportURL)
+        }
+    }
+}
