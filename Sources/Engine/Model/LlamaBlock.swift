@@ -52,6 +52,11 @@ public struct LlamaBlockTrace: Sendable {
         }
     }
 
+    /// Forgets the stages after `stage`, e.g. because the linears that made them have changed.
+    public mutating func rewind(to stage: LlamaBlockStage) {
+        if stage < self.stage { self.stage = stage }
+    }
+
     /// Computes every stage after the current one up to `target`, with `weights`.
     public mutating func advance(to target: LlamaBlockStage, weights: LlamaBlockWeights, rope: RopeTable) {
         let d = weights.hiddenSize
