@@ -99,16 +99,18 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     /// segments. Unlike MPI_Reduce, whose tree (and so the order of additions) is rooted at root, the sums
     /// do not depend on which rank is root, so a statistic is bit-identical whichever rank owns it.
     public func reduceSum(_ buffer: inout [Double], root: Int) throws {
-        try checkRoot(root, "reduceSum")
+        try begin("reduceSum", root: root)
         try checkSameCount(buffer.count, "reduceSum")
         let ranks = size, me = rank
+        let maxElements = maxElementsPerMessage
+        // This rank's segment of one message: the first (longest) message's first (longest) segment bounds it.
+        var mine = [Double](repeating: 0, count: max(1, (min(buffer.count, maxElements) + ranks - 1) / ranks))
         try buffer.withUnsafeMutableBufferPointer { all in
             guard let base = all.baseAddress else { return }
-            try forEachMessage(count: all.count, maxElements: maxElementsPerMessage) { offset, count in
+            try forEachMessage(count: all.count, maxElements: maxElements) { offset, count in
                 let segments = evenSegments(count: count, parts: ranks)
                 let counts = segments.counts.map { Int32($0) }
                 let offsets = segments.offsets.map { Int32($0) }
-                var mine = [Double](repeating: 0, count: max(1, segments.counts[me]))
                 try check(MPI_Reduce_scatter(base + offset, &mine, counts, cmpi_double(), cmpi_sum(), world),
                           "reduceSum (MPI_Reduce_scatter)")
                 try check(MPI_Gatherv(mine, counts[me], cmpi_double(), base + offset, counts, offsets,
@@ -119,6 +121,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     }
 
     public func allreduceSum(_ buffer: inout [Double]) throws {
+        try begin("allreduceSum")
         try checkSameCount(buffer.count, "allreduceSum")
         try buffer.withUnsafeMutableBufferPointer { all in
             guard let base = all.baseAddress else { return }
@@ -130,6 +133,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     }
 
     public func allreduceMax(_ value: Double) throws -> Double {
+        try begin("allreduceMax")
         var result = value
         try check(MPI_Allreduce(cmpi_in_place(), &result, 1, cmpi_double(), cmpi_max(), world), "allreduceMax")
         return result
@@ -148,7 +152,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     // MARK: broadcast
 
     public func broadcast(_ buffer: inout [Float], root: Int) throws {
-        try checkRoot(root, "broadcast")
+        try begin("broadcast", root: root)
         try checkRootCount(buffer.count, root: root, "broadcast")
         try buffer.withUnsafeMutableBufferPointer { all in
             try broadcastMessages(UnsafeMutableRawPointer(all.baseAddress), count: all.count, stride: MemoryLayout<Float>.stride,
@@ -157,7 +161,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     }
 
     public func broadcast(_ buffer: inout [Double], root: Int) throws {
-        try checkRoot(root, "broadcast")
+        try begin("broadcast", root: root)
         try checkRootCount(buffer.count, root: root, "broadcast")
         try buffer.withUnsafeMutableBufferPointer { all in
             try broadcastMessages(UnsafeMutableRawPointer(all.baseAddress), count: all.count, stride: MemoryLayout<Double>.stride,
@@ -166,7 +170,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     }
 
     public func broadcast(_ data: inout Data, root: Int) throws {
-        try checkRoot(root, "broadcast")
+        try begin("broadcast", root: root)
         var length = Int64(data.count)
         try check(MPI_Bcast(&length, 1, cmpi_int64(), Int32(root), world), "broadcast (length)")
         if rank != root { data = Data(count: Int(length)) }
@@ -197,12 +201,13 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     // MARK: gather
 
     public func gather(_ data: Data, root: Int) throws -> [Data] {
-        try checkRoot(root, "gather")
+        try begin("gather", root: root)
         return try gatherBytes(data, root: root, "gather")
     }
 
     public func allgather(_ data: Data) throws -> [Data] {
-        try gatherBytes(data, root: nil, "allgather")
+        try begin("allgather")
+        return try gatherBytes(data, root: nil, "allgather")
     }
 
     /// Variable-length gather (to `root`, or to every rank when root is nil). Lengths are exchanged first;
@@ -251,6 +256,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     // MARK: control
 
     public func barrier() throws {
+        try begin("barrier")
         try check(MPI_Barrier(world), "barrier")
     }
 
@@ -260,6 +266,13 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             _ = MPI_Abort(world, code)
         }
         exit(code)
+    }
+
+    /// MPI calls after MPI_Finalize are undefined (they may crash rather than return an error code).
+    private func begin(_ operation: String, root: Int? = nil) throws {
+        let finished = Self.registry.lock.withLock { Self.registry.finished }
+        guard !finished else { throw communicationError(operation, "MPI was already finalized by finish()") }
+        if let root { try checkRoot(root, operation) }
     }
 
     /// Turns an MPI return code into PruneDistError(.communication) naming the operation and this rank.
