@@ -436,3 +436,32 @@ struct SeededNormal {
 private extension Double {
     var squared: Double { self * self }
 }
+
+final class LowestPositionsTests: XCTestCase {
+    /// Ties go to the lower position, as a stable ascending sort would order them.
+    func testTiesGoToLowerPositions() {
+        var sorted = [Double](), positions = [Int]()
+        let scores: [Double] = [3, 1, 2, 1, 2, 0, 2]
+        lowestPositions(3, of: scores[...], sorted: &sorted, into: &positions)
+        XCTAssertEqual(positions, [1, 3, 5])
+        lowestPositions(4, of: scores[...], sorted: &sorted, into: &positions)
+        XCTAssertEqual(positions, [1, 2, 3, 5])
+        lowestPositions(5, of: scores[...], sorted: &sorted, into: &positions)
+        XCTAssertEqual(positions, [1, 2, 3, 4, 5])
+        lowestPositions(0, of: scores[...], sorted: &sorted, into: &positions)
+        XCTAssertEqual(positions, [])
+        lowestPositions(2, of: scores[2..<6], sorted: &sorted, into: &positions)
+        XCTAssertEqual(positions, [1, 3], "positions are relative to the slice")
+    }
+
+    /// Wanda on equal scores prunes the leftmost columns of each row and group.
+    func testWandaTiesPruneLeftmost() throws {
+        let weight: [Float] = [1, -1, 1, -1, 2, 2, 2, 2]
+        let half = try pruneWanda(weight: weight, shape: [1, 8], columnNormsSquared: Array(repeating: 1, count: 8),
+                                  pattern: .unstructured(fraction: 0.5))
+        XCTAssertEqual(half.weight, [0, 0, 0, 0, 2, 2, 2, 2])
+        let twoOfFour = try pruneWanda(weight: weight, shape: [1, 8], columnNormsSquared: Array(repeating: 4, count: 8),
+                                       pattern: .nOfM(n: 2, m: 4))
+        XCTAssertEqual(twoOfFour.weight, [0, 0, 1, -1, 0, 0, 2, 2])
+    }
+}

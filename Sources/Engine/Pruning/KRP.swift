@@ -38,10 +38,9 @@ public func pruneKRP(weight: [Float], shape: [Int], hessian: [Double], crossTerm
     let maskedOriginal = maskedCopy(original, mask: solve.mask)
     let errorBefore: Double, errorAfter: Double
     if let denseHessian {
-        errorBefore = denseTargetError(dense: original, candidate: maskedOriginal, rows: rows, columns: columns,
-                                       hessian: hessian, crossTerm: crossTerm, denseHessian: denseHessian)
-        errorAfter = denseTargetError(dense: original, candidate: updated, rows: rows, columns: columns,
-                                      hessian: hessian, crossTerm: crossTerm, denseHessian: denseHessian)
+        (errorBefore, errorAfter) = denseTargetErrors(dense: original, masked: maskedOriginal, updated: updated,
+                                                      rows: rows, columns: columns, hessian: hessian,
+                                                      crossTerm: crossTerm, denseHessian: denseHessian)
     } else {
         (errorBefore, errorAfter) = outputErrors(reference: rectification.weight, masked: maskedOriginal, updated: updated,
                                                  rows: rows, columns: columns, hessian: hessian)
@@ -105,22 +104,31 @@ private func pow10(_ exponent: Int) -> Double {
     return result
 }
 
-/// ‖Y − A X̂‖²/N = tr(W H Wᵀ) − 2 tr(A C Wᵀ) + tr(A Ĥ Aᵀ) for a candidate A, from the three statistics.
-/// dense, candidate: [rows, columns]; hessian (Ĥ), crossTerm (C = X̂ᵀX/N), denseHessian (H): [columns, columns]
-func denseTargetError(dense: [Double], candidate: [Double], rows: Int, columns: Int,
-                      hessian: [Double], crossTerm: [Double], denseHessian: [Double]) -> Double {
-    var denseProjected = [Double](repeating: 0, count: rows * columns)       // W H
-    var crossProjected = [Double](repeating: 0, count: rows * columns)       // A C
-    var candidateProjected = [Double](repeating: 0, count: rows * columns)   // A Ĥ
+/// ‖Y − A X̂‖²/N = tr(W H Wᵀ) − 2 tr(A C Wᵀ) + tr(A Ĥ Aᵀ) for the candidates A = masked and A = updated,
+/// from the three statistics (the candidates are stacked so each product is one dgemm).
+/// dense, masked, updated: [rows, columns]; hessian (Ĥ), crossTerm (C = X̂ᵀX/N), denseHessian (H): [columns, columns]
+func denseTargetErrors(dense: [Double], masked: [Double], updated: [Double], rows: Int, columns: Int,
+                       hessian: [Double], crossTerm: [Double], denseHessian: [Double]) -> (masked: Double, updated: Double) {
+    let size = rows * columns
+    var denseProjected = [Double](repeating: 0, count: size)              // [rows, columns] W H
     dgemm(.none, .none, m: rows, n: columns, k: columns, dense, lda: columns, denseHessian, ldb: columns,
           &denseProjected, ldc: columns)
-    dgemm(.none, .none, m: rows, n: columns, k: columns, candidate, lda: columns, crossTerm, ldb: columns,
+    var targetEnergy = 0.0
+    for i in 0..<size { targetEnergy += denseProjected[i] * dense[i] }
+
+    let candidates = masked + updated                                     // [2·rows, columns]
+    var crossProjected = [Double](repeating: 0, count: 2 * size)          // [2·rows, columns] A C
+    var candidateProjected = [Double](repeating: 0, count: 2 * size)      // [2·rows, columns] A Ĥ
+    dgemm(.none, .none, m: 2 * rows, n: columns, k: columns, candidates, lda: columns, crossTerm, ldb: columns,
           &crossProjected, ldc: columns)
-    dgemm(.none, .none, m: rows, n: columns, k: columns, candidate, lda: columns, hessian, ldb: columns,
+    dgemm(.none, .none, m: 2 * rows, n: columns, k: columns, candidates, lda: columns, hessian, ldb: columns,
           &candidateProjected, ldc: columns)
-    var error = 0.0
-    for i in 0..<(rows * columns) {
-        error += denseProjected[i] * dense[i] - 2 * crossProjected[i] * dense[i] + candidateProjected[i] * candidate[i]
+    var errors = [targetEnergy, targetEnergy]
+    for which in 0..<2 {
+        for i in 0..<size {
+            let k = which * size + i
+            errors[which] += candidateProjected[k] * candidates[k] - 2 * crossProjected[k] * dense[i]
+        }
     }
-    return error
+    return (errors[0], errors[1])
 }

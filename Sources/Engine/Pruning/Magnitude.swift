@@ -25,10 +25,12 @@ public func pruneMagnitude(weight: [Float], shape: [Int], pattern: SparsityPatte
 /// Zeroes, in each row, the n lowest-scoring weights of every m consecutive columns.
 /// weight, scores: [rows, columns] row-major
 func zeroSmallestInGroups(_ weight: inout [Float], scores: [Double], rows: Int, columns: Int, n: Int, m: Int) {
+    var sorted = [Double](), positions = [Int]()
     for row in 0..<rows {
         for group in stride(from: 0, to: columns, by: m) {
             let start = row * columns + group
-            for j in indicesOfSmallest(scores[start..<(start + m)], count: n) { weight[start + j] = 0 }
+            lowestPositions(n, of: scores[start..<(start + m)], sorted: &sorted, into: &positions)
+            for j in positions { weight[start + j] = 0 }
         }
     }
 }

@@ -42,15 +42,15 @@ func sparseGPTSolve(weight: inout [Double], rows: Int, columns: Int, hessian: [D
     -> (mask: [Bool], damping: Double, redamped: Int) {
     // A dead input (never non-zero in the calibration data) gets H_ii = 1 so H stays invertible; its
     // weights can never matter to the output, so they are pruned for free.
-    var dampedHessian = hessian
-    for i in 0..<columns where hessian[i * columns + i] == 0 {
-        dampedHessian[i * columns + i] = 1
-        for row in 0..<rows { weight[row * columns + i] = 0 }
-    }
     var diagonalSum = 0.0
-    for i in 0..<columns { diagonalSum += dampedHessian[i * columns + i] }
-    let factorisation = try upperCholeskyOfInverse(dampedHessian, n: columns,
-                                                   damping: percdamp * diagonalSum / Double(columns), function: function)
+    for i in 0..<columns {
+        if hessian[i * columns + i] == 0 {
+            for row in 0..<rows { weight[row * columns + i] = 0 }
+        }
+        diagonalSum += hessian[i * columns + i] == 0 ? 1 : hessian[i * columns + i]
+    }
+    let factorisation = try upperCholeskyOfInverse(hessian, n: columns, damping: percdamp * diagonalSum / Double(columns),
+                                                   function: function)
     // N:M groups must not straddle two blocks.
     var effectiveBlocksize = blocksize
     if case let .nOfM(_, m) = pattern { effectiveBlocksize = max(m, blocksize / m * m) }
@@ -59,9 +59,10 @@ func sparseGPTSolve(weight: inout [Double], rows: Int, columns: Int, hessian: [D
     return (mask, factorisation.damping, factorisation.redamped)
 }
 
-/// U with (H + δI)⁻¹ = UᵀU, U upper triangular. When a factorisation fails δ is multiplied by 10
-/// (δ = 0 restarts from 1e-8·mean|diag H|) up to `maximumRedampings` times.
-/// hessian: [n, n] row-major symmetric
+/// U with (H + δI)⁻¹ = UᵀU, U upper triangular, where a zero diagonal entry of H (a dead input)
+/// counts as 1. When a factorisation fails δ is multiplied by 10 (δ = 0 restarts from
+/// 1e-8·mean|diag H|) up to `maximumRedampings` times.
+/// hessian: [n, n] row-major symmetric (not copied more than once at a time: it can be ~1 GB)
 /// Returns factor: [n, n] row-major upper triangular, the damping used and how many failures preceded it.
 func upperCholeskyOfInverse(_ hessian: [Double], n: Int, damping initialDamping: Double, function: String) throws
     -> (factor: [Double], damping: Double, redamped: Int) {
@@ -69,7 +70,7 @@ func upperCholeskyOfInverse(_ hessian: [Double], n: Int, damping initialDamping:
     var failures = 0
     while true {
         var matrix = hessian
-        for i in 0..<n { matrix[i * n + i] += damping }
+        for i in 0..<n { matrix[i * n + i] = (hessian[i * n + i] == 0 ? 1 : hessian[i * n + i]) + damping }
         if choleskyUpper(&matrix, n: n), inverseFromCholeskyUpper(&matrix, n: n), choleskyUpper(&matrix, n: n),
            (0..<n).allSatisfy({ matrix[$0 * n + $0] > 0 && matrix[$0 * n + $0].isFinite }) {
             return (matrix, damping, failures)
@@ -99,6 +100,10 @@ func fallbackDamping(_ hessian: [Double], n: Int) -> Double {
 func eliminateColumns(weight: inout [Double], rows: Int, columns: Int, inverseFactor u: [Double],
                       pattern: SparsityPattern, blocksize: Int) -> [Bool] {
     var mask = [Bool](repeating: false, count: rows * columns)
+    var groupWidth = 0
+    if case let .nOfM(_, m) = pattern { groupWidth = m }
+    var groupScores = [Double](repeating: 0, count: groupWidth)
+    var sortedScratch = [Double](), positions = [Int]()
     for blockStart in stride(from: 0, to: columns, by: blocksize) {
         let blockEnd = min(blockStart + blocksize, columns)
         let width = blockEnd - blockStart
@@ -126,12 +131,12 @@ func eliminateColumns(weight: inout [Double], rows: Int, columns: Int, inverseFa
             if case let .nOfM(n, m) = pattern, c % m == 0 {
                 // Scores of this group use the weights as already updated by the columns before it.
                 for row in 0..<rows {
-                    var scores = [Double](repeating: 0, count: m)
                     for k in 0..<m {
                         let w = weight[row * columns + i + k], d = u[(i + k) * columns + i + k]
-                        scores[k] = w * w / (d * d)
+                        groupScores[k] = w * w / (d * d)
                     }
-                    for k in indicesOfSmallest(scores[...], count: n) { mask[row * columns + i + k] = true }
+                    lowestPositions(n, of: groupScores[...], sorted: &sortedScratch, into: &positions)
+                    for k in positions { mask[row * columns + i + k] = true }
                 }
             }
             let diagonal = u[i * columns + i]

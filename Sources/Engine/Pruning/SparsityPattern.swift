@@ -125,10 +125,25 @@ func checkSquareStatistic(_ matrix: [Double], columns: Int, name: String, functi
     }
 }
 
-/// Indices of the `count` smallest scores, ties broken by the lower index (a stable ascending sort).
-/// scores: [k]
-func indicesOfSmallest(_ scores: ArraySlice<Double>, count: Int) -> [Int] {
-    let base = scores.startIndex
-    let order = scores.indices.sorted { (scores[$0], $0) < (scores[$1], $1) }
-    return order.prefix(count).map { $0 - base }
+/// Positions (0..<scores.count) of the `count` lowest scores, ties going to the lower position: the
+/// first `count` of a stable ascending sort, as the references' `torch.sort(stable=True)`.
+/// `sorted` and `positions` are scratch buffers reused between calls (no allocation per row or group).
+/// scores: [k] → positions: [count], ascending
+func lowestPositions(_ count: Int, of scores: ArraySlice<Double>, sorted: inout [Double], into positions: inout [Int]) {
+    positions.removeAll(keepingCapacity: true)
+    guard count > 0 else { return }
+    sorted.removeAll(keepingCapacity: true)
+    sorted.append(contentsOf: scores)
+    sorted.sort()
+    let threshold = sorted[count - 1]
+    var tiesToTake = 0
+    for score in sorted[..<count] where score == threshold { tiesToTake += 1 }
+    for (position, score) in zip(0..., scores) {
+        if score < threshold {
+            positions.append(position)
+        } else if score == threshold, tiesToTake > 0 {
+            tiesToTake -= 1
+            positions.append(position)
+        }
+    }
 }

@@ -27,9 +27,11 @@ public func pruneWanda(weight: [Float], shape: [Int], columnNormsSquared: [Doubl
     case let .unstructured(fraction):
         let perRow = Int(Double(columns) * fraction)
         guard perRow > 0 else { break }
+        var sorted = [Double](), positions = [Int]()
         for row in 0..<rows {
             let start = row * columns
-            for j in indicesOfSmallest(scores[start..<(start + columns)], count: perRow) { pruned[start + j] = 0 }
+            lowestPositions(perRow, of: scores[start..<(start + columns)], sorted: &sorted, into: &positions)
+            for j in positions { pruned[start + j] = 0 }
         }
     case let .nOfM(n, m):
         zeroSmallestInGroups(&pruned, scores: scores, rows: rows, columns: columns, n: n, m: m)
