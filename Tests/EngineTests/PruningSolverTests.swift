@@ -342,6 +342,11 @@ final class PruningSolverTests: XCTestCase {
                                                 hessian: hessian, pattern: .unstructured(fraction: 0.5))) { error in
             XCTAssertEqual((error as? PruneDistError)?.kind, .numerics, "\(error)")
         }
+        XCTAssertThrowsError(try pruneKRP(weight: [Float](repeating: 1, count: 2 * columns), shape: [2, columns],
+                                          hessian: hessian, crossTerm: hessian, pattern: .unstructured(fraction: 0.5))) { error in
+            XCTAssertEqual((error as? PruneDistError)?.kind, .numerics, "\(error)")
+            XCTAssertTrue("\(error)".contains("Cholesky failures"), "\(error)")
+        }
     }
 
     /// Fewer tokens than inputs (rank-deficient H) and a dead input: finite weights, dead column zeroed.

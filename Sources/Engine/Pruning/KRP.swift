@@ -7,7 +7,8 @@
 ///    10× larger ridge and counts in `redamped`.
 ///    Unlike the authors' code, each attempt adds its ridge to the undamped Ĥ: their in-place
 ///    additions pile up (Ĥ + Σλ), and their pruning step then used that piled-up Ĥ. Here the ridge
-///    only regularises W*; the pruning below uses Ĥ with SparseGPT's own damping.
+///    only regularises W*; the pruning below uses Ĥ with SparseGPT's own damping. There is no bias
+///    column (LLaMA linears have none), so the authors' bias off-by-one in the quota does not arise.
 /// 2. SparseGPT OBS pruning of W* under Ĥ (instead of the paper's exact row-by-row OBC, too slow at
 ///    LLaMA widths). With λ → 0, ‖Y − ŴX̂‖² = ‖(Ŵ − W*)X̂‖² + const, so this prunes for the dense target.
 ///
@@ -65,9 +66,9 @@ func rectifiedWeight(_ weight: [Double], rows: Int, columns: Int, hessian: [Doub
 
     let acceptedRatios = 5                       // r = 1e-4 … 1
     var failures = 0
-    var attempt = 0
-    while true {
-        let ridge = scale * 1e-4 * pow10(attempt)
+    var ridge = 0.0
+    for attempt in 0..<(acceptedRatios + maximumRedampings) {
+        ridge = scale * 1e-4 * pow10(attempt)
         var factor = hessian
         for i in 0..<columns { factor[i * columns + i] += ridge }
         if choleskyUpper(&factor, n: columns) {
@@ -84,18 +85,16 @@ func rectifiedWeight(_ weight: [Double], rows: Int, columns: Int, hessian: [Doub
                 }
             }
             let meanSquaredChange = squaredChange / Double(rows * columns)
-            if meanSquaredChange.isFinite, meanSquaredChange < 1 || attempt >= acceptedRatios - 1 {
+            if meanSquaredChange < 1 || (attempt >= acceptedRatios - 1 && meanSquaredChange.isFinite) {
                 return (rectified, ridge, failures)
             }
         } else {
             failures += 1
-            guard failures <= maximumRedampings else {
-                throw PruneDistError(.numerics,
-                    "\(function): Cholesky factorisation of Ĥ + λI [\(columns), \(columns)] failed \(failures) times, last with λ = \(ridge); the pruned-input statistics are unusable")
-            }
         }
-        attempt += 1
+        if failures > maximumRedampings { break }
     }
+    throw PruneDistError(.numerics,
+        "\(function): no usable ridge for Ĥ + λI [\(columns), \(columns)]: \(failures) Cholesky failures, the last with λ = \(ridge); the pruned-input statistics are unusable")
 }
 
 private func pow10(_ exponent: Int) -> Double {
