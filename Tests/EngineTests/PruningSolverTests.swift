@@ -228,6 +228,15 @@ final class PruningSolverTests: XCTestCase {
                                                tokens: tokens, rows: rows, columns: columns)
             XCTAssertEqual(krp.errorBefore!, maskedError, accuracy: 1e-6 * maskedError, "\(pattern): errorBefore")
             XCTAssertEqual(Double(krp.weight.filter { $0 == 0 }.count) / Double(rows * columns), 0.5, accuracy: 0.02)
+            // Without the dense Hessian the errors are against W*X̂: the dense-target ones minus ‖Y − W*X̂‖²/N,
+            // up to a cross term proportional to the small ridge.
+            let rectified = try pruneKRP(weight: weight, shape: [rows, columns], hessian: hessian, crossTerm: crossTerm,
+                                         pattern: pattern, blocksize: 8)
+            XCTAssertEqual(rectified.weight, krp.weight)
+            let unreachableBefore = krp.errorBefore! - rectified.errorBefore!
+            let unreachableAfter = krp.errorAfter! - rectified.errorAfter!
+            XCTAssertGreaterThan(unreachableAfter, 0)
+            XCTAssertEqual(unreachableBefore, unreachableAfter, accuracy: 1e-3 * krpError, "\(pattern)")
             print("KRP \(pattern): dense-target error \(krpError), SparseGPT on X̂ \(sparseGPTError)")
         }
     }
@@ -301,6 +310,38 @@ final class PruningSolverTests: XCTestCase {
     func leastSquares(_ a: inout [Double], rows: Int, columns: Int, _ b: inout [Double], rightHandSides: Int) -> Int32 {
         LAPACKE_dgels(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "N")), Int32(rows), Int32(columns), Int32(rightHandSides),
                       &a, Int32(columns), &b, Int32(rightHandSides))
+    }
+
+    /// The error products go through the rows in chunks; a ragged last chunk must not change them.
+    func testErrorChunksAgree() throws {
+        let (tokens, columns, rows) = (300, 16, 23)
+        let (x, xHat) = syntheticInputs(tokens: tokens, columns: columns, noise: 0.2, seed: 61)
+        let weight = randomWeight(rows: rows, columns: columns, seed: 62)
+        let hessian = gram(xHat, xHat, tokens: tokens, columns: columns)
+        let crossTerm = gram(xHat, x, tokens: tokens, columns: columns)
+        let denseHessian = gram(x, x, tokens: tokens, columns: columns)
+        var random = SeededNormal(seed: 63)
+        let mask = (0..<(rows * columns)).map { _ in random.next() > 0 }
+        let updated = weight.map { Double($0) + 0.1 * random.next() }
+        let target = weight.map { Double($0) + 0.1 * random.next() }
+        let whole = outputErrors(original: weight, mask: mask, updated: updated, target: target, rows: rows,
+                                 columns: columns, hessian: hessian, chunkRows: rows)
+        let wholeDense = denseTargetErrors(original: weight, mask: mask, updated: updated, rows: rows, columns: columns,
+                                           hessian: hessian, crossTerm: crossTerm, denseHessian: denseHessian, chunkRows: rows)
+        let maskedCandidate = zip(weight, mask).map { $1 ? 0 : $0 }
+        XCTAssertEqual(wholeDense.masked, denseTargetError(dense: x, pruned: xHat, weight: weight, candidate: maskedCandidate,
+                                                           tokens: tokens, rows: rows, columns: columns), accuracy: 1e-9 * wholeDense.masked)
+        for chunkRows in [1, 5, 22] {
+            let chunked = outputErrors(original: weight, mask: mask, updated: updated, target: target, rows: rows,
+                                       columns: columns, hessian: hessian, chunkRows: chunkRows)
+            XCTAssertEqual(chunked.masked, whole.masked, accuracy: 1e-12 * whole.masked)
+            XCTAssertEqual(chunked.updated, whole.updated, accuracy: 1e-12 * whole.updated)
+            let chunkedDense = denseTargetErrors(original: weight, mask: mask, updated: updated, rows: rows, columns: columns,
+                                                 hessian: hessian, crossTerm: crossTerm, denseHessian: denseHessian,
+                                                 chunkRows: chunkRows)
+            XCTAssertEqual(chunkedDense.masked, wholeDense.masked, accuracy: 1e-12 * wholeDense.masked)
+            XCTAssertEqual(chunkedDense.updated, wholeDense.updated, accuracy: 1e-12 * wholeDense.updated)
+        }
     }
 
     // MARK: damping and degenerate statistics

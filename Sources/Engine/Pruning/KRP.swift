@@ -36,15 +36,15 @@ public func pruneKRP(weight: [Float], shape: [Int], hessian: [Double], crossTerm
     var updated = rectification.weight
     let solve = try sparseGPTSolve(weight: &updated, rows: rows, columns: columns, hessian: hessian,
                                    pattern: pattern, blocksize: blocksize, percdamp: percdamp, function: function)
-    let maskedOriginal = maskedCopy(original, mask: solve.mask)
     let errorBefore: Double, errorAfter: Double
     if let denseHessian {
-        (errorBefore, errorAfter) = denseTargetErrors(dense: original, masked: maskedOriginal, updated: updated,
+        (errorBefore, errorAfter) = denseTargetErrors(original: weight, mask: solve.mask, updated: updated,
                                                       rows: rows, columns: columns, hessian: hessian,
                                                       crossTerm: crossTerm, denseHessian: denseHessian)
     } else {
-        (errorBefore, errorAfter) = outputErrors(reference: rectification.weight, masked: maskedOriginal, updated: updated,
-                                                 rows: rows, columns: columns, hessian: hessian)
+        (errorBefore, errorAfter) = outputErrors(original: weight, mask: solve.mask, updated: updated,
+                                                 target: rectification.weight, rows: rows, columns: columns,
+                                                 hessian: hessian)
     }
     return PruneResult(weight: updated.map(Float.init), errorBefore: errorBefore, errorAfter: errorAfter,
                        damping: solve.damping, ridge: rectification.ridge,
@@ -103,31 +103,42 @@ private func pow10(_ exponent: Int) -> Double {
     return result
 }
 
-/// ‖Y − A X̂‖²/N = tr(W H Wᵀ) − 2 tr(A C Wᵀ) + tr(A Ĥ Aᵀ) for the candidates A = masked and A = updated,
-/// from the three statistics (the candidates are stacked so each product is one dgemm).
-/// dense, masked, updated: [rows, columns]; hessian (Ĥ), crossTerm (C = X̂ᵀX/N), denseHessian (H): [columns, columns]
-func denseTargetErrors(dense: [Double], masked: [Double], updated: [Double], rows: Int, columns: Int,
-                       hessian: [Double], crossTerm: [Double], denseHessian: [Double]) -> (masked: Double, updated: Double) {
-    let size = rows * columns
-    var denseProjected = [Double](repeating: 0, count: size)              // [rows, columns] W H
-    dgemm(.none, .none, m: rows, n: columns, k: columns, dense, lda: columns, denseHessian, ldb: columns,
-          &denseProjected, ldc: columns)
-    var targetEnergy = 0.0
-    for i in 0..<size { targetEnergy += denseProjected[i] * dense[i] }
-
-    let candidates = masked + updated                                     // [2·rows, columns]
-    var crossProjected = [Double](repeating: 0, count: 2 * size)          // [2·rows, columns] A C
-    var candidateProjected = [Double](repeating: 0, count: 2 * size)      // [2·rows, columns] A Ĥ
-    dgemm(.none, .none, m: 2 * rows, n: columns, k: columns, candidates, lda: columns, crossTerm, ldb: columns,
-          &crossProjected, ldc: columns)
-    dgemm(.none, .none, m: 2 * rows, n: columns, k: columns, candidates, lda: columns, hessian, ldb: columns,
-          &candidateProjected, ldc: columns)
-    var errors = [targetEnergy, targetEnergy]
-    for which in 0..<2 {
-        for i in 0..<size {
-            let k = which * size + i
-            errors[which] += candidateProjected[k] * candidates[k] - 2 * crossProjected[k] * dense[i]
+/// ‖Y − A X̂‖²/N = tr(W H Wᵀ) − 2 tr(A C Wᵀ) + tr(A Ĥ Aᵀ) for the candidates A = W⊙K (the original
+/// with the final mask applied) and A = Ŵ, from the three statistics. Rows go in chunks, the two
+/// candidates stacked so each product is one dgemm.
+/// original: [rows, columns] W; mask: [rows, columns], true = pruned; updated: [rows, columns] Ŵ
+/// hessian (Ĥ), crossTerm (C = X̂ᵀX/N), denseHessian (H): [columns, columns]
+func denseTargetErrors(original: [Float], mask: [Bool], updated: [Double], rows: Int, columns: Int,
+                       hessian: [Double], crossTerm: [Double], denseHessian: [Double],
+                       chunkRows requestedChunkRows: Int? = nil) -> (masked: Double, updated: Double) {
+    let chunkRows = min(rows, requestedChunkRows ?? errorChunkRows(columns: columns))
+    var dense = [Double](repeating: 0, count: chunkRows * columns)              // [chunk, columns] W
+    var denseProjected = dense                                                  // [chunk, columns] W H
+    var candidates = [Double](repeating: 0, count: 2 * chunkRows * columns)     // [2·chunk, columns] A
+    var crossProjected = candidates                                             // [2·chunk, columns] A C
+    var candidateProjected = candidates                                         // [2·chunk, columns] A Ĥ
+    var maskedError = 0.0, updatedError = 0.0
+    for firstRow in stride(from: 0, to: rows, by: chunkRows) {
+        let count = min(chunkRows, rows - firstRow)
+        let chunk = count * columns
+        for k in 0..<chunk {
+            let i = firstRow * columns + k
+            dense[k] = Double(original[i])
+            candidates[k] = mask[i] ? 0 : dense[k]
+            candidates[chunk + k] = updated[i]
+        }
+        dgemm(.none, .none, m: count, n: columns, k: columns, dense, lda: columns, denseHessian, ldb: columns,
+              &denseProjected, ldc: columns)
+        dgemm(.none, .none, m: 2 * count, n: columns, k: columns, candidates, lda: columns, crossTerm, ldb: columns,
+              &crossProjected, ldc: columns)
+        dgemm(.none, .none, m: 2 * count, n: columns, k: columns, candidates, lda: columns, hessian, ldb: columns,
+              &candidateProjected, ldc: columns)
+        for k in 0..<chunk {
+            let targetEnergy = denseProjected[k] * dense[k]
+            maskedError += targetEnergy + candidateProjected[k] * candidates[k] - 2 * crossProjected[k] * dense[k]
+            updatedError += targetEnergy + candidateProjected[chunk + k] * candidates[chunk + k]
+                - 2 * crossProjected[chunk + k] * dense[k]
         }
     }
-    return (errors[0], errors[1])
+    return (maskedError, updatedError)
 }

@@ -19,8 +19,7 @@ public func pruneSparseGPT(weight: [Float], shape: [Int], hessian: [Double], pat
     var updated = weight.map(Double.init)
     let solve = try sparseGPTSolve(weight: &updated, rows: rows, columns: columns, hessian: hessian,
                                    pattern: pattern, blocksize: blocksize, percdamp: percdamp, function: function)
-    let original = weight.map(Double.init)
-    let errors = outputErrors(reference: original, masked: maskedCopy(original, mask: solve.mask), updated: updated,
+    let errors = outputErrors(original: weight, mask: solve.mask, updated: updated, target: nil,
                               rows: rows, columns: columns, hessian: hessian)
     return PruneResult(weight: updated.map(Float.init), errorBefore: errors.masked, errorAfter: errors.updated,
                        damping: solve.damping, redamped: solve.redamped)
@@ -178,31 +177,34 @@ func eliminateColumns(weight: inout [Double], rows: Int, columns: Int, inverseFa
     return mask
 }
 
-/// A copy of `weight` with the masked entries zeroed.
-/// weight, mask: [rows, columns]
-func maskedCopy(_ weight: [Double], mask: [Bool]) -> [Double] {
-    var result = weight
-    for i in result.indices where mask[i] { result[i] = 0 }
-    return result
-}
+/// Rows per chunk of the error products, so their scratch stays near 16 MB whatever the layer size.
+func errorChunkRows(columns: Int) -> Int { max(1, (1 << 20) / columns) }
 
-/// Output errors of two candidate weights against a reference, both under one Hessian:
-/// tr((R − A) H (R − A)ᵀ) for A = masked and A = updated, from one dgemm on the stacked differences.
-/// reference, masked, updated: [rows, columns] row-major; hessian: [columns, columns]
-func outputErrors(reference: [Double], masked: [Double], updated: [Double], rows: Int, columns: Int,
-                  hessian: [Double]) -> (masked: Double, updated: Double) {
-    var differences = [Double](repeating: 0, count: 2 * rows * columns)   // [2·rows, columns]
-    for i in 0..<(rows * columns) {
-        differences[i] = reference[i] - masked[i]
-        differences[rows * columns + i] = reference[i] - updated[i]
-    }
-    var projected = [Double](repeating: 0, count: 2 * rows * columns)     // [2·rows, columns] = D H
-    dgemm(.none, .none, m: 2 * rows, n: columns, k: columns, differences, lda: columns, hessian, ldb: columns,
-          &projected, ldc: columns)
+/// Output errors under one Hessian of two candidates against a target weight T:
+/// tr((T − W⊙K) H (T − W⊙K)ᵀ) for the original W with the final mask applied (K = kept entries) and
+/// tr((T − Ŵ) H (T − Ŵ)ᵀ) for the solver's Ŵ. Rows go in chunks, both candidates stacked in one dgemm.
+/// original: [rows, columns]; mask: [rows, columns], true = pruned; updated: [rows, columns] Ŵ
+/// target: [rows, columns] T, or nil for T = original; hessian: [columns, columns]
+func outputErrors(original: [Float], mask: [Bool], updated: [Double], target: [Double]?, rows: Int, columns: Int,
+                  hessian: [Double], chunkRows requestedChunkRows: Int? = nil) -> (masked: Double, updated: Double) {
+    let chunkRows = min(rows, requestedChunkRows ?? errorChunkRows(columns: columns))
+    var differences = [Double](repeating: 0, count: 2 * chunkRows * columns)   // [2·chunk, columns]
+    var projected = differences                                                // [2·chunk, columns] D H
     var maskedError = 0.0, updatedError = 0.0
-    for i in 0..<(rows * columns) {
-        maskedError += differences[i] * projected[i]
-        updatedError += differences[rows * columns + i] * projected[rows * columns + i]
+    for firstRow in stride(from: 0, to: rows, by: chunkRows) {
+        let chunk = min(chunkRows, rows - firstRow) * columns
+        for k in 0..<chunk {
+            let i = firstRow * columns + k
+            let targetValue = target?[i] ?? Double(original[i])
+            differences[k] = targetValue - (mask[i] ? 0 : Double(original[i]))
+            differences[chunk + k] = targetValue - updated[i]
+        }
+        dgemm(.none, .none, m: 2 * chunk / columns, n: columns, k: columns, differences, lda: columns,
+              hessian, ldb: columns, &projected, ldc: columns)
+        for k in 0..<chunk {
+            maskedError += differences[k] * projected[k]
+            updatedError += differences[chunk + k] * projected[chunk + k]
+        }
     }
     return (maskedError, updatedError)
 }
