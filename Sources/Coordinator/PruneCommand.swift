@@ -82,13 +82,10 @@ struct PruneCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        switch (sparsity, pattern) {
-        case (nil, nil): throw ValidationError("give --sparsity S or --pattern N:M")
-        case (.some, .some): throw ValidationError("give either --sparsity or --pattern, not both")
-        case let (.some(s), nil):
-            guard s >= 0, s < 1 else { throw ValidationError("--sparsity must be in [0, 1), got \(s)") }
-        case let (nil, .some(p)):
-            _ = try PruneCommand.parsePattern(p)
+        do {
+            _ = try SparsityPattern.parse(sparsity: sparsity, pattern: pattern)
+        } catch let error as PruneDistError {
+            throw ValidationError(error.message)
         }
         guard samples > 0 else { throw ValidationError("--samples must be positive, got \(samples)") }
         guard seqlen > 1 else { throw ValidationError("--seqlen must be at least 2, got \(seqlen)") }
@@ -100,17 +97,30 @@ struct PruneCommand: ParsableCommand {
         }
     }
 
-    static func parsePattern(_ text: String) throws -> (n: Int, m: Int) {
-        let parts = text.split(separator: ":")
-        guard parts.count == 2, let n = Int(parts[0]), let m = Int(parts[1]), n > 0, m > n else {
-            throw ValidationError("--pattern must be N:M with 0 < N < M (e.g. 2:4), got \(text)")
-        }
-        return (n, m)
+    func settings() throws -> PruneSettings {
+        PruneSettings(model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out), method: method,
+                      pattern: try SparsityPattern.parse(sparsity: sparsity, pattern: pattern),
+                      calibration: calib.map { URL(fileURLWithPath: $0) }, samples: samples, seqlen: seqlen, seed: seed,
+                      trueSequential: trueSequential ?? (method == .krp), blocksize: blocksize, percdamp: percdamp,
+                      outputDType: dtype.flatMap { DType(torchName: $0) },
+                      reportURL: report.map { URL(fileURLWithPath: $0) })
     }
 
     func run() throws {
-        let logger = try global.makeLogger()
-        logger.error("prune: not wired yet")
-        throw ExitCode.failure
+        let comm = try MPICommunicator.start()
+        defer { comm.finish() }
+        var logger = try global.makeLogger()
+        if comm.rank != 0 { logger.logLevel = max(logger.logLevel, .warning) }
+        let settings = try settings()
+        let report = try comm.abortingJobOnError {
+            try PruneRun(settings: settings, comm: comm, logger: logger).run()
+        }
+        if comm.rank == 0 {
+            printLine(try jsonLine([
+                "output": settings.out.path, "method": report.method, "pattern": report.pattern,
+                "overall_sparsity": report.overallSparsity, "seconds": report.totalSeconds, "ranks": report.ranks,
+                "samples": report.samples, "seqlen": report.seqlen,
+            ]))
+        }
     }
 }

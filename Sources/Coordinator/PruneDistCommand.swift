@@ -12,6 +12,12 @@ public struct PruneDistCommand: ParsableCommand {
     )
 
     public init() {}
+
+    /// The process entry point: picks OpenBLAS's fast kernels (re-executing once if needed), then parses and runs.
+    public static func launch() {
+        OpenBLASKernel.selectFastKernelOrReexec()
+        main()
+    }
 }
 
 public enum PruneDistVersion {

@@ -1,3 +1,3 @@
 import Coordinator
 
-PruneDistCommand.main()
+PruneDistCommand.launch()

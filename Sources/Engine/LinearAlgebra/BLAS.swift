@@ -32,3 +32,9 @@ public func dgemm(_ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: I
 public func setBLASThreads(_ n: Int) {
     openblas_set_num_threads(Int32(n))
 }
+
+/// The OpenBLAS kernel family in use (e.g. "Haswell"), for logs and benchmark reports.
+public func blasKernelName() -> String {
+    guard let name = openblas_get_corename() else { return "unknown" }
+    return String(cString: name)
+}

@@ -68,6 +68,7 @@ let total = bestBlocks + bestHead
 let peakSquare = sgemmRate(m: 2048, n: 2048, k: 2048, repeats: 5)
 let peakShaped = sgemmRate(m: tokens, n: config.intermediateSize, k: config.hiddenSize, repeats: 20)
 let achieved = (blockFlops + headFlops) / total / 1e9
+print("OpenBLAS kernel: \(blasKernelName()), threads: \(ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] ?? "default")")
 print(String(format: "forward: %d tokens through %d blocks (hidden %d, FFN %d, %d/%d heads) + LM head (vocab %d)",
              tokens, layers, config.hiddenSize, config.intermediateSize, config.numAttentionHeads, config.numKeyValueHeads, config.vocabSize))
 print(String(format: "  blocks %.3f s, head %.3f s, total %.3f s  →  %.0f tokens/s", bestBlocks, bestHead, total, t / total))

@@ -1,0 +1,35 @@
+import Engine
+import Foundation
+
+/// Where a run's calibration windows come from.
+enum CalibrationSource {
+    /// A JSON array of arrays is taken as the windows themselves (each `seqlen` long; used as given, e.g. to
+    /// reproduce another tool's calibration set); anything else is a token stream or text that windows are drawn
+    /// from with `seed`. Text needs the model's tokenizer.json.
+    static func windows(url: URL, modelDirectory: URL, samples: Int, seqlen: Int, seed: Int) throws -> [[Int]] {
+        if url.pathExtension == "json", let explicit = try explicitWindows(url: url, seqlen: seqlen) {
+            guard explicit.count >= samples else {
+                throw PruneDistError(.data, "\(url.path): holds \(explicit.count) windows, --samples asks for \(samples)")
+            }
+            return Array(explicit.prefix(samples))
+        }
+        let isTokenFile = url.pathExtension == "u16" || url.pathExtension == "json"
+        let tokenizer = isTokenFile ? nil : try Tokenizer.load(modelDirectory: modelDirectory)
+        return try CalibrationData.windows(url: url, tokenizer: tokenizer, samples: samples, seqlen: seqlen, seed: UInt64(bitPattern: Int64(seed)))
+    }
+
+    /// The windows of a JSON array of arrays of token ids, or nil when the file is a flat array.
+    private static func explicitWindows(url: URL, seqlen: Int) throws -> [[Int]]? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [Any],
+              let first = object.first, first is [Any] else { return nil }
+        return try object.enumerated().map { index, row in
+            guard let ids = row as? [NSNumber], ids.allSatisfy({ Int(exactly: $0.doubleValue) != nil && $0.intValue >= 0 }) else {
+                throw PruneDistError(.data, "\(url.path): window \(index) is not an array of non-negative integer token ids")
+            }
+            guard ids.count == seqlen else {
+                throw PruneDistError(.data, "\(url.path): window \(index) has \(ids.count) tokens, --seqlen is \(seqlen)")
+            }
+            return ids.map(\.intValue)
+        }
+    }
+}

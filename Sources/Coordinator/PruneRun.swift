@@ -1,0 +1,228 @@
+import Engine
+import Foundation
+import Logging
+import Worker
+
+/// Everything a prune run needs to know, resolved from the command line.
+struct PruneSettings: Sendable {
+    var model: URL
+    var out: URL
+    var method: PruneMethod
+    var pattern: SparsityPattern
+    var calibration: URL?
+    var samples: Int
+    var seqlen: Int
+    var seed: Int
+    var trueSequential: Bool
+    var blocksize: Int
+    var percdamp: Double
+    var outputDType: DType?
+    var reportURL: URL?
+}
+
+/// One prune run on one rank. Every rank runs the same code; the ownership plan decides who solves what.
+///
+/// For each block: every rank reads the block's weights, runs its calibration sequences through it collecting
+/// statistics of each linear's input (phase by phase when true-sequential), the statistics are reduced to their
+/// owners, owners solve, the pruned weights are broadcast from their owners, and every rank computes its
+/// sequences' block outputs as the next block's inputs. Rank 0 writes the output checkpoint.
+///
+/// Sequences go through the block one at a time, and each sequence's statistics are formed on their own
+/// before being added in Double: a sequence contributes the same bits whichever rank holds it, so the result
+/// does not depend on the number of ranks beyond the order of Double additions.
+final class PruneRun {
+    let settings: PruneSettings
+    let comm: Communicator
+    let logger: Logger
+
+    init(settings: PruneSettings, comm: Communicator, logger: Logger) {
+        self.settings = settings
+        self.comm = comm
+        self.logger = logger
+    }
+
+    func run() throws -> RunReport {
+        let start = Date()
+        let checkpoint = try Checkpoint(directory: settings.model)
+        let config = checkpoint.config
+        let method = settings.method
+        let seqlen = settings.seqlen
+        let plan = OwnershipPlan(config: config, ranks: comm.size, trueSequential: settings.trueSequential,
+                                 statisticsPerInput: method == .krp ? 2 : 1)
+
+        // Every rank draws the same windows and keeps those with index ≡ rank (mod size).
+        let windows: [[Int]] = method == .magnitude ? [] : try CalibrationSource.windows(
+            url: settings.calibration!, modelDirectory: settings.model, samples: settings.samples, seqlen: seqlen, seed: settings.seed)
+        let mine = windows.indices.filter { $0 % comm.size == comm.rank }.map { windows[$0] }
+        let rope = try RopeTable(config: config, positions: seqlen)
+        var prunedStream: [[Float]] = []
+        if !mine.isEmpty {
+            let embedding = try LlamaEmbedding(checkpoint: checkpoint)
+            prunedStream = try mine.map { try embedding.embed($0) }
+        }
+        var denseStream: [[Float]]? = method.needsDenseStream ? prunedStream : nil
+
+        let output = comm.rank == 0 ? try OutputCheckpoint(source: checkpoint, out: settings.out, dtype: settings.outputDType) : nil
+        var linears: [RunReport.Linear] = []
+        var blocks: [RunReport.Block] = []
+        if comm.rank == 0 {
+            logger.info("pruning \(config.numHiddenLayers) blocks with \(method.rawValue), \(settings.pattern), \(windows.count) sequences of \(seqlen) tokens over \(comm.size) rank(s)")
+        }
+
+        for layer in 0..<config.numHiddenLayers {
+            let blockStart = Date()
+            var statisticsSeconds = 0.0, solveSeconds = 0.0, forwardSeconds = 0.0
+            let dense = try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
+            var pruned = dense
+            var traces = prunedStream.map { LlamaBlockTrace(input: $0, seqlen: seqlen) }
+            var denseTraces: [LlamaBlockTrace] = []
+            if let denseStream {
+                let t = Date()
+                denseTraces = denseStream.map { llamaBlockTrace($0, weights: dense, rope: rope, seqlen: seqlen) }
+                forwardSeconds += Date().timeIntervalSince(t)
+            }
+            for phase in plan.phases {
+                let inputs = LlamaLinearInput.allCases.filter { input in phase.contains { $0.inputGroup == input } }
+                var statistics: [LlamaLinearInput: InputStatistics] = [:]
+                if method.statistics != .none {
+                    // Inputs as the block stands at the start of the phase (earlier phases already pruned).
+                    let t0 = Date()
+                    let last = LlamaBlockStage(inputs.last!)
+                    for s in traces.indices { traces[s].advance(to: last, weights: pruned, rope: rope) }
+                    forwardSeconds += Date().timeIntervalSince(t0)
+                    let t1 = Date()
+                    statistics = try reducedStatistics(inputs: inputs, layer: layer, plan: plan, dense: dense,
+                                                       traces: traces, denseTraces: denseTraces)
+                    statisticsSeconds += Date().timeIntervalSince(t1)
+                }
+
+                let t2 = Date()
+                for linear in phase {
+                    let owner = plan.owner(layer: layer, linear: linear)
+                    var weight: [Float]
+                    if owner == comm.rank {
+                        let solveStart = Date()
+                        var solved = try solve(linear: linear, layer: layer, dense: dense, statistics: statistics[linear.inputGroup])
+                        solved.report.seconds = Date().timeIntervalSince(solveStart)
+                        linears.append(solved.report)
+                        weight = solved.weight
+                    } else {
+                        weight = [Float](repeating: 0, count: dense.weight(linear).count)
+                    }
+                    try comm.broadcast(&weight, root: owner)
+                    pruned.setWeight(linear, weight)
+                }
+                solveSeconds += Date().timeIntervalSince(t2)
+                // Stages computed with this phase's linears before they were pruned must be computed again.
+                for s in traces.indices { traces[s].rewind(to: LlamaBlockStage(inputs.first!)) }
+            }
+
+            // The next block's inputs: the pruned stream through the pruned block, the dense one through the dense block.
+            let t3 = Date()
+            for s in traces.indices {
+                traces[s].advance(to: .output, weights: pruned, rope: rope)
+                prunedStream[s] = traces[s].output
+            }
+            if denseStream != nil { denseStream = denseTraces.map(\.output) }
+            traces = []
+            denseTraces = []
+            forwardSeconds += Date().timeIntervalSince(t3)
+            try output?.writeBlock(layer: layer, linears: Dictionary(uniqueKeysWithValues: LlamaLinear.allCases.map { ($0, pruned.weight($0)) }))
+            let seconds = Date().timeIntervalSince(blockStart)
+            blocks.append(RunReport.Block(layer: layer, seconds: seconds, statisticsSeconds: statisticsSeconds,
+                                          solveSeconds: solveSeconds, forwardSeconds: forwardSeconds))
+            if comm.rank == 0 {
+                let elapsed = Date().timeIntervalSince(start)
+                let left = elapsed / Double(layer + 1) * Double(config.numHiddenLayers - layer - 1)
+                let tokensPerSecond = Double(windows.count * seqlen * (layer + 1)) / elapsed
+                logger.info("block \(layer + 1)/\(config.numHiddenLayers) done in \(String(format: "%.1f", seconds)) s; \(String(format: "%.0f", tokensPerSecond)) tokens/s; elapsed \(String(format: "%.0f", elapsed)) s, about \(String(format: "%.0f", left)) s left")
+            }
+        }
+
+        // Every rank's report entries and usage, gathered on rank 0.
+        let usage = RunReport.Rank(rank: comm.rank, host: comm.hostName, peakRSSBytes: peakResidentBytes(), sequences: mine.count)
+        let gathered = try comm.gather(try JSONEncoder().encode(RankPart(linears: linears, usage: usage)), root: 0)
+        var report = RunReport(tool: "prune-dist", version: PruneDistVersion.string, model: settings.model.path, output: settings.out.path,
+                               method: method.rawValue, pattern: settings.pattern.description, sparsityTarget: settings.pattern.sparsity,
+                               trueSequential: settings.trueSequential, samples: windows.count, seqlen: seqlen, seed: settings.seed,
+                               ranks: comm.size, linears: [], blocks: blocks, rankUsage: [], totalSeconds: 0, overallSparsity: 0, evaluation: nil)
+        if comm.rank == 0 {
+            let parts = try gathered.map { try JSONDecoder().decode(RankPart.self, from: $0) }
+            let order = Dictionary(uniqueKeysWithValues: LlamaLinear.allCases.enumerated().map { ($0.element.weightName(layer: 0), $0.offset) })
+            func position(_ entry: RunReport.Linear) -> Int {
+                order[entry.name.replacingOccurrences(of: "layers.\(entry.layer).", with: "layers.0.")] ?? 0
+            }
+            report.linears = parts.flatMap(\.linears).sorted { ($0.layer, position($0)) < ($1.layer, position($1)) }
+            report.rankUsage = parts.map(\.usage)
+            let zeros = report.linears.reduce(0) { $0 + $1.zeros }, total = report.linears.reduce(0) { $0 + $1.total }
+            report.overallSparsity = Double(zeros) / Double(max(total, 1))
+            report.totalSeconds = Date().timeIntervalSince(start)
+            try output!.finish(reportData: try report.jsonData(), reportURL: settings.reportURL)
+        }
+        try comm.barrier()
+        return report
+    }
+
+    private struct RankPart: Codable {
+        var linears: [RunReport.Linear]
+        var usage: RunReport.Rank
+    }
+
+    /// Local statistics of this rank's sequences for each input of the phase, summed over ranks onto the owners
+    /// and normalised there. Non-owners get nothing back.
+    private func reducedStatistics(inputs: [LlamaLinearInput], layer: Int, plan: OwnershipPlan, dense: LlamaBlockWeights,
+                                   traces: [LlamaBlockTrace], denseTraces: [LlamaBlockTrace]) throws -> [LlamaLinearInput: InputStatistics] {
+        var result: [LlamaLinearInput: InputStatistics] = [:]
+        for input in inputs {
+            var local = InputStatistics(dimension: dense.inputDimension(input), needs: settings.method.statistics)
+            for s in traces.indices {
+                local.accumulate(pruned: traces[s].input(input), dense: denseTraces.isEmpty ? nil : denseTraces[s].input(input),
+                                 tokens: settings.seqlen)
+            }
+            var buffer = local.packed()
+            let owners = plan.statisticOwners(layer: layer, input: input)
+            if owners.count == 1 {
+                try comm.reduceSum(&buffer, root: owners[0])
+            } else {
+                try comm.allreduceSum(&buffer)
+            }
+            if owners.contains(comm.rank) {
+                local.unpack(buffer)
+                result[input] = local.normalised()
+            }
+        }
+        return result
+    }
+
+    /// Prunes one linear with the run's method.
+    private func solve(linear: LlamaLinear, layer: Int, dense: LlamaBlockWeights, statistics: InputStatistics?)
+        throws -> (weight: [Float], report: RunReport.Linear)
+    {
+        let weight = dense.weight(linear)
+        let shape = dense.shape(linear)
+        let name = linear.weightName(layer: layer)
+        let result: PruneResult
+        do {
+            switch settings.method {
+            case .magnitude:
+                result = try pruneMagnitude(weight: weight, shape: shape, pattern: settings.pattern)
+            case .wanda:
+                result = try pruneWanda(weight: weight, shape: shape, columnNormsSquared: statistics!.columnNorms, pattern: settings.pattern)
+            case .sparsegpt:
+                result = try pruneSparseGPT(weight: weight, shape: shape, hessian: statistics!.hessian, pattern: settings.pattern,
+                                            blocksize: settings.blocksize, percdamp: settings.percdamp)
+            case .krp:
+                result = try pruneKRP(weight: weight, shape: shape, hessian: statistics!.hessian, crossTerm: statistics!.cross,
+                                      pattern: settings.pattern, blocksize: settings.blocksize, percdamp: settings.percdamp)
+            }
+        } catch let error as PruneDistError {
+            throw PruneDistError(error.kind, "\(name): \(error.message)")
+        }
+        let zeros = result.weight.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }
+        let entry = RunReport.Linear(name: name, layer: layer, owner: comm.rank,
+                                     sparsity: Double(zeros) / Double(result.weight.count), zeros: zeros, total: result.weight.count,
+                                     errorBefore: result.errorBefore, errorAfter: result.errorAfter, damping: result.damping,
+                                     ridge: result.ridge, redamped: result.redamped, seconds: 0)
+        return (result.weight, entry)
+    }
+}
