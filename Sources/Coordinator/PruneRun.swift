@@ -47,6 +47,7 @@ final class PruneRun {
         let config = checkpoint.config
         let method = settings.method
         let seqlen = settings.seqlen
+        try checkPatternFits(config: config)
         let plan = OwnershipPlan(config: config, ranks: comm.size, trueSequential: settings.trueSequential,
                                  statisticsPerInput: method == .krp ? 2 : 1)
 
@@ -161,6 +162,19 @@ final class PruneRun {
         }
         try comm.barrier()
         return report
+    }
+
+    /// An N:M pattern must divide every linear's input width; refused before any work is done.
+    private func checkPatternFits(config: LlamaConfig) throws {
+        guard case let .nOfM(_, m) = settings.pattern else { return }
+        for layer in 0..<config.numHiddenLayers {
+            for linear in LlamaLinear.allCases {
+                let inputs = linear.shape(config: config, layer: layer)[1]
+                if inputs % m != 0 {
+                    throw PruneDistError(.argument, "pattern \(settings.pattern): \(linear.weightName(layer: layer)) has \(inputs) inputs, not a multiple of \(m)")
+                }
+            }
+        }
     }
 
     private struct RankPart: Codable {
