@@ -1,0 +1,165 @@
+import Engine
+import Foundation
+import TestSupport
+import XCTest
+
+/// The backward pass: each layer's backward against central differences of its own forward, then whole-model
+/// gradients against PyTorch's `loss.backward()` (../shared/fixtures README §4).
+final class GradientTests: XCTestCase {
+    // MARK: finite differences
+
+    private var random = SplitMix64(seed: 0x6772_6164)
+
+    private func gaussians(_ count: Int, scale: Float = 1) -> [Float] {
+        (0..<count).map { _ in Float(random.nextGaussian()) * scale }
+    }
+
+    /// Σ projection ⊙ values in Double: a scalar whose gradient with respect to `values` is `projection`.
+    private func project(_ values: [Float], _ projection: [Float]) -> Double {
+        zip(values, projection).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+    }
+
+    /// Compares `analytic` with Double central differences of `loss` around `point`, every element.
+    /// The error is relative to the largest |analytic| entry so tiny entries do not dominate.
+    private func assertMatchesFiniteDifferences(_ what: String, point: [Float], analytic: [Float], step: Float = 1e-3,
+                                                tolerance: Double = 1e-2, loss: ([Float]) -> Double,
+                                                file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(point.count, analytic.count, "\(what): gradient size", file: file, line: line)
+        var worst = 0.0, at = 0, largest = 0.0
+        for i in 0..<point.count {
+            var plus = point, minus = point
+            plus[i] += step
+            minus[i] -= step
+            let numeric = (loss(plus) - loss(minus)) / Double(plus[i] - minus[i])
+            largest = max(largest, abs(Double(analytic[i])))
+            if abs(numeric - Double(analytic[i])) > worst { worst = abs(numeric - Double(analytic[i])); at = i }
+        }
+        XCTAssertGreaterThan(largest, 1e-3, "\(what): the analytic gradient is (nearly) zero", file: file, line: line)
+        XCTAssertLessThan(worst / largest, tolerance,
+                          "\(what): worst |analytic − numeric| \(worst) at element \(at), max |gradient| \(largest)",
+                          file: file, line: line)
+    }
+
+    func testLinearBackwardMatchesFiniteDifferences() {
+        let tokens = 5, inFeatures = 6, outFeatures = 4
+        let x = gaussians(tokens * inFeatures), weight = gaussians(outFeatures * inFeatures), bias = gaussians(outFeatures)
+        let projection = gaussians(tokens * outFeatures)
+        func loss(_ x: [Float], _ weight: [Float], _ bias: [Float]) -> Double {
+            var out = [Float](repeating: 0, count: tokens * outFeatures)
+            linearForward(&out, x, weight, bias, tokens: tokens, inFeatures: inFeatures, outFeatures: outFeatures)
+            return project(out, projection)
+        }
+        // Start from non-zero gradients: backward must add, not overwrite.
+        let start: Float = 0.25
+        var dX = [Float](repeating: start, count: x.count), dWeight = [Float](repeating: start, count: weight.count)
+        var dBias = [Float](repeating: start, count: bias.count)
+        linearBackward(&dX, &dWeight, &dBias, projection, x, weight, tokens: tokens, inFeatures: inFeatures, outFeatures: outFeatures)
+        assertMatchesFiniteDifferences("linear dX", point: x, analytic: dX.map { $0 - start }) { loss($0, weight, bias) }
+        assertMatchesFiniteDifferences("linear dWeight", point: weight, analytic: dWeight.map { $0 - start }) { loss(x, $0, bias) }
+        assertMatchesFiniteDifferences("linear dBias", point: bias, analytic: dBias.map { $0 - start }) { loss(x, weight, $0) }
+    }
+
+    func testRMSNormBackwardMatchesFiniteDifferences() {
+        let tokens = 4, dim = 8, eps: Float = 1e-5
+        let x = gaussians(tokens * dim), weight = gaussians(dim).map { 1 + 0.3 * $0 }
+        let projection = gaussians(tokens * dim)
+        func loss(_ x: [Float], _ weight: [Float]) -> Double {
+            var out = [Float](repeating: 0, count: tokens * dim)
+            rmsnormForward(&out, x, weight, tokens: tokens, dim: dim, eps: eps)
+            return project(out, projection)
+        }
+        var dX = [Float](repeating: 0, count: x.count), dWeight = [Float](repeating: 0, count: dim)
+        rmsnormBackward(&dX, &dWeight, projection, x, weight, tokens: tokens, dim: dim, eps: eps)
+        assertMatchesFiniteDifferences("rmsnorm dX", point: x, analytic: dX) { loss($0, weight) }
+        assertMatchesFiniteDifferences("rmsnorm dWeight", point: weight, analytic: dWeight) { loss(x, $0) }
+    }
+
+    private func smallConfig(heads: Int, kvHeads: Int, headDim: Int, theta: Double = 10000) -> LlamaConfig {
+        LlamaConfig(vocabSize: 11, hiddenSize: 12, intermediateSize: 10, numHiddenLayers: 2,
+                    numAttentionHeads: heads, numKeyValueHeads: kvHeads, headDim: headDim, rmsNormEps: 1e-5,
+                    ropeTheta: theta)
+    }
+
+    func testRopeBackwardMatchesFiniteDifferences() throws {
+        let seqlen = 5, tokens = 2 * seqlen, heads = 2, headDim = 6
+        // A small theta so every frequency turns by a visible angle within five positions.
+        let rope = try RopeTable(config: smallConfig(heads: heads, kvHeads: heads, headDim: headDim, theta: 3), positions: seqlen)
+        let x = gaussians(tokens * heads * headDim), projection = gaussians(x.count)
+        func loss(_ x: [Float]) -> Double {
+            var out = x
+            ropeForward(&out, rope: rope, tokens: tokens, heads: heads, seqlen: seqlen)
+            return project(out, projection)
+        }
+        var dX = projection
+        ropeBackward(&dX, rope: rope, tokens: tokens, heads: heads, seqlen: seqlen)
+        assertMatchesFiniteDifferences("rope dX", point: x, analytic: dX, loss: loss)
+    }
+
+    /// Grouped-query (4 query heads on 2 key/value heads), two sequences, causal mask.
+    func testAttentionBackwardMatchesFiniteDifferences() {
+        let seqlen = 5, tokens = 2 * seqlen, heads = 4, kvHeads = 2, headDim = 3
+        let q = gaussians(tokens * heads * headDim), k = gaussians(tokens * kvHeads * headDim)
+        let v = gaussians(tokens * kvHeads * headDim), projection = gaussians(q.count)
+        func loss(_ q: [Float], _ k: [Float], _ v: [Float]) -> Double {
+            var out = [Float](repeating: 0, count: tokens * heads * headDim)
+            var probabilities = [Float](repeating: 0, count: seqlen * seqlen)
+            attentionForward(&out, q, k, v, probabilities: &probabilities, tokens: tokens, seqlen: seqlen,
+                             heads: heads, kvHeads: kvHeads, headDim: headDim)
+            return project(out, projection)
+        }
+        var dQ = [Float](repeating: 0, count: q.count), dK = [Float](repeating: 0, count: k.count)
+        var dV = [Float](repeating: 0, count: v.count)
+        attentionBackward(&dQ, &dK, &dV, projection, q, k, v, tokens: tokens, seqlen: seqlen,
+                          heads: heads, kvHeads: kvHeads, headDim: headDim)
+        assertMatchesFiniteDifferences("attention dQ", point: q, analytic: dQ) { loss($0, k, v) }
+        assertMatchesFiniteDifferences("attention dK", point: k, analytic: dK) { loss(q, $0, v) }
+        assertMatchesFiniteDifferences("attention dV", point: v, analytic: dV) { loss(q, k, $0) }
+        // Causality: the last position of each sequence is read by no earlier query, and the first
+        // query attends to itself alone, so it has no gradient (softmax of a single score is 1).
+        let kvStride = kvHeads * headDim, qStride = heads * headDim
+        for start in [0, seqlen] {
+            XCTAssertTrue(dQ[(start * qStride)..<((start + 1) * qStride)].allSatisfy { $0 == 0 },
+                          "the first query of a sequence cannot change its output")
+            let lastValue = dV[((start + seqlen - 1) * kvStride)..<((start + seqlen) * kvStride)]
+            XCTAssertFalse(lastValue.allSatisfy { $0 == 0 }, "the last value is read by the last query")
+        }
+    }
+
+    func testSwiGLUBackwardMatchesFiniteDifferences() {
+        let count = 24
+        let gate = gaussians(count, scale: 2), up = gaussians(count), projection = gaussians(count)
+        func loss(_ gate: [Float], _ up: [Float]) -> Double {
+            var out = [Float](repeating: 0, count: count)
+            swigluForward(&out, gate, up, count: count)
+            return project(out, projection)
+        }
+        var dGate = [Float](repeating: 0, count: count), dUp = [Float](repeating: 0, count: count)
+        swigluBackward(&dGate, &dUp, projection, gate, up, count: count)
+        assertMatchesFiniteDifferences("swiglu dGate", point: gate, analytic: dGate) { loss($0, up) }
+        assertMatchesFiniteDifferences("swiglu dUp", point: up, analytic: dUp) { loss(gate, $0) }
+    }
+
+    func testCrossEntropyBackwardMatchesFiniteDifferences() {
+        let vocab = 9, target = 4, lossScale: Float = 0.7
+        let logits = gaussians(vocab, scale: 2)
+        var dLogits = logits
+        dLogits.withUnsafeMutableBufferPointer { buffer in
+            // In place, as the head does it.
+            crossEntropyBackward(buffer.baseAddress!, buffer.baseAddress!, target: target, vocabSize: vocab, lossScale: lossScale)
+        }
+        assertMatchesFiniteDifferences("cross-entropy dLogits", point: logits, analytic: dLogits) {
+            Double(lossScale) * crossEntropy($0, target: target, vocabSize: vocab)
+        }
+    }
+
+    func testEmbeddingBackwardSumsRepeatedTokens() {
+        let vocab = 6, hidden = 3, ids = [2, 5, 2, 0]
+        let table = gaussians(vocab * hidden), projection = gaussians(ids.count * hidden)
+        func loss(_ table: [Float]) -> Double {
+            project(ids.flatMap { table[($0 * hidden)..<(($0 + 1) * hidden)] }, projection)
+        }
+        var dTable = [Float](repeating: 0, count: table.count)
+        embeddingBackward(&dTable, projection, ids: ids, hiddenSize: hidden)
+        assertMatchesFiniteDifferences("embedding dTable", point: table, analytic: dTable, loss: loss)
+    }
+}
