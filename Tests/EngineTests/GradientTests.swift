@@ -162,4 +162,154 @@ final class GradientTests: XCTestCase {
         embeddingBackward(&dTable, projection, ids: ids, hiddenSize: hidden)
         assertMatchesFiniteDifferences("embedding dTable", point: table, analytic: dTable, loss: loss)
     }
+
+    // MARK: whole model
+
+    private func referenceIDs() throws -> [Int] {
+        try SafetensorsFile(url: Fixtures.path("fixtures/tiny-llama-reference.safetensors")).int64s("input_ids").map(Int.init)
+    }
+
+    /// Every tensor within 1e-4 of its own largest |gradient|; prints the worst ratio per tensor kind.
+    private func assertGradientsMatch(_ actual: [String: [Float]], _ expected: [String: [Float]], tolerance: Float = 1e-4,
+                                      file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(Set(actual.keys), Set(expected.keys), "gradient tensor names", file: file, line: line)
+        var worstOverall: Float = 0
+        for name in expected.keys.sorted() {
+            guard let got = actual[name], let want = expected[name] else { continue }
+            XCTAssertEqual(got.count, want.count, "\(name): element count", file: file, line: line)
+            let largest = want.reduce(0) { max($0, abs($1)) }
+            var worst: Float = 0, at = 0
+            for i in 0..<min(got.count, want.count) where !(abs(got[i] - want[i]) <= worst) {
+                worst = got[i].isNaN ? .infinity : abs(got[i] - want[i])
+                at = i
+            }
+            XCTAssertGreaterThan(largest, 0, "\(name): golden gradient is all zero", file: file, line: line)
+            XCTAssertLessThanOrEqual(worst, tolerance * largest,
+                                     "\(name): worst |difference| \(worst) at element \(at), max |g| \(largest)",
+                                     file: file, line: line)
+            worstOverall = max(worstOverall, worst / largest)
+        }
+        print("gradients: worst |difference| / max |g| over \(expected.count) tensors = \(worstOverall)")
+    }
+
+    func testGradientsMatchPyTorchOnTinyLlama() throws {
+        let checkpoint = try Checkpoint(directory: Fixtures.path("fixtures/tiny-llama"))
+        let golden = try SafetensorsFile(url: Fixtures.path("fixtures/tiny-llama-grads.safetensors"))
+        let (meanNLL, gradients) = try llamaGradients(checkpoint: checkpoint, ids: try referenceIDs(), seqlen: 16)
+        XCTAssertEqual(golden.names.count, 30)
+        var expected: [String: [Float]] = [:]
+        for name in golden.names { expected[name] = try golden.floats(name) }
+        assertGradientsMatch(gradients, expected)
+        let loss = try XCTUnwrap(Double(golden.metadata["loss"] ?? ""))
+        print("gradients: mean NLL \(meanNLL), PyTorch loss \(loss)")
+        XCTAssertEqual(meanNLL, loss, accuracy: 1e-5)
+    }
+
+    /// Two halves of a batch, each scaled by the whole batch's prediction count, sum to the whole batch's
+    /// gradients: what ranks splitting the calibration set rely on.
+    func testSplitBatchGradientsSumToWholeBatch() throws {
+        let checkpoint = try Checkpoint(directory: Fixtures.path("fixtures/tiny-llama"))
+        let ids = try referenceIDs()
+        let (wholeNLL, whole) = try llamaGradients(checkpoint: checkpoint, ids: ids, seqlen: 16)
+        var summed: [String: [Float]] = [:]
+        var nllSum = 0.0
+        for half in [ids[0..<16], ids[16..<32]] {
+            let model = try llamaGradientsStreamed(checkpoint: checkpoint, ids: Array(half), seqlen: 16, lossDivisor: 30) { block in
+                summed.merge(block.tensors) { zip($0, $1).map { $0 + $1 } }
+            }
+            nllSum += model.nllSum
+            XCTAssertEqual(model.predictions, 15)
+            summed.merge([LlamaTensorNames.embedding: model.embedding, LlamaTensorNames.finalNorm: model.finalNorm,
+                          LlamaTensorNames.lmHead: try XCTUnwrap(model.lmHead)]) { zip($0, $1).map { $0 + $1 } }
+        }
+        XCTAssertEqual(nllSum / 30, wholeNLL, accuracy: 1e-9)
+        assertGradientsMatch(summed, whole, tolerance: 1e-5)
+    }
+
+    /// Writes a model directory: `tensors` in one model.safetensors next to `config`.
+    private func writeCheckpoint(_ directory: URL, config: LlamaConfig, tensors: [(String, [Int], [Float])]) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try config.jsonData().write(to: directory.appendingPathComponent("config.json"))
+        let writer = try SafetensorsWriter(url: directory.appendingPathComponent("model.safetensors"),
+                                           tensors: tensors.map { .init(name: $0.0, dtype: .f32, shape: $0.1) })
+        for (name, _, values) in tensors { try writer.append(name, floats: values) }
+        try writer.finish()
+    }
+
+    /// A tied head's gradient is the untied head's plus the embedding's, with lm_head set equal to the table.
+    func testTiedHeadGradientLandsOnEmbedding() throws {
+        let source = try Checkpoint(directory: Fixtures.path("fixtures/tiny-llama"))
+        let directory = try Fixtures.temporaryDirectory("tied-gradients")
+        var tensors: [(String, [Int], [Float])] = []
+        for name in source.tensorNames where name != LlamaTensorNames.lmHead {
+            tensors.append((name, try source.info(name).shape, try source.floats(name)))
+        }
+        var tiedConfig = source.config
+        tiedConfig.tieWordEmbeddings = true
+        let tiedURL = directory.appendingPathComponent("tied"), untiedURL = directory.appendingPathComponent("untied")
+        try writeCheckpoint(tiedURL, config: tiedConfig, tensors: tensors)
+        let table = try source.floats(LlamaTensorNames.embedding)
+        try writeCheckpoint(untiedURL, config: source.config,
+                            tensors: tensors + [(LlamaTensorNames.lmHead, [source.config.vocabSize, source.config.hiddenSize], table)])
+
+        let ids = try referenceIDs()
+        let (tiedNLL, tied) = try llamaGradients(checkpoint: Checkpoint(directory: tiedURL), ids: ids, seqlen: 16)
+        var (untiedNLL, untied) = try llamaGradients(checkpoint: Checkpoint(directory: untiedURL), ids: ids, seqlen: 16)
+        XCTAssertNil(tied[LlamaTensorNames.lmHead], "a tied head has no gradient of its own")
+        XCTAssertEqual(tiedNLL, untiedNLL, accuracy: 1e-9)
+        let head = try XCTUnwrap(untied.removeValue(forKey: LlamaTensorNames.lmHead))
+        untied[LlamaTensorNames.embedding] = zip(untied[LlamaTensorNames.embedding]!, head).map { $0 + $1 }
+        assertGradientsMatch(tied, untied, tolerance: 1e-6)
+    }
+
+    /// One block with a bias on q, k, v (Qwen2-style), GQA 4/2: the block backward against finite
+    /// differences of the loss Σ projection ⊙ output through the block forward, for a few entries of each
+    /// parameter and of the input, so a wiring mistake between layer functions shows up here.
+    func testBlockBackwardMatchesFiniteDifferences() throws {
+        let config = LlamaConfig(vocabSize: 11, hiddenSize: 12, intermediateSize: 10, numHiddenLayers: 1,
+                                 numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 3, rmsNormEps: 1e-5, ropeTheta: 3)
+        let seqlen = 4, tokens = 2 * seqlen
+        let rope = try RopeTable(config: config, positions: seqlen)
+        var weights = LlamaBlockWeights(randomWithConfig: config, layer: 0, seed: 7)
+        for linear in [LlamaLinear.q, .k, .v] { weights.setBias(linear, gaussians(weights.shape(linear)[0], scale: 0.5)) }
+        let input = gaussians(tokens * config.hiddenSize), projection = gaussians(tokens * config.hiddenSize)
+        func loss(_ input: [Float], _ weights: LlamaBlockWeights) -> Double {
+            var hidden = input
+            llamaBlockForward(&hidden, weights: weights, rope: rope, seqlen: seqlen)
+            return project(hidden, projection)
+        }
+        let activations = llamaBlockForwardKeepingActivations(input, weights: weights, rope: rope, seqlen: seqlen)
+        XCTAssertEqual(activations.output, llamaBlockTrace(input, weights: weights, rope: rope, seqlen: seqlen).output,
+                       "the forward that keeps activations computes what llamaBlockTrace computes")
+        var dInput = projection
+        let gradients = llamaBlockBackward(&dInput, activations: activations, weights: weights, rope: rope, seqlen: seqlen)
+
+        assertMatchesFiniteDifferences("block dInput", point: input, analytic: dInput) { loss($0, weights) }
+        for linear in LlamaLinear.allCases {
+            let weight = weights.weight(linear)
+            assertMatchesFiniteDifferences("block d\(linear.rawValue)", point: weight, analytic: gradients.weights[linear]!) {
+                var changed = weights
+                changed.setWeight(linear, $0)
+                return loss(input, changed)
+            }
+        }
+        assertMatchesFiniteDifferences("block dInputNorm", point: weights.inputNorm, analytic: gradients.inputNorm) {
+            var changed = weights
+            changed.inputNorm = $0
+            return loss(input, changed)
+        }
+        assertMatchesFiniteDifferences("block dPostAttentionNorm", point: weights.postAttentionNorm, analytic: gradients.postAttentionNorm) {
+            var changed = weights
+            changed.postAttentionNorm = $0
+            return loss(input, changed)
+        }
+        for linear in [LlamaLinear.q, .k, .v] {
+            assertMatchesFiniteDifferences("block d\(linear.rawValue) bias", point: weights.bias(linear)!, analytic: gradients.biases[linear]!) {
+                var changed = weights
+                changed.setBias(linear, $0)
+                return loss(input, changed)
+            }
+        }
+        XCTAssertEqual(gradients.tensors.count, 12, "2 norms, 7 weights, 3 biases")
+    }
 }
