@@ -126,4 +126,29 @@ final class ForwardTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("512"))
         }
     }
+
+    /// Stage-by-stage advancing, with a linear replaced between stages, equals a full trace of the final weights
+    /// from the stage that linear first acts on.
+    func testStagedTraceContinuesWithChangedWeights() throws {
+        let checkpoint = try Checkpoint(directory: Fixtures.path("fixtures/tiny-llama"))
+        let embedding = try LlamaEmbedding(checkpoint: checkpoint)
+        let hidden = try embedding.embed(try inputIDs(try reference()))
+        let rope = try RopeTable(config: checkpoint.config, positions: 16)
+        let dense = try LlamaBlockWeights(checkpoint: checkpoint, layer: 1)
+        var changed = dense
+        changed.setWeight(.o, dense.weight(.o).map { $0 * 0.5 })
+
+        let full = llamaBlockTrace(hidden, weights: dense, rope: rope, seqlen: 16)
+        var staged = LlamaBlockTrace(input: hidden, seqlen: 16)
+        for stage in LlamaBlockStage.allCases { staged.advance(to: stage, weights: dense, rope: rope) }
+        XCTAssertEqual(staged.output, full.output, "stepwise equals all at once")
+
+        var switched = LlamaBlockTrace(input: hidden, seqlen: 16)
+        switched.advance(to: .attentionOutput, weights: dense, rope: rope)
+        switched.advance(to: .output, weights: changed, rope: rope)
+        let reference = llamaBlockTrace(hidden, weights: changed, rope: rope, seqlen: 16)
+        XCTAssertEqual(switched.input(.attentionOutput), full.input(.attentionOutput), "o does not act before its input")
+        XCTAssertEqual(switched.output, reference.output)
+        XCTAssertNotEqual(switched.output, full.output)
+    }
 }

@@ -105,6 +105,43 @@ public struct LlamaHead: Sendable {
     }
 }
 
+extension LlamaHead {
+    /// log p(target) for chosen positions, logits made a few rows at a time.
+    /// - hidden: [tokens, hidden], the last block's output (before the final norm)
+    /// - rows: positions whose next token is scored
+    /// - targets: [rows.count], the token each of those positions should predict
+    /// - Returns: [rows.count] log-probabilities
+    public func logProbabilities(hidden: [Float], rows: [Int], targets: [Int]) -> [Double] {
+        precondition(rows.count == targets.count, "logProbabilities: \(rows.count) rows for \(targets.count) targets")
+        var picked = [Float](repeating: 0, count: rows.count * hiddenSize)
+        hidden.withUnsafeBufferPointer { hidden in
+            picked.withUnsafeMutableBufferPointer { picked in
+                for (i, row) in rows.enumerated() {
+                    (picked.baseAddress! + i * hiddenSize).update(from: hidden.baseAddress! + row * hiddenSize, count: hiddenSize)
+                }
+            }
+        }
+        let normed = normed(picked)
+        let rowsPerChunk = max(1, (1 << 22) / max(vocabSize, 1))
+        var logits = [Float](repeating: 0, count: rowsPerChunk * vocabSize)
+        var result: [Double] = []
+        result.reserveCapacity(rows.count)
+        for start in stride(from: 0, to: rows.count, by: rowsPerChunk) {
+            let count = min(rowsPerChunk, rows.count - start)
+            normed.withUnsafeBufferPointer { x in
+                linearForward(&logits, x.baseAddress! + start * hiddenSize, weight, nil,
+                              tokens: count, inFeatures: hiddenSize, outFeatures: vocabSize)
+            }
+            logits.withUnsafeBufferPointer { logits in
+                for r in 0..<count {
+                    result.append(-crossEntropy(logits.baseAddress! + r * vocabSize, target: targets[start + r], vocabSize: vocabSize))
+                }
+            }
+        }
+        return result
+    }
+}
+
 /// −log softmax(logits)[target], with the log-sum-exp taken in Double.
 /// - logits: [vocabSize]
 public func crossEntropy(_ logits: UnsafePointer<Float>, target: Int, vocabSize: Int) -> Double {
