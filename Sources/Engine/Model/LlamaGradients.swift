@@ -47,9 +47,9 @@ public func llamaBlockForwardKeepingActivations(_ hidden: [Float], weights: Llam
     var q = [Float](repeating: 0, count: tokens * qDim)
     var k = [Float](repeating: 0, count: tokens * kvDim)
     var v = [Float](repeating: 0, count: tokens * kvDim)
-    blockLinearForward(&q, attentionInput, weights, .q, tokens: tokens)
-    blockLinearForward(&k, attentionInput, weights, .k, tokens: tokens)
-    blockLinearForward(&v, attentionInput, weights, .v, tokens: tokens)
+    applyLinear(&q, attentionInput, weights, .q, tokens: tokens)
+    applyLinear(&k, attentionInput, weights, .k, tokens: tokens)
+    applyLinear(&v, attentionInput, weights, .v, tokens: tokens)
     ropeForward(&q, rope: rope, tokens: tokens, heads: heads, seqlen: seqlen)
     ropeForward(&k, rope: rope, tokens: tokens, heads: kvHeads, seqlen: seqlen)
     var attentionOutput = [Float](repeating: 0, count: tokens * qDim)
@@ -59,19 +59,19 @@ public func llamaBlockForwardKeepingActivations(_ hidden: [Float], weights: Llam
 
     var afterAttention = hidden
     var projected = [Float](repeating: 0, count: tokens * d)
-    blockLinearForward(&projected, attentionOutput, weights, .o, tokens: tokens)
+    applyLinear(&projected, attentionOutput, weights, .o, tokens: tokens)
     residualForward(&afterAttention, projected, count: tokens * d)
 
     var mlpInput = [Float](repeating: 0, count: tokens * d)
     rmsnormForward(&mlpInput, afterAttention, weights.postAttentionNorm, tokens: tokens, dim: d, eps: weights.rmsNormEps)
     var gate = [Float](repeating: 0, count: tokens * ffn)
     var up = [Float](repeating: 0, count: tokens * ffn)
-    blockLinearForward(&gate, mlpInput, weights, .gate, tokens: tokens)
-    blockLinearForward(&up, mlpInput, weights, .up, tokens: tokens)
+    applyLinear(&gate, mlpInput, weights, .gate, tokens: tokens)
+    applyLinear(&up, mlpInput, weights, .up, tokens: tokens)
     var mlpHidden = [Float](repeating: 0, count: tokens * ffn)
     swigluForward(&mlpHidden, gate, up, count: tokens * ffn)
     var output = afterAttention
-    blockLinearForward(&projected, mlpHidden, weights, .down, tokens: tokens)
+    applyLinear(&projected, mlpHidden, weights, .down, tokens: tokens)
     residualForward(&output, projected, count: tokens * d)
 
     return LlamaBlockActivations(input: hidden, attentionInput: attentionInput, q: q, k: k, v: v,
@@ -273,18 +273,6 @@ public func llamaGradients(checkpoint: Checkpoint, ids: [Int], seqlen: Int) thro
     gradients[LlamaTensorNames.finalNorm] = model.finalNorm
     if let lmHead = model.lmHead { gradients[LlamaTensorNames.lmHead] = lmHead }
     return (model.meanNLL, gradients)
-}
-
-/// - out: [tokens, out_features]
-/// - x: [tokens, in_features]
-private func blockLinearForward(_ out: inout [Float], _ x: [Float], _ weights: LlamaBlockWeights,
-                                _ linear: LlamaLinear, tokens: Int) {
-    let shape = weights.shape(linear)
-    if let bias = weights.bias(linear) {
-        linearForward(&out, x, weights.weight(linear), bias, tokens: tokens, inFeatures: shape[1], outFeatures: shape[0])
-    } else {
-        linearForward(&out, x, weights.weight(linear), nil, tokens: tokens, inFeatures: shape[1], outFeatures: shape[0])
-    }
 }
 
 /// One of the block's linears backward, its weight (and bias) gradient stored in `gradients`.
