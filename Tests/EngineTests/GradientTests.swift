@@ -226,6 +226,35 @@ final class GradientTests: XCTestCase {
         assertGradientsMatch(summed, whole, tolerance: 1e-5)
     }
 
+    /// The Fisher term's Σ_n g_n², made in one pass, against one llamaGradients call per sequence; the
+    /// batch gradient of that pass still matches PyTorch's.
+    func testPerSequenceSquaresMatchOneBackwardPerSequence() throws {
+        let checkpoint = try Checkpoint(directory: Fixtures.path("fixtures/tiny-llama"))
+        let ids = try referenceIDs()
+        var expected: [String: [Float]] = [:]
+        for sequence in [ids[0..<16], ids[16..<32]] {
+            let (_, alone) = try llamaGradients(checkpoint: checkpoint, ids: Array(sequence), seqlen: 16)
+            for layer in 0..<3 {
+                for linear in LlamaLinear.allCases {
+                    let name = linear.weightName(layer: layer)
+                    let squares = alone[name]!.map { $0 * $0 }
+                    expected[name] = expected[name].map { zip($0, squares).map { $0 + $1 } } ?? squares
+                }
+            }
+        }
+        var squares: [String: [Float]] = [:], batch: [String: [Float]] = [:]
+        let model = try llamaGradientsStreamed(checkpoint: checkpoint, ids: ids, seqlen: 16, perSequenceSquares: true) { block in
+            for (linear, values) in try XCTUnwrap(block.squaredPerSequence) { squares[linear.weightName(layer: block.layer)] = values }
+            batch.merge(block.tensors) { _, new in new }
+        }
+        assertGradientsMatch(squares, expected, tolerance: 1e-5)
+        let golden = try SafetensorsFile(url: Fixtures.path("fixtures/tiny-llama-grads.safetensors"))
+        var goldenBlocks: [String: [Float]] = [:]
+        for name in batch.keys { goldenBlocks[name] = try golden.floats(name) }
+        assertGradientsMatch(batch, goldenBlocks)
+        XCTAssertEqual(model.meanNLL, try XCTUnwrap(Double(golden.metadata["loss"] ?? "")), accuracy: 1e-5)
+    }
+
     /// Writes a model directory: `tensors` in one model.safetensors next to `config`.
     private func writeCheckpoint(_ directory: URL, config: LlamaConfig, tensors: [(String, [Int], [Float])]) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

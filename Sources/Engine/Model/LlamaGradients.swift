@@ -1,3 +1,4 @@
+import COpenBLAS
 import Foundation
 
 // Gradients of the mean next-token NLL with respect to every parameter, streamed block by block:
@@ -89,6 +90,9 @@ public struct LlamaBlockGradients: Sendable {
     public var weights: [LlamaLinear: [Float]]
     /// [out] per linear that has a bias
     public var biases: [LlamaLinear: [Float]]
+    /// [out, in] per linear: Σ_n (∂L_n/∂W)² over the batch's sequences, L_n the mean NLL of sequence n
+    /// alone (LLM-Pruner's per-sample Fisher term, before its 1/N). Nil unless asked for.
+    public var squaredPerSequence: [LlamaLinear: [Float]]? = nil
 
     /// Keyed by Hugging Face tensor name.
     public var tensors: [String: [Float]] {
@@ -217,8 +221,11 @@ public struct LlamaModelGradients: Sendable {
 /// - ids: [sequences·seqlen]
 /// - lossDivisor: what the NLL sum is divided by; default this batch's predictions (the mean NLL). Ranks
 ///   that split a batch pass the global count so their gradients sum to those of the whole batch.
+/// - perSequenceSquares: also fill each block's `squaredPerSequence`; its backward then runs one sequence
+///   at a time (smaller matrix products; the activations of one sequence instead of the batch's)
 /// - onBlock: receives each block's gradients (e.g. to reduce them or to form importance scores)
 public func llamaGradientsStreamed(checkpoint: Checkpoint, ids: [Int], seqlen: Int, lossDivisor: Double? = nil,
+                                   perSequenceSquares: Bool = false,
                                    onBlock: (LlamaBlockGradients) throws -> Void) throws -> LlamaModelGradients {
     guard seqlen >= 2, !ids.isEmpty, ids.count % seqlen == 0 else {
         throw PruneDistError(.argument, "llamaGradients: \(ids.count) token ids are not whole sequences of \(seqlen) (at least 2) tokens")
@@ -249,9 +256,16 @@ public func llamaGradientsStreamed(checkpoint: Checkpoint, ids: [Int], seqlen: I
 
     for layer in stride(from: config.numHiddenLayers - 1, through: 0, by: -1) {
         let weights = try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
-        let activations = llamaBlockForwardKeepingActivations(blockInputs[layer], weights: weights, rope: rope, seqlen: seqlen)
+        if perSequenceSquares {
+            // Sequence n's slice of dHidden carries its NLLs weighted 1/divisor; L_n weights them 1/(seqlen − 1).
+            let sampleScale = Float(divisor / Double(seqlen - 1))
+            try onBlock(llamaBlockBackwardPerSequence(&dHidden, input: blockInputs[layer], weights: weights, rope: rope,
+                                                      seqlen: seqlen, sampleScale: sampleScale))
+        } else {
+            let activations = llamaBlockForwardKeepingActivations(blockInputs[layer], weights: weights, rope: rope, seqlen: seqlen)
+            try onBlock(llamaBlockBackward(&dHidden, activations: activations, weights: weights, rope: rope, seqlen: seqlen))
+        }
         blockInputs[layer] = []
-        try onBlock(llamaBlockBackward(&dHidden, activations: activations, weights: weights, rope: rope, seqlen: seqlen))
     }
 
     var dEmbedding = tied ? dHead : [Float](repeating: 0, count: config.vocabSize * config.hiddenSize)
@@ -293,4 +307,46 @@ private func blockLinearBackward(_ dX: inout [Float], _ dOut: [Float], _ x: [Flo
                        tokens: tokens, inFeatures: shape[1], outFeatures: shape[0])
     }
     gradients.weights[linear] = dWeight
+}
+
+/// Backward of one block a sequence at a time (sequences only meet in the parameter gradients): the batch's
+/// gradients, summed, and Σ_n (sampleScale · G_n)² per linear weight, G_n the part that sequence n contributes.
+/// - dHidden: [tokens, hidden], as for llamaBlockBackward
+/// - input: [tokens, hidden], the block's input; activations are recomputed per sequence
+private func llamaBlockBackwardPerSequence(_ dHidden: inout [Float], input: [Float], weights: LlamaBlockWeights,
+                                           rope: RopeTable, seqlen: Int, sampleScale: Float) -> LlamaBlockGradients {
+    let width = seqlen * weights.hiddenSize
+    var total: LlamaBlockGradients?
+    var squares: [LlamaLinear: [Float]] = [:]
+    for start in stride(from: 0, to: input.count, by: width) {
+        let range = start..<(start + width)
+        let activations = llamaBlockForwardKeepingActivations(Array(input[range]), weights: weights, rope: rope, seqlen: seqlen)
+        var dSequence = Array(dHidden[range])
+        let sequence = llamaBlockBackward(&dSequence, activations: activations, weights: weights, rope: rope, seqlen: seqlen)
+        dHidden.replaceSubrange(range, with: dSequence)
+        for (linear, gradient) in sequence.weights {
+            var sum = squares[linear] ?? [Float](repeating: 0, count: gradient.count)
+            for i in 0..<gradient.count {
+                let g = sampleScale * gradient[i]
+                sum[i] += g * g
+            }
+            squares[linear] = sum
+        }
+        if total == nil { total = sequence } else { total!.add(sequence) }
+    }
+    total!.squaredPerSequence = squares
+    return total!
+}
+
+extension LlamaBlockGradients {
+    /// self += other, tensor by tensor.
+    mutating func add(_ other: LlamaBlockGradients) {
+        func accumulate(_ sum: inout [Float], _ term: [Float]) {
+            cblas_saxpy(Int32(sum.count), 1, term, 1, &sum, 1)
+        }
+        accumulate(&inputNorm, other.inputNorm)
+        accumulate(&postAttentionNorm, other.postAttentionNorm)
+        for (linear, term) in other.weights { accumulate(&weights[linear]!, term) }
+        for (linear, term) in other.biases { accumulate(&biases[linear]!, term) }
+    }
 }
