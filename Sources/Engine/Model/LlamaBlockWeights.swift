@@ -76,6 +76,13 @@ public struct LlamaBlockWeights: Sendable {
         weights[linear] = weight
     }
 
+    /// Gives a linear a bias (or removes it), e.g. to test the Qwen2-style q/k/v biases on random weights.
+    /// - bias: [out_features] or nil
+    public mutating func setBias(_ linear: LlamaLinear, _ bias: [Float]?) {
+        precondition(bias == nil || bias!.count == shape(linear)[0], "setBias(\(linear.rawValue)): \(bias!.count) values, expected \(shape(linear)[0])")
+        biases[linear] = bias
+    }
+
     /// [out_features, in_features].
     public func shape(_ linear: LlamaLinear) -> [Int] {
         let qDim = numAttentionHeads * headDim, kvDim = numKeyValueHeads * headDim

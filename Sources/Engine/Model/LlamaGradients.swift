@@ -1,0 +1,352 @@
+import COpenBLAS
+import Foundation
+
+// Gradients of the mean next-token NLL with respect to every parameter, streamed block by block:
+// a forward keeping only each block's input, the head's loss and its backward, then per block (last
+// first) its weights loaded again, its activations recomputed from the kept input, and its backward.
+
+/// Every intermediate of one block's forward that its backward reads.
+public struct LlamaBlockActivations: Sendable {
+    /// [tokens, hidden]: the block's input x
+    public var input: [Float]
+    /// [tokens, hidden]: RMSNorm(x), read by q, k, v
+    public var attentionInput: [Float]
+    /// [tokens, heads·headDim]: queries after RoPE
+    public var q: [Float]
+    /// [tokens, kvHeads·headDim]: keys after RoPE
+    public var k: [Float]
+    /// [tokens, kvHeads·headDim]
+    public var v: [Float]
+    /// [tokens, heads·headDim]: attention result, read by o
+    public var attentionOutput: [Float]
+    /// [tokens, hidden]: h = x + o(attention), the residual stream between the two halves
+    public var afterAttention: [Float]
+    /// [tokens, hidden]: RMSNorm(h), read by gate, up
+    public var mlpInput: [Float]
+    /// [tokens, intermediate] each: the two projections and silu(gate)·up, read by down
+    public var gate: [Float]
+    public var up: [Float]
+    public var mlpHidden: [Float]
+    /// [tokens, hidden]: the block's output
+    public var output: [Float]
+}
+
+/// One decoder block, keeping what llamaBlockBackward needs; same arithmetic as llamaBlockTrace.
+/// Holds tokens × (4·hidden + 2·(heads + kvHeads)·headDim + 3·intermediate) floats besides the input.
+/// - hidden: [tokens, hidden], whole sequences of seqlen tokens
+public func llamaBlockForwardKeepingActivations(_ hidden: [Float], weights: LlamaBlockWeights, rope: RopeTable,
+                                                seqlen: Int) -> LlamaBlockActivations {
+    let d = weights.hiddenSize
+    let tokens = hidden.count / d
+    precondition(hidden.count == tokens * d && tokens % seqlen == 0 && seqlen <= rope.positions,
+                 "llamaBlockForwardKeepingActivations: \(hidden.count) values are not whole sequences of \(seqlen) tokens of width \(d)")
+    let heads = weights.numAttentionHeads, kvHeads = weights.numKeyValueHeads, headDim = weights.headDim
+    let qDim = heads * headDim, kvDim = kvHeads * headDim, ffn = weights.intermediateSize
+
+    var attentionInput = [Float](repeating: 0, count: tokens * d)
+    rmsnormForward(&attentionInput, hidden, weights.inputNorm, tokens: tokens, dim: d, eps: weights.rmsNormEps)
+    var q = [Float](repeating: 0, count: tokens * qDim)
+    var k = [Float](repeating: 0, count: tokens * kvDim)
+    var v = [Float](repeating: 0, count: tokens * kvDim)
+    applyLinear(&q, attentionInput, weights, .q, tokens: tokens)
+    applyLinear(&k, attentionInput, weights, .k, tokens: tokens)
+    applyLinear(&v, attentionInput, weights, .v, tokens: tokens)
+    ropeForward(&q, rope: rope, tokens: tokens, heads: heads, seqlen: seqlen)
+    ropeForward(&k, rope: rope, tokens: tokens, heads: kvHeads, seqlen: seqlen)
+    var attentionOutput = [Float](repeating: 0, count: tokens * qDim)
+    var probabilities = [Float](repeating: 0, count: seqlen * seqlen)
+    attentionForward(&attentionOutput, q, k, v, probabilities: &probabilities,
+                     tokens: tokens, seqlen: seqlen, heads: heads, kvHeads: kvHeads, headDim: headDim)
+
+    var afterAttention = hidden
+    var projected = [Float](repeating: 0, count: tokens * d)
+    applyLinear(&projected, attentionOutput, weights, .o, tokens: tokens)
+    residualForward(&afterAttention, projected, count: tokens * d)
+
+    var mlpInput = [Float](repeating: 0, count: tokens * d)
+    rmsnormForward(&mlpInput, afterAttention, weights.postAttentionNorm, tokens: tokens, dim: d, eps: weights.rmsNormEps)
+    var gate = [Float](repeating: 0, count: tokens * ffn)
+    var up = [Float](repeating: 0, count: tokens * ffn)
+    applyLinear(&gate, mlpInput, weights, .gate, tokens: tokens)
+    applyLinear(&up, mlpInput, weights, .up, tokens: tokens)
+    var mlpHidden = [Float](repeating: 0, count: tokens * ffn)
+    swigluForward(&mlpHidden, gate, up, count: tokens * ffn)
+    var output = afterAttention
+    applyLinear(&projected, mlpHidden, weights, .down, tokens: tokens)
+    residualForward(&output, projected, count: tokens * d)
+
+    return LlamaBlockActivations(input: hidden, attentionInput: attentionInput, q: q, k: k, v: v,
+                                 attentionOutput: attentionOutput, afterAttention: afterAttention, mlpInput: mlpInput,
+                                 gate: gate, up: up, mlpHidden: mlpHidden, output: output)
+}
+
+/// The gradient of the loss with respect to each parameter of one block, in the parameters' own layouts.
+public struct LlamaBlockGradients: Sendable {
+    public let layer: Int
+    /// [hidden] each
+    public var inputNorm: [Float]
+    public var postAttentionNorm: [Float]
+    /// [out, in] per linear, like its weight
+    public var weights: [LlamaLinear: [Float]]
+    /// [out] per linear that has a bias
+    public var biases: [LlamaLinear: [Float]]
+    /// [out, in] per linear: Σ_n (∂L_n/∂W)² over the batch's sequences, L_n the mean NLL of sequence n
+    /// alone (LLM-Pruner's per-sample Fisher term, before its 1/N). Nil unless asked for.
+    public var squaredPerSequence: [LlamaLinear: [Float]]? = nil
+
+    /// Keyed by Hugging Face tensor name.
+    public var tensors: [String: [Float]] {
+        var named = [LlamaTensorNames.inputNorm(layer: layer): inputNorm,
+                     LlamaTensorNames.postAttentionNorm(layer: layer): postAttentionNorm]
+        for (linear, gradient) in weights { named[linear.weightName(layer: layer)] = gradient }
+        for (linear, gradient) in biases { named[linear.biasName(layer: layer)] = gradient }
+        return named
+    }
+}
+
+/// Backward of one block.
+/// - dHidden: [tokens, hidden]; the gradient with respect to the block's output on entry, to its input on return
+/// - activations: from llamaBlockForwardKeepingActivations with the same weights
+public func llamaBlockBackward(_ dHidden: inout [Float], activations a: LlamaBlockActivations,
+                               weights: LlamaBlockWeights, rope: RopeTable, seqlen: Int) -> LlamaBlockGradients {
+    let d = weights.hiddenSize
+    let tokens = a.input.count / d
+    precondition(dHidden.count == a.input.count, "llamaBlockBackward: gradient of \(dHidden.count) values for an input of \(a.input.count)")
+    let heads = weights.numAttentionHeads, kvHeads = weights.numKeyValueHeads, headDim = weights.headDim
+    let qDim = heads * headDim, kvDim = kvHeads * headDim, ffn = weights.intermediateSize
+    var gradients = LlamaBlockGradients(layer: weights.layer,
+                                        inputNorm: [Float](repeating: 0, count: d),
+                                        postAttentionNorm: [Float](repeating: 0, count: d),
+                                        weights: [:], biases: [:])
+
+    // MLP half: output = h + down(swiglu(gate(m), up(m))), m = RMSNorm(h). The residual passes dHidden on to h.
+    var dMlpHidden = [Float](repeating: 0, count: tokens * ffn)
+    blockLinearBackward(&dMlpHidden, dHidden, a.mlpHidden, weights, .down, tokens: tokens, into: &gradients)
+    var dGate = [Float](repeating: 0, count: tokens * ffn)
+    var dUp = [Float](repeating: 0, count: tokens * ffn)
+    swigluBackward(&dGate, &dUp, dMlpHidden, a.gate, a.up, count: tokens * ffn)
+    dMlpHidden = []
+    var dMlpInput = [Float](repeating: 0, count: tokens * d)
+    blockLinearBackward(&dMlpInput, dGate, a.mlpInput, weights, .gate, tokens: tokens, into: &gradients)
+    blockLinearBackward(&dMlpInput, dUp, a.mlpInput, weights, .up, tokens: tokens, into: &gradients)
+    rmsnormBackward(&dHidden, &gradients.postAttentionNorm, dMlpInput, a.afterAttention, weights.postAttentionNorm,
+                    tokens: tokens, dim: d, eps: weights.rmsNormEps)
+
+    // Attention half: h = x + o(attention(rope(q(n)), rope(k(n)), v(n))), n = RMSNorm(x).
+    var dAttentionOutput = [Float](repeating: 0, count: tokens * qDim)
+    blockLinearBackward(&dAttentionOutput, dHidden, a.attentionOutput, weights, .o, tokens: tokens, into: &gradients)
+    var dQ = [Float](repeating: 0, count: tokens * qDim)
+    var dK = [Float](repeating: 0, count: tokens * kvDim)
+    var dV = [Float](repeating: 0, count: tokens * kvDim)
+    attentionBackward(&dQ, &dK, &dV, dAttentionOutput, a.q, a.k, a.v,
+                      tokens: tokens, seqlen: seqlen, heads: heads, kvHeads: kvHeads, headDim: headDim)
+    ropeBackward(&dQ, rope: rope, tokens: tokens, heads: heads, seqlen: seqlen)
+    ropeBackward(&dK, rope: rope, tokens: tokens, heads: kvHeads, seqlen: seqlen)
+    var dAttentionInput = [Float](repeating: 0, count: tokens * d)
+    blockLinearBackward(&dAttentionInput, dQ, a.attentionInput, weights, .q, tokens: tokens, into: &gradients)
+    blockLinearBackward(&dAttentionInput, dK, a.attentionInput, weights, .k, tokens: tokens, into: &gradients)
+    blockLinearBackward(&dAttentionInput, dV, a.attentionInput, weights, .v, tokens: tokens, into: &gradients)
+    rmsnormBackward(&dHidden, &gradients.inputNorm, dAttentionInput, a.input, weights.inputNorm,
+                    tokens: tokens, dim: d, eps: weights.rmsNormEps)
+    return gradients
+}
+
+/// The head's loss and its backward: final RMSNorm, LM head, next-token cross-entropy.
+/// Logits are made a few rows at a time (as in nextTokenNLL) and turned into their gradient in place.
+/// - hidden: [tokens, hidden], the last block's output
+/// - ids: [tokens], whole sequences of seqlen
+/// - lossScale: the weight of each prediction's NLL in the loss (1 / predictions for a mean)
+/// - dHidden: [tokens, hidden], += d(loss)/d(hidden)
+/// - dFinalNorm: [hidden], +=
+/// - dWeight: [vocab, hidden], += (the embedding's gradient when tied)
+/// - Returns: the sum of the NLLs of every position but each sequence's last, in Double
+public func llamaHeadBackward(head: LlamaHead, hidden: [Float], ids: [Int], seqlen: Int, lossScale: Float,
+                              dHidden: inout [Float], dFinalNorm: inout [Float], dWeight: inout [Float]) -> Double {
+    let tokens = ids.count, d = head.hiddenSize, vocab = head.vocabSize
+    precondition(hidden.count == tokens * d && dHidden.count == hidden.count && tokens % seqlen == 0,
+                 "llamaHeadBackward: shape mismatch")
+    let normed = head.normed(hidden)
+    var dNormed = [Float](repeating: 0, count: tokens * d)
+    let rowsPerChunk = max(1, min(tokens, (1 << 22) / max(vocab, 1)))
+    var logits = [Float](repeating: 0, count: rowsPerChunk * vocab)
+    var nllSum = 0.0
+    normed.withUnsafeBufferPointer { normed in
+        for start in stride(from: 0, to: tokens, by: rowsPerChunk) {
+            let rows = min(rowsPerChunk, tokens - start)
+            let x = normed.baseAddress! + start * d
+            linearForward(&logits, x, head.weight, nil, tokens: rows, inFeatures: d, outFeatures: vocab)
+            logits.withUnsafeMutableBufferPointer { logits in
+                for r in 0..<rows {
+                    let t = start + r
+                    let row = logits.baseAddress! + r * vocab
+                    if t % seqlen == seqlen - 1 {
+                        row.update(repeating: 0, count: vocab)  // nothing to predict after a sequence's last token
+                        continue
+                    }
+                    nllSum += crossEntropy(row, target: ids[t + 1], vocabSize: vocab)
+                    crossEntropyBackward(row, row, target: ids[t + 1], vocabSize: vocab, lossScale: lossScale)
+                }
+            }
+            dNormed.withUnsafeMutableBufferPointer { dNormed in
+                linearBackward(dNormed.baseAddress! + start * d, &dWeight, nil, logits, x, head.weight,
+                               tokens: rows, inFeatures: d, outFeatures: vocab)
+            }
+        }
+    }
+    rmsnormBackward(&dHidden, &dFinalNorm, dNormed, hidden, head.finalNorm, tokens: tokens, dim: d, eps: head.rmsNormEps)
+    return nllSum
+}
+
+/// The gradients outside the blocks, and the loss.
+public struct LlamaModelGradients: Sendable {
+    /// Σ NLL over this batch's predictions (every position but each sequence's last), and their count
+    public var nllSum: Double
+    public var predictions: Int
+    public var meanNLL: Double { nllSum / Double(predictions) }
+    /// [vocab, hidden]: model.embed_tokens.weight, including the head's share when the head is tied to it
+    public var embedding: [Float]
+    /// [hidden]: model.norm.weight
+    public var finalNorm: [Float]
+    /// [vocab, hidden]: lm_head.weight; nil when tied
+    public var lmHead: [Float]?
+}
+
+/// Gradients of the loss Σ NLL / lossDivisor, one block's weights in memory at a time; each block's
+/// gradients go to `onBlock` as soon as they are complete, last block first, and are not kept.
+///
+/// Memory held: the embedding table and its gradient (and an untied head and its gradient), [vocab, hidden]
+/// each; the input of every block, numHiddenLayers × tokens × hidden floats; one block's weights, gradients
+/// and activations (see llamaBlockForwardKeepingActivations); a chunk of logits of at most 4 Mi floats.
+/// Each block's weights are read twice, once per pass.
+/// - ids: [sequences·seqlen]
+/// - lossDivisor: what the NLL sum is divided by; default this batch's predictions (the mean NLL). Ranks
+///   that split a batch pass the global count so their gradients sum to those of the whole batch.
+/// - perSequenceSquares: also fill each block's `squaredPerSequence`; its backward then runs one sequence
+///   at a time (smaller matrix products; the activations of one sequence instead of the batch's)
+/// - onBlock: receives each block's gradients (e.g. to reduce them or to form importance scores)
+public func llamaGradientsStreamed(checkpoint: Checkpoint, ids: [Int], seqlen: Int, lossDivisor: Double? = nil,
+                                   perSequenceSquares: Bool = false,
+                                   onBlock: (LlamaBlockGradients) throws -> Void) throws -> LlamaModelGradients {
+    guard seqlen >= 2, !ids.isEmpty, ids.count % seqlen == 0 else {
+        throw PruneDistError(.argument, "llamaGradients: \(ids.count) token ids are not whole sequences of \(seqlen) (at least 2) tokens")
+    }
+    let config = checkpoint.config
+    let tied = config.tieWordEmbeddings || !checkpoint.contains(LlamaTensorNames.lmHead)
+    let embedding = try LlamaEmbedding(checkpoint: checkpoint)
+    let head = try LlamaHead(checkpoint: checkpoint, embedding: embedding)
+    let rope = try RopeTable(config: config, positions: seqlen)
+    let predictions = ids.count / seqlen * (seqlen - 1)
+    let divisor = lossDivisor ?? Double(predictions)
+
+    var blockInputs: [[Float]] = []
+    var hidden = try embedding.embed(ids)
+    for layer in 0..<config.numHiddenLayers {
+        let weights = try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
+        let output = llamaBlockForwardKeepingActivations(hidden, weights: weights, rope: rope, seqlen: seqlen).output
+        blockInputs.append(hidden)
+        hidden = output
+    }
+
+    var dHidden = [Float](repeating: 0, count: hidden.count)
+    var dFinalNorm = [Float](repeating: 0, count: config.hiddenSize)
+    var dHead = [Float](repeating: 0, count: config.vocabSize * config.hiddenSize)
+    let nllSum = llamaHeadBackward(head: head, hidden: hidden, ids: ids, seqlen: seqlen, lossScale: Float(1 / divisor),
+                                   dHidden: &dHidden, dFinalNorm: &dFinalNorm, dWeight: &dHead)
+    hidden = []
+
+    for layer in stride(from: config.numHiddenLayers - 1, through: 0, by: -1) {
+        let weights = try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
+        if perSequenceSquares {
+            // Sequence n's slice of dHidden carries its NLLs weighted 1/divisor; L_n weights them 1/(seqlen − 1).
+            let sampleScale = Float(divisor / Double(seqlen - 1))
+            try onBlock(llamaBlockBackwardPerSequence(&dHidden, input: blockInputs[layer], weights: weights, rope: rope,
+                                                      seqlen: seqlen, sampleScale: sampleScale))
+        } else {
+            let activations = llamaBlockForwardKeepingActivations(blockInputs[layer], weights: weights, rope: rope, seqlen: seqlen)
+            try onBlock(llamaBlockBackward(&dHidden, activations: activations, weights: weights, rope: rope, seqlen: seqlen))
+        }
+        blockInputs[layer] = []
+    }
+
+    var dEmbedding = tied ? dHead : [Float](repeating: 0, count: config.vocabSize * config.hiddenSize)
+    embeddingBackward(&dEmbedding, dHidden, ids: ids, hiddenSize: config.hiddenSize)
+    return LlamaModelGradients(nllSum: nllSum, predictions: predictions, embedding: dEmbedding,
+                               finalNorm: dFinalNorm, lmHead: tied ? nil : dHead)
+}
+
+/// d(mean next-token NLL)/d(parameter) for every parameter, keyed by Hugging Face tensor name. A tied head
+/// has no entry of its own: its gradient is part of model.embed_tokens.weight's. Holds every gradient at
+/// once (the model's size in Float32); use llamaGradientsStreamed to consume blocks one at a time.
+/// - ids: [sequences·seqlen]
+public func llamaGradients(checkpoint: Checkpoint, ids: [Int], seqlen: Int) throws -> (meanNLL: Double, gradients: [String: [Float]]) {
+    var gradients: [String: [Float]] = [:]
+    let model = try llamaGradientsStreamed(checkpoint: checkpoint, ids: ids, seqlen: seqlen) { block in
+        gradients.merge(block.tensors) { _, new in new }
+    }
+    gradients[LlamaTensorNames.embedding] = model.embedding
+    gradients[LlamaTensorNames.finalNorm] = model.finalNorm
+    if let lmHead = model.lmHead { gradients[LlamaTensorNames.lmHead] = lmHead }
+    return (model.meanNLL, gradients)
+}
+
+/// One of the block's linears backward, its weight (and bias) gradient stored in `gradients`.
+/// - dX: [tokens, in_features], +=
+/// - dOut: [tokens, out_features]
+/// - x: [tokens, in_features], the forward input
+private func blockLinearBackward(_ dX: inout [Float], _ dOut: [Float], _ x: [Float], _ weights: LlamaBlockWeights,
+                                 _ linear: LlamaLinear, tokens: Int, into gradients: inout LlamaBlockGradients) {
+    let shape = weights.shape(linear)
+    var dWeight = [Float](repeating: 0, count: shape[0] * shape[1])
+    if weights.bias(linear) != nil {
+        var dBias = [Float](repeating: 0, count: shape[0])
+        linearBackward(&dX, &dWeight, &dBias, dOut, x, weights.weight(linear),
+                       tokens: tokens, inFeatures: shape[1], outFeatures: shape[0])
+        gradients.biases[linear] = dBias
+    } else {
+        linearBackward(&dX, &dWeight, nil, dOut, x, weights.weight(linear),
+                       tokens: tokens, inFeatures: shape[1], outFeatures: shape[0])
+    }
+    gradients.weights[linear] = dWeight
+}
+
+/// Backward of one block a sequence at a time (sequences only meet in the parameter gradients): the batch's
+/// gradients, summed, and Σ_n (sampleScale · G_n)² per linear weight, G_n the part that sequence n contributes.
+/// - dHidden: [tokens, hidden], as for llamaBlockBackward
+/// - input: [tokens, hidden], the block's input; activations are recomputed per sequence
+private func llamaBlockBackwardPerSequence(_ dHidden: inout [Float], input: [Float], weights: LlamaBlockWeights,
+                                           rope: RopeTable, seqlen: Int, sampleScale: Float) -> LlamaBlockGradients {
+    let width = seqlen * weights.hiddenSize
+    var total: LlamaBlockGradients?
+    var squares: [LlamaLinear: [Float]] = [:]
+    for start in stride(from: 0, to: input.count, by: width) {
+        let range = start..<(start + width)
+        let activations = llamaBlockForwardKeepingActivations(Array(input[range]), weights: weights, rope: rope, seqlen: seqlen)
+        var dSequence = Array(dHidden[range])
+        let sequence = llamaBlockBackward(&dSequence, activations: activations, weights: weights, rope: rope, seqlen: seqlen)
+        dHidden.replaceSubrange(range, with: dSequence)
+        for (linear, gradient) in sequence.weights {
+            var sum = squares[linear] ?? [Float](repeating: 0, count: gradient.count)
+            for i in 0..<gradient.count {
+                let g = sampleScale * gradient[i]
+                sum[i] += g * g
+            }
+            squares[linear] = sum
+        }
+        if total == nil { total = sequence } else { total!.add(sequence) }
+    }
+    total!.squaredPerSequence = squares
+    return total!
+}
+
+extension LlamaBlockGradients {
+    /// self += other, tensor by tensor.
+    mutating func add(_ other: LlamaBlockGradients) {
+        func accumulate(_ sum: inout [Float], _ term: [Float]) {
+            cblas_saxpy(Int32(sum.count), 1, term, 1, &sum, 1)
+        }
+        accumulate(&inputNorm, other.inputNorm)
+        accumulate(&postAttentionNorm, other.postAttentionNorm)
+        for (linear, term) in other.weights { accumulate(&weights[linear]!, term) }
+        for (linear, term) in other.biases { accumulate(&biases[linear]!, term) }
+    }
+}
