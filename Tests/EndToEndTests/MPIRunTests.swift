@@ -20,7 +20,7 @@ final class MPIRunTests: XCTestCase {
         XCTAssertEqual((json["rank_hosts"] as? [String])?.count, ranks, file: file, line: line)
         XCTAssertEqual((json["hosts"] as? [String])?.count, 1, "all ranks run on this machine", file: file, line: line)
         XCTAssertEqual(json["failures"] as? [String], [], file: file, line: line)
-        XCTAssertEqual((json["checks"] as? [String])?.count, 10, file: file, line: line)
+        XCTAssertEqual((json["checks"] as? [String])?.count, 11, file: file, line: line)
         XCTAssertGreaterThan(json["allreduce_gbps"] as? Double ?? 0, 0, file: file, line: line)
         XCTAssertGreaterThan(json["reduce_gbps"] as? Double ?? 0, 0, file: file, line: line)
         // Exactly one rank prints the report.
