@@ -89,3 +89,23 @@ final class MPIRunTests: XCTestCase {
         XCTAssertTrue(result.stderr.contains("comm-check: rank 0 failing on purpose (--fail-rank 0)"), result.stderr)
     }
 }
+
+/// comm-check is for operators: absent from the command list, but with its own help.
+final class CommCheckHelpTests: XCTestCase {
+    func testCommCheckIsHiddenButDocumented() throws {
+        let overview = try PruneDistBinary.run(["--help"])
+        XCTAssertEqual(overview.status, 0, overview.stderr)
+        XCTAssertFalse(overview.stdout.contains("comm-check"), overview.stdout)
+        let help = try PruneDistBinary.run(["comm-check", "--help"])
+        XCTAssertEqual(help.status, 0, help.stderr)
+        XCTAssertTrue(help.stdout.contains("--megabytes"), help.stdout)
+        XCTAssertTrue(help.stdout.contains("--json"), help.stdout)
+        XCTAssertFalse(help.stdout.contains("--fail-rank"), "test hooks stay out of the help:\n\(help.stdout)")
+    }
+
+    func testNegativeMegabytesIsRefused() throws {
+        let result = try PruneDistBinary.run(["comm-check", "--megabytes=-1"])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("--megabytes must be 0 or more, got -1"), result.stderr)
+    }
+}
