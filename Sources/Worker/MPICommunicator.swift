@@ -98,7 +98,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     /// An allreduce whose result root keeps. MPI_Reduce's tree is rooted at root, so with three or more
     /// ranks the order of additions, and so the last bits of a statistic, would depend on which rank owns
     /// it (comm-check shows this). An allreduce has no root and leaves the same bits on every rank. A
-    /// reduce-scatter followed by a gather to root is root-independent too, but measured 1.3–3x slower
+    /// reduce-scatter followed by a gather to root is root-independent too, but measured 1.3–3.9x slower
     /// than MPI_Allreduce with Open MPI 4.1 over shared memory (2–4 ranks, 64 MB), and on a ring both
     /// bring root 2·(n−1)/n of the buffer.
     public func reduceSum(_ buffer: inout [Double], root: Int) throws {
