@@ -147,17 +147,29 @@ struct CommunicationCheck {
         }
 
         // Root independence: inexact sums must be bit-identical whichever rank receives them. Rank r is root
-        // of the r-th reduction and keeps a hash of its result; rank 0 compares the hashes.
+        // of the r-th reduction and keeps a hash of its result, and hashes its allreduce result too; rank 0
+        // compares the hashes.
+        func inexactInput(_ root: Int) -> [Double] {
+            (0..<checkElements).map { Double(me + 1) * 0.1 + Double($0 % 97) / 3e3 + perturbation * Double(root) }
+        }
         var myRootHash: UInt64 = 0
         for root in 0..<n {
-            var buffer = (0..<checkElements).map { Double(me + 1) * 0.1 + Double($0 % 97) / 3e3 + perturbation * Double(root) }
+            var buffer = inexactInput(root)
             try comm.reduceSum(&buffer, root: root)
             if me == root { myRootHash = bitHash(buffer) }
         }
-        let rootHashes = try comm.gather(withUnsafeBytes(of: myRootHash) { Data($0) }, root: 0)
+        var inexactAllreduced = inexactInput(me)
+        try comm.allreduceSum(&inexactAllreduced)
+        let hashPair = [myRootHash, bitHash(inexactAllreduced)].withUnsafeBytes { Data($0) }
+        let hashPairs = try comm.gather(hashPair, root: 0).map { pair in
+            pair.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
+                (root: bytes.loadUnaligned(as: UInt64.self), all: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+            }
+        }
         if me == 0 {
-            let hashes = rootHashes.map { $0.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } }
-            expect(Set(hashes).count == 1, "reduceSum results differ between roots (hashes by root: \(hashes.map { String($0, radix: 16) }))")
+            let rootHashes = hashPairs.map(\.root), allHashes = hashPairs.map(\.all)
+            expect(Set(rootHashes).count == 1, "reduceSum results differ between roots (hashes by root: \(rootHashes.map { String($0, radix: 16) }))")
+            expect(Set(allHashes).count == 1, "allreduceSum results differ between ranks (hashes by rank: \(allHashes.map { String($0, radix: 16) }))")
         }
 
         let maximum = try comm.allreduceMax(Double(me) - 0.5 + perturbation * 100)
@@ -222,7 +234,7 @@ struct CommunicationCheck {
         let bytes = Double(count * MemoryLayout<Double>.stride)
         return Report(
             ranks: n, rankHosts: rankHosts,
-            checks: ["reduceSum", "reduceSum root independence", "allreduceSum", "allreduceMax",
+            checks: ["reduceSum", "reduceSum root independence", "allreduceSum", "allreduceSum equal on all ranks", "allreduceMax",
                      "broadcast [Float]", "broadcast [Double]", "broadcast Data", "gather", "allgather", "barrier"],
             failures: me == 0 ? allFailures : (anyFailed ? ["see rank 0"] : []),
             megabytes: megabytes,

@@ -92,16 +92,3 @@ func forEachMessage(count: Int, maxElements: Int, _ body: (_ offset: Int, _ coun
         offset += n
     }
 }
-
-/// Splits `count` elements into `parts` near-equal consecutive segments (the first `count % parts`
-/// segments one longer). Returns (counts, offsets), each [parts].
-func evenSegments(count: Int, parts: Int) -> (counts: [Int], offsets: [Int]) {
-    let base = count / parts, extra = count % parts
-    var counts = [Int](repeating: base, count: parts)
-    var offsets = [Int](repeating: 0, count: parts)
-    for p in 0..<parts {
-        if p < extra { counts[p] += 1 }
-        if p > 0 { offsets[p] = offsets[p - 1] + counts[p - 1] }
-    }
-    return (counts, offsets)
-}

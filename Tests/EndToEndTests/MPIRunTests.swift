@@ -20,7 +20,7 @@ final class MPIRunTests: XCTestCase {
         XCTAssertEqual((json["rank_hosts"] as? [String])?.count, ranks, file: file, line: line)
         XCTAssertEqual((json["hosts"] as? [String])?.count, 1, "all ranks run on this machine", file: file, line: line)
         XCTAssertEqual(json["failures"] as? [String], [], file: file, line: line)
-        XCTAssertEqual((json["checks"] as? [String])?.count, 10, file: file, line: line)
+        XCTAssertEqual((json["checks"] as? [String])?.count, 11, file: file, line: line)
         XCTAssertGreaterThan(json["allreduce_gbps"] as? Double ?? 0, 0, file: file, line: line)
         XCTAssertGreaterThan(json["reduce_gbps"] as? Double ?? 0, 0, file: file, line: line)
         // Exactly one rank prints the report.
@@ -87,5 +87,25 @@ final class MPIRunTests: XCTestCase {
         let result = try PruneDistBinary.run(["comm-check", "--megabytes", "0", "--fail-rank", "0"])
         XCTAssertEqual(result.status, 1)
         XCTAssertTrue(result.stderr.contains("comm-check: rank 0 failing on purpose (--fail-rank 0)"), result.stderr)
+    }
+}
+
+/// comm-check is for operators: absent from the command list, but with its own help.
+final class CommCheckHelpTests: XCTestCase {
+    func testCommCheckIsHiddenButDocumented() throws {
+        let overview = try PruneDistBinary.run(["--help"])
+        XCTAssertEqual(overview.status, 0, overview.stderr)
+        XCTAssertFalse(overview.stdout.contains("comm-check"), overview.stdout)
+        let help = try PruneDistBinary.run(["comm-check", "--help"])
+        XCTAssertEqual(help.status, 0, help.stderr)
+        XCTAssertTrue(help.stdout.contains("--megabytes"), help.stdout)
+        XCTAssertTrue(help.stdout.contains("--json"), help.stdout)
+        XCTAssertFalse(help.stdout.contains("--fail-rank"), "test hooks stay out of the help:\n\(help.stdout)")
+    }
+
+    func testNegativeMegabytesIsRefused() throws {
+        let result = try PruneDistBinary.run(["comm-check", "--megabytes=-1"])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("--megabytes must be 0 or more, got -1"), result.stderr)
     }
 }
