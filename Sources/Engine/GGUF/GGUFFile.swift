@@ -334,23 +334,32 @@ struct GGUFHeader {
         }
         var names = Set<String>()
         for t in 0..<Int(tensorCount) {
-            reader.context = "tensor info \(t) of the \(tensorCount) the header declares (tensor count mismatch or truncated file?)"
-            let name = try reader.string()
-            reader.context = "tensor info \(t) (\(name)) of \(tensorCount)"
-            let rank = try reader.u32()
-            guard rank >= 1, rank <= maxDimensions else {
-                throw PruneDistError(.format, "\(path): tensor \(name) (info \(t) of \(tensorCount)): \(rank) dimensions, expected 1 to \(maxDimensions)")
-            }
-            var dimensions: [Int] = []
-            for _ in 0..<rank {
-                let d = try reader.u64()
-                guard d <= UInt64(Int32.max) else {
-                    throw PruneDistError(.format, "\(path): tensor \(name): dimension \(d) is implausibly large")
+            // A header that declares more tensors than the file lists makes the reader run into the
+            // padding or the data; say so rather than only reporting the garbage it finds there.
+            let name: String, dimensions: [Int], typeID: UInt32, offset: UInt64
+            do {
+                reader.context = "the name"
+                name = try reader.string()
+                reader.context = "tensor \(name)"
+                let rank = try reader.u32()
+                guard rank >= 1, rank <= maxDimensions else {
+                    throw PruneDistError(.format, "tensor \(name): \(rank) dimensions, expected 1 to \(maxDimensions)")
                 }
-                dimensions.append(Int(d))
+                var dims: [Int] = []
+                for _ in 0..<rank {
+                    let d = try reader.u64()
+                    guard d <= UInt64(Int32.max) else {
+                        throw PruneDistError(.format, "tensor \(name): dimension \(d) is implausibly large")
+                    }
+                    dims.append(Int(d))
+                }
+                dimensions = dims
+                typeID = try reader.u32()
+                offset = try reader.u64()
+            } catch let error as PruneDistError {
+                let detail = error.message.hasPrefix(path + ": ") ? String(error.message.dropFirst(path.count + 2)) : error.message
+                throw PruneDistError(.format, "\(path): tensor info \(t) of the \(tensorCount) the header declares is unreadable (tensor count mismatch or truncated file): \(detail)")
             }
-            let typeID = try reader.u32()
-            let offset = try reader.u64()
             guard let type = GGMLType(rawValue: typeID) else {
                 let supported = GGMLType.allCases.map(\.name).joined(separator: ", ")
                 throw PruneDistError(.unsupported, "\(path): tensor \(name) has ggml type id \(typeID) (\(GGMLType.name(ofTypeID: typeID))), which prune-dist cannot dequantise (supported: \(supported))")
