@@ -307,13 +307,11 @@ struct GGUFHeader {
         reader.context = "the metadata count"
         let keyCount = try reader.u64()
         // Cheapest possible entries: a key (8-byte length) with a type (4) and a 1-byte value; a tensor info
-        // with an empty name, no dimensions, a type and an offset (8 + 4 + 4 + 8).
+        // with an empty name, no dimensions, a type and an offset (8 + 4 + 4 + 8), checked after the metadata
+        // so that a truncated file is reported as truncated.
         let remaining = UInt64(file.count - reader.offset)
         guard keyCount <= remaining / 13 else {
             throw PruneDistError(.format, "\(path): truncated metadata: the header declares \(keyCount) metadata entries, but only \(remaining) bytes follow")
-        }
-        guard tensorCount <= remaining / 24 else {
-            throw PruneDistError(.format, "\(path): tensor count mismatch: the header declares \(tensorCount) tensors, but only \(remaining) bytes follow (at most \(remaining / 24) tensor infos)")
         }
         for k in 0..<Int(keyCount) {
             reader.context = "the key of metadata entry \(k) of \(keyCount)"
@@ -325,6 +323,10 @@ struct GGUFHeader {
                 throw PruneDistError(.format, "\(path): metadata key \(key) appears twice")
             }
             header.keys.append(key)
+        }
+        let afterMetadata = UInt64(file.count - reader.offset)
+        guard tensorCount <= afterMetadata / 24 else {
+            throw PruneDistError(.format, "\(path): tensor count mismatch: the header declares \(tensorCount) tensors, but only \(afterMetadata) bytes follow the metadata (at most \(afterMetadata / 24) tensor infos)")
         }
         if let a = header.metadata["general.alignment"] {
             guard let n = a.int, n > 0, n & (n - 1) == 0 else {
