@@ -384,6 +384,28 @@ final class GGUFTests: XCTestCase {
         XCTAssertTrue((config["chat_template"] as? String)?.contains("<|im_start|>") == true)
     }
 
+    /// The tokenizer.json rebuilt from the GGUF, run through our Tokenizer, gives the recorded ids of every
+    /// golden case (tokenizers 0.23.3 on the fixture file) and of the whole evaluation text.
+    func testTokenizerFromGGUFEncodesTheGoldensAndEvalText() throws {
+        let url = dir.appendingPathComponent("tokenizer.json")
+        try GGUFConversion.plan(smolLM2()).tokenizerJSON.write(to: url)
+        let tokenizer = try Tokenizer(url: url)
+        let goldens = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: Fixtures.path("fixtures/tokenizer-goldens.json"))) as? [String: Any])
+        let cases = try XCTUnwrap(goldens["cases"] as? [[String: Any]])
+        XCTAssertEqual(cases.count, 33)
+        for c in cases {
+            let text = try XCTUnwrap(c["text"] as? String), ids = try XCTUnwrap(c["ids"] as? [Int])
+            XCTAssertEqual(tokenizer.encode(text), ids, text)
+            XCTAssertEqual(tokenizer.decode(ids), c["decoded"] as? String, text)
+        }
+        let evalText = try String(contentsOf: Fixtures.path("data/wiki/eval.txt"), encoding: .utf8)
+        let evalIds = try Data(contentsOf: Fixtures.path("data/wiki/eval_tokens.u16")).withUnsafeBytes { raw in
+            (0..<raw.count / 2).map { Int(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self))) }
+        }
+        XCTAssertEqual(evalIds.count, 16_488)
+        XCTAssertEqual(tokenizer.encode(evalText), evalIds)
+    }
+
     func testPreTokenizersFollowLlamaCppNames() throws {
         let llama3 = try GGUFTokenizer.preTokenizer("llama-bpe", path: "")
         let json = llama3.serialized(pretty: false)
