@@ -406,6 +406,44 @@ final class GGUFTests: XCTestCase {
         XCTAssertEqual(tokenizer.encode(evalText), evalIds)
     }
 
+    /// A SentencePiece ("llama") vocabulary: merges derived from the scores as transformers does, byte
+    /// fallback for characters outside the vocabulary, "▁" for spaces with one before the text.
+    func testSentencePieceVocabularyBecomesByteFallbackBPE() throws {
+        var tokens = ["<unk>", "<s>", "</s>"] + (0..<256).map { String(format: "<0x%02X>", $0) }
+        tokens += ["▁", "a", "b", "c", "▁a", "ab", "▁ab", "bc", "abc"]  // ids 259...267
+        var writer = GGUFWriter()
+        writer.metadata = [
+            (key: "tokenizer.ggml.model", value: .string("llama")),
+            (key: "tokenizer.ggml.tokens", value: .array(.string, tokens.map { .string($0) })),
+            (key: "tokenizer.ggml.scores", value: .array(.float32, tokens.indices.map { .float32(-Float($0)) })),
+            (key: "tokenizer.ggml.token_type", value: .array(.int32, tokens.indices.map { .int32($0 == 0 ? 2 : $0 < 3 ? 3 : $0 < 259 ? 6 : 1) })),
+            (key: "tokenizer.ggml.bos_token_id", value: .uint32(1)),
+            (key: "tokenizer.ggml.eos_token_id", value: .uint32(2)),
+            (key: "tokenizer.ggml.unknown_token_id", value: .uint32(0)),
+        ]
+        let ggufURL = dir.appendingPathComponent("spm.gguf")
+        try writer.write(to: ggufURL)
+        let spm = try GGUFTokenizer(GGUFFile(url: ggufURL))
+        // Merged tokens by score (▁a, ab, ▁ab, bc, abc); "▁ab" splits as ▁+ab before ▁a+b (▁ scores higher
+        // than ▁a), "abc" as a+bc before ab+c.
+        XCTAssertEqual(spm.merges.map { [$0.0, $0.1] }, [["▁", "a"], ["a", "b"], ["▁", "ab"], ["▁a", "b"], ["b", "c"], ["a", "bc"], ["ab", "c"]])
+        XCTAssertTrue(spm.addBos)
+        let url = dir.appendingPathComponent("tokenizer.json")
+        try spm.tokenizerJSON().write(to: url)
+        let tokenizer = try Tokenizer(url: url)
+        // "▁ab▁abc": ▁a twice (rank 0), then ▁a+b twice (rank 3); "c" stays.
+        XCTAssertEqual(tokenizer.encode("ab abc"), [265, 265, 262])
+        XCTAssertEqual(tokenizer.decode([265, 265, 262]), "ab abc")
+        // "x" is not in the vocabulary: its byte 0x78 is token 3 + 0x78.
+        XCTAssertEqual(tokenizer.encode("x"), [259, 3 + 0x78])
+        // The special token is cut out first; the rest is normalized on its own, so it gets its own "▁"
+        // (transformers' "legacy" Llama behaviour).
+        XCTAssertEqual(tokenizer.encode("<s>a"), [1, 263])
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        let post = try XCTUnwrap(json["post_processor"] as? [String: Any])
+        XCTAssertEqual(((post["single"] as? [[String: Any]])?.first?["SpecialToken"] as? [String: Any])?["id"] as? String, "<s>")
+    }
+
     func testPreTokenizersFollowLlamaCppNames() throws {
         let llama3 = try GGUFTokenizer.preTokenizer("llama-bpe", path: "")
         let json = llama3.serialized(pretty: false)

@@ -99,6 +99,9 @@ public enum GGUFConversion {
         let eps = try file.double("\(arch).attention.layer_norm_rms_epsilon")
         let theta = file.metadata["\(arch).rope.freq_base"] == nil ? 10000 : try file.double("\(arch).rope.freq_base")
         let context = file.metadata["\(arch).context_length"] == nil ? 2048 : try file.int("\(arch).context_length")
+        if let rotaryDims = file.metadata["\(arch).rope.dimension_count"]?.int, rotaryDims != headDim {
+            throw PruneDistError(.unsupported, "\(path): \(arch).rope.dimension_count is \(rotaryDims) but heads have \(headDim) dimensions; partial rotary embeddings are not supported")
+        }
         if let scaling = file.metadata["\(arch).rope.scaling.type"]?.string, scaling != "none" {
             throw PruneDistError(.unsupported, "\(path): RoPE scaling \"\(scaling)\" (\(arch).rope.scaling.type) is not supported by the converter")
         }
@@ -250,23 +253,31 @@ public enum GGUFConversion {
     }
 }
 
-/// The Hugging Face tokenizer files rebuilt from `tokenizer.ggml.*`: llama.cpp's "gpt2" (byte-level BPE)
-/// vocabularies, with the pre-tokenizer llama.cpp selects by `tokenizer.ggml.pre`.
+/// The Hugging Face tokenizer files rebuilt from `tokenizer.ggml.*`: llama.cpp's "gpt2" vocabularies
+/// (byte-level BPE, with the pre-tokenizer llama.cpp selects by `tokenizer.ggml.pre`) and "llama" ones
+/// (SentencePiece BPE with byte fallback, as LLaMA-1/2 ship), written as transformers' GGUF converter
+/// writes them.
 public struct GGUFTokenizer: Sendable {
+    /// `tokenizer.ggml.model`: "gpt2" or "llama".
+    public let model: String
     public let tokens: [String]
     /// llama.cpp token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
     public let tokenTypes: [Int]
+    /// SentencePiece scores (higher merges first); empty for gpt2 vocabularies.
+    public let scores: [Float]
     public let merges: [(String, String)]
     public let pre: String
     public let bosId: Int?, eosId: Int?, unknownId: Int?, paddingId: Int?
     public let addBos: Bool, addEos: Bool
+    /// SentencePiece: a "▁" is put before the text (tokenizer.ggml.add_space_prefix).
+    public let addSpacePrefix: Bool
     public let chatTemplate: String?
 
     public init(_ file: GGUFFile) throws {
         let path = file.url.path
-        let model = try file.string("tokenizer.ggml.model")
-        guard model == "gpt2" else {
-            throw PruneDistError(.unsupported, "\(path): tokenizer.ggml.model \"\(model)\" is not supported (supported: gpt2, byte-level BPE)")
+        model = try file.string("tokenizer.ggml.model")
+        guard model == "gpt2" || model == "llama" else {
+            throw PruneDistError(.unsupported, "\(path): tokenizer.ggml.model \"\(model)\" is not supported (supported: gpt2 = byte-level BPE, llama = SentencePiece BPE)")
         }
         tokens = try file.strings("tokenizer.ggml.tokens")
         tokenTypes = file.metadata["tokenizer.ggml.token_type"] == nil
@@ -274,14 +285,29 @@ public struct GGUFTokenizer: Sendable {
         guard tokenTypes.count == tokens.count else {
             throw PruneDistError(.format, "\(path): tokenizer.ggml.token_type has \(tokenTypes.count) entries for \(tokens.count) tokens")
         }
+        if model == "llama" {
+            let values = try file.value("tokenizer.ggml.scores").array ?? []
+            scores = try values.enumerated().map { i, v in
+                guard let d = v.double else {
+                    throw PruneDistError(.format, "\(path): tokenizer.ggml.scores[\(i)] should be a number, found a value of type \(v.type)")
+                }
+                return Float(d)
+            }
+            guard scores.count == tokens.count else {
+                throw PruneDistError(.format, "\(path): tokenizer.ggml.scores has \(scores.count) entries for \(tokens.count) tokens")
+            }
+        } else {
+            scores = []
+        }
         let mergeStrings = file.metadata["tokenizer.ggml.merges"] == nil ? [] : try file.strings("tokenizer.ggml.merges")
-        merges = try mergeStrings.enumerated().map { i, m in
+        let listed = try mergeStrings.enumerated().map { i, m in
             // Byte-level symbols never contain a space (it is "Ġ"), so the first space separates the pair.
             guard let space = m.firstIndex(of: " ") else {
                 throw PruneDistError(.format, "\(path): tokenizer.ggml.merges[\(i)] \"\(m)\" is not two symbols separated by a space")
             }
             return (String(m[..<space]), String(m[m.index(after: space)...]))
         }
+        merges = model == "llama" && listed.isEmpty ? GGUFTokenizer.sentencePieceMerges(tokens: tokens, scores: scores) : listed
         pre = file.metadata["tokenizer.ggml.pre"]?.string ?? "default"
         let tokenCount = tokens.count
         func id(_ key: String) throws -> Int? {
@@ -295,10 +321,40 @@ public struct GGUFTokenizer: Sendable {
         eosId = try id("tokenizer.ggml.eos_token_id")
         unknownId = try id("tokenizer.ggml.unknown_token_id")
         paddingId = try id("tokenizer.ggml.padding_token_id")
-        addBos = file.metadata["tokenizer.ggml.add_bos_token"]?.bool ?? false
+        // llama.cpp's defaults when the keys are absent: SentencePiece vocabularies add BOS and a space prefix.
+        addBos = file.metadata["tokenizer.ggml.add_bos_token"]?.bool ?? (model == "llama")
         addEos = file.metadata["tokenizer.ggml.add_eos_token"]?.bool ?? false
+        addSpacePrefix = file.metadata["tokenizer.ggml.add_space_prefix"]?.bool ?? (model == "llama")
         chatTemplate = file.metadata["tokenizer.chat_template"]?.string
-        _ = try GGUFTokenizer.preTokenizer(pre, path: path)
+        if model == "gpt2" { _ = try GGUFTokenizer.preTokenizer(pre, path: path) }
+    }
+
+    /// SentencePiece BPE files list no merges; like transformers' GGUF converter we derive them from the
+    /// vocabulary: every split of a token into two tokens is a merge, ranked by the merged token's score
+    /// (higher first), the splits of one token by their pieces' scores (higher first); ties keep id order.
+    static func sentencePieceMerges(tokens: [String], scores: [Float]) -> [(String, String)] {
+        var scoreOf: [String: Float] = [:]
+        for (token, score) in zip(tokens, scores) where scoreOf[token] == nil { scoreOf[token] = score }
+        var merges: [(left: String, right: String, score: Float, order: Int)] = []
+        for (token, score) in zip(tokens, scores) {
+            let scalars = Array(token.unicodeScalars)
+            guard scalars.count > 1 else { continue }
+            var local: [(left: String, right: String, leftScore: Float, rightScore: Float)] = []
+            for cut in 1..<scalars.count {
+                var left = String.UnicodeScalarView(), right = String.UnicodeScalarView()
+                left.append(contentsOf: scalars[..<cut])
+                right.append(contentsOf: scalars[cut...])
+                let l = String(left), r = String(right)
+                if let ls = scoreOf[l], let rs = scoreOf[r] { local.append((l, r, ls, rs)) }
+            }
+            // Stable: equal piece scores keep the order of the cuts.
+            let sorted = local.enumerated().sorted { a, b in
+                (a.element.leftScore, a.element.rightScore, -a.offset) > (b.element.leftScore, b.element.rightScore, -b.offset)
+            }
+            for (_, m) in sorted { merges.append((m.left, m.right, score, merges.count)) }
+        }
+        merges.sort { ($0.score, -$0.order) > ($1.score, -$1.order) }
+        return merges.map { ($0.left, $0.right) }
     }
 
     /// llama.cpp's pre-tokenizer regexes (llama-vocab.cpp) as tokenizers pre-tokenizers. The GPT-2 regex is
@@ -373,23 +429,44 @@ public struct GGUFTokenizer: Sendable {
         })
         let postProcessor = OrderedJSON.object([("type", .string("TemplateProcessing")), ("single", .array(single)),
                                                 ("pair", .array(pair)), ("special_tokens", specialTokens)])
-        let decoder = OrderedJSON.object([("type", .string("ByteLevel")), ("add_prefix_space", .bool(true)),
-                                          ("trim_offsets", .bool(true)), ("use_regex", .bool(true))])
-        // llama.cpp looks a whole pre-token up in the vocabulary before merging for LLaMA-3 (ignore_merges).
-        let ignoreMerges = ["llama3", "llama-v3", "llama-bpe", "falcon3"].contains(pre)
-        let model = OrderedJSON.object([
-            ("type", .string("BPE")), ("dropout", .null), ("unk_token", .null),
-            ("continuing_subword_prefix", .string("")), ("end_of_word_suffix", .string("")),
-            ("fuse_unk", .bool(false)), ("byte_fallback", .bool(false)), ("ignore_merges", .bool(ignoreMerges)),
-            ("vocab", .object(tokens.enumerated().map { ($1, .int($0)) })),
-            ("merges", .array(merges.map { .array([.string($0.0), .string($0.1)]) })),
-        ])
+        let vocab = OrderedJSON.object(tokens.enumerated().map { ($1, .int($0)) })
+        let mergeList = OrderedJSON.array(merges.map { .array([.string($0.0), .string($0.1)]) })
+        let normalizer: OrderedJSON, preTokenizer: OrderedJSON, decoder: OrderedJSON, bpe: OrderedJSON
+        if model == "llama" {
+            // SentencePiece: spaces become "▁" (one before the text), no pre-tokenizer, unknown bytes fall
+            // back to the <0xNN> tokens; decoding undoes each step.
+            let replaceSpace = OrderedJSON.object([("type", .string("Replace")), ("pattern", .object([("String", .string(" "))])), ("content", .string("▁"))])
+            normalizer = .object([("type", .string("Sequence")), ("normalizers", .array(
+                (addSpacePrefix ? [.object([("type", .string("Prepend")), ("prepend", .string("▁"))])] : []) + [replaceSpace]))])
+            preTokenizer = .null
+            decoder = .object([("type", .string("Sequence")), ("decoders", .array([
+                .object([("type", .string("Replace")), ("pattern", .object([("String", .string("▁"))])), ("content", .string(" "))]),
+                .object([("type", .string("ByteFallback"))]), .object([("type", .string("Fuse"))]),
+            ] + (addSpacePrefix ? [.object([("type", .string("Strip")), ("content", .string(" ")), ("start", .int(1)), ("stop", .int(0))])] : [])))])
+            bpe = .object([
+                ("type", .string("BPE")), ("dropout", .null), ("unk_token", unknownId.map { .string(tokens[$0]) } ?? .null),
+                ("continuing_subword_prefix", .null), ("end_of_word_suffix", .null),
+                ("fuse_unk", .bool(true)), ("byte_fallback", .bool(true)), ("ignore_merges", .bool(false)),
+                ("vocab", vocab), ("merges", mergeList),
+            ])
+        } else {
+            normalizer = pre == "qwen2" ? .object([("type", .string("NFC"))]) : .null
+            preTokenizer = try GGUFTokenizer.preTokenizer(pre, path: "")
+            decoder = .object([("type", .string("ByteLevel")), ("add_prefix_space", .bool(true)),
+                               ("trim_offsets", .bool(true)), ("use_regex", .bool(true))])
+            // llama.cpp looks a whole pre-token up in the vocabulary before merging for LLaMA-3 (ignore_merges).
+            let ignoreMerges = ["llama3", "llama-v3", "llama-bpe", "falcon3"].contains(pre)
+            bpe = .object([
+                ("type", .string("BPE")), ("dropout", .null), ("unk_token", .null),
+                ("continuing_subword_prefix", .string("")), ("end_of_word_suffix", .string("")),
+                ("fuse_unk", .bool(false)), ("byte_fallback", .bool(false)), ("ignore_merges", .bool(ignoreMerges)),
+                ("vocab", vocab), ("merges", mergeList),
+            ])
+        }
         let root = OrderedJSON.object([
             ("version", .string("1.0")), ("truncation", .null), ("padding", .null),
-            ("added_tokens", .array(added)),
-            ("normalizer", pre == "qwen2" ? .object([("type", .string("NFC"))]) : .null),
-            ("pre_tokenizer", try GGUFTokenizer.preTokenizer(pre, path: "")),
-            ("post_processor", postProcessor), ("decoder", decoder), ("model", model),
+            ("added_tokens", .array(added)), ("normalizer", normalizer), ("pre_tokenizer", preTokenizer),
+            ("post_processor", postProcessor), ("decoder", decoder), ("model", bpe),
         ])
         return Data(root.serialized(pretty: false).utf8)
     }
