@@ -149,3 +149,14 @@ void cengine_dequantize_q6_K(const uint8_t *src, size_t block_count, float *dst)
         }
     }
 }
+
+// Index of the first NaN or infinity among n values, or n when all are finite (a corrupt scale in a
+// quantised block makes its whole block non-finite).
+size_t cengine_first_nonfinite(const float *values, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, values + i, 4);
+        if ((bits & 0x7f800000u) == 0x7f800000u) return i;
+    }
+    return n;
+}

@@ -276,6 +276,15 @@ final class ConvertTests: XCTestCase {
                                ["tensor count mismatch", "blk.1.ffn_down.weight is missing"])
     }
 
+    func testNonFiniteScaleFails() throws {
+        var model = ConvertTests.tinyModel()
+        XCTAssertEqual(model.tensors[4].name, "blk.0.attn_v.weight")
+        XCTAssertEqual(model.tensors[4].typeID, GGMLType.q5_0.rawValue)
+        model.tensors[4].bytes[3 * 22] = 0x00  // block 3's float16 scale := 0x7e00, a NaN
+        model.tensors[4].bytes[3 * 22 + 1] = 0x7e
+        try assertConvertFails(model.bytes(), ["tensor blk.0.attn_v.weight (Q5_0)", "nan at element 96 (block 3)"])
+    }
+
     func testUnknownArchitectureFails() throws {
         var model = ConvertTests.tinyModel()
         model.metadata[0] = (key: "general.architecture", value: .string("gpt2"))

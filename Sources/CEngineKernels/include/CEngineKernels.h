@@ -21,5 +21,7 @@ void cengine_dequantize_q8_0(const uint8_t *src, size_t block_count, float *dst)
 void cengine_dequantize_q4_K(const uint8_t *src, size_t block_count, float *dst);
 void cengine_dequantize_q5_K(const uint8_t *src, size_t block_count, float *dst);
 void cengine_dequantize_q6_K(const uint8_t *src, size_t block_count, float *dst);
+// Index of the first NaN or infinity among n floats, n when there is none.
+size_t cengine_first_nonfinite(const float *values, size_t n);
 
 #endif

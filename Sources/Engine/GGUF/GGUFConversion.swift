@@ -1,3 +1,4 @@
+import CEngineKernels
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -229,6 +230,11 @@ public enum GGUFConversion {
         var parameters = 0
         for (i, t) in plan.tensors.enumerated() {
             var values = try file.floats(t.ggufName)
+            let bad = values.withUnsafeBufferPointer { cengine_first_nonfinite($0.baseAddress!, $0.count) }
+            guard bad == values.count else {
+                let info = try file.tensor(t.ggufName)
+                throw PruneDistError(.nonFinite, "\(gguf.path): tensor \(t.ggufName) (\(info.type.name)) dequantises to \(values[bad]) at element \(bad) (block \(bad / info.type.block.elements)): the file is corrupt")
+            }
             if let heads = t.rotaryHeads {
                 values = unpermuteRotaryRows(values, heads: heads, columns: t.shape.count == 2 ? t.shape[1] : 1)
             }
