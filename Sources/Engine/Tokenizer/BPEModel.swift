@@ -12,8 +12,11 @@ struct BPEModel: Sendable {
     let vocab: [String: Int]
     /// tokenForID: [maxID + 1], nil where no token has that id.
     let tokenForID: [String?]
-    /// Ids of the tokens that are exactly one scalar (the starting symbols of most words).
+    /// Ids of the tokens that are exactly one scalar (the starting symbols of most words): a table for
+    /// scalars below `scalarTableSize` (the byte-level alphabet and most alphabets; -1 = none), else a dictionary.
     let singleScalarIDs: [Unicode.Scalar: Int]
+    let singleScalarTable: [Int32]
+    static let scalarTableSize = 0x3000
     /// Pairs keyed by left id << 32 | right id.
     let merges: [UInt64: Merge]
     let unknownID: Int?
@@ -50,6 +53,9 @@ struct BPEModel: Sendable {
         }
         self.tokenForID = tokenForID
         self.singleScalarIDs = singleScalarIDs
+        var table = [Int32](repeating: -1, count: BPEModel.scalarTableSize)
+        for (scalar, id) in singleScalarIDs where scalar.value < BPEModel.scalarTableSize { table[Int(scalar.value)] = Int32(id) }
+        singleScalarTable = table
 
         if let dropout = model["dropout"].flatMap(jsonDouble), dropout > 0 {
             throw PruneDistError(.unsupported, "\(file): model.dropout \(dropout) (random BPE dropout) is not supported; expected null")
@@ -127,7 +133,12 @@ struct BPEModel: Sendable {
             let scalar = word[index]
             var id: Int?
             if plain {
-                id = singleScalarIDs[scalar]
+                if scalar.value < BPEModel.scalarTableSize {
+                    let entry = singleScalarTable[Int(scalar.value)]
+                    id = entry < 0 ? nil : Int(entry)
+                } else {
+                    id = singleScalarIDs[scalar]
+                }
             } else {
                 var token = index == word.startIndex ? "" : continuingSubwordPrefix
                 token.unicodeScalars.append(scalar)

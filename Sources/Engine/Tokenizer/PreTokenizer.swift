@@ -259,23 +259,26 @@ indirect enum PreTokenizer: Sendable {
             return steps.reduce(pieces) { $1.apply($0) }
 
         case .byteLevel(let addPrefixSpace, let useRegex):
-            var out = [Piece]()
-            out.reserveCapacity(pieces.count)
+            // All words' symbols go into one buffer, sliced once it is complete (one allocation, not one per word).
+            var symbols = [Unicode.Scalar]()
+            var words = [(range: Range<Int>, atTextStart: Bool)]()
+            // Most text is ASCII: one symbol per scalar, plus room for some multi-byte characters.
+            let scalarCount = pieces.reduce(0) { $0 + $1.scalars.count }
+            symbols.reserveCapacity(scalarCount + scalarCount / 8 + 16)
             for var piece in pieces {
                 if addPrefixSpace && piece.scalars.first != " " {
                     piece.scalars = ArraySlice([" "] + piece.scalars)
                 }
-                let words = useRegex
+                let pieceWords = useRegex
                     ? splitPiece(piece, at: SplitPattern.gpt2.matches(in: piece.scalars), behavior: .isolated, invert: false)
                     : [piece]
-                for word in words {
-                    var symbols = [Unicode.Scalar]()
-                    symbols.reserveCapacity(word.scalars.count)
+                for word in pieceWords {
+                    let start = symbols.count
                     ByteLevelAlphabet.appendSymbols(of: word.scalars, to: &symbols)
-                    out.append(Piece(scalars: symbols[...], atTextStart: word.atTextStart))
+                    words.append((start..<symbols.count, word.atTextStart))
                 }
             }
-            return out
+            return words.map { Piece(scalars: symbols[$0.range], atTextStart: $0.atTextStart) }
 
         case .split(let pattern, let behavior, let invert):
             return pieces.flatMap { splitPiece($0, at: pattern.matches(in: $0.scalars), behavior: behavior, invert: invert) }
