@@ -85,6 +85,26 @@ final class TokenizerTests: XCTestCase {
         XCTAssertEqual(differing, 1)
     }
 
+    /// The same pre-tokenization spelled as LLaMA-3/Qwen2 files spell theirs — a Split with the regex, then
+    /// ByteLevel without its own regex — and with a regex no scanner knows (Swift's regex engine runs it):
+    /// the Hugging Face ids must not change.
+    func testSplitRegexThenByteLevelGivesSameIDs() throws {
+        var json = try smolJSON()
+        json["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [
+            ["type": "Digits", "individual_digits": true],
+            ["type": "Split", "pattern": ["Regex": "(?:" + SplitPattern.gpt2Regex + ")"], "behavior": "Isolated", "invert": false],
+            ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false]]]
+        let tokenizer = try Tokenizer(url: write(json))
+        guard case .sequence(let steps)? = tokenizer.preTokenizer, case .split(.regex, _, _) = steps[1] else {
+            return XCTFail("the wrapped pattern should go to the general regex engine")
+        }
+        for c in try goldens() {
+            XCTAssertEqual(tokenizer.encode(c.text), c.ids, c.text.debugDescription)
+        }
+        let text = try String(contentsOf: Fixtures.path("data/wiki/eval.txt"), encoding: .utf8)
+        XCTAssertNil(firstDifference(tokenizer.encode(text), try readU16("data/wiki/eval_tokens.u16"), tokenizer))
+    }
+
     /// Older files spell merges "a b"; ids must not change.
     func testMergesAsSpaceSeparatedStrings() throws {
         var json = try smolJSON()
@@ -253,6 +273,22 @@ final class TokenizerTests: XCTestCase {
         let tokenizer = try Tokenizer(url: write(json))
         // "▁h" then two unknown characters fused into one <unk>.
         XCTAssertEqual(tokenizer.encode("hzz"), [259 + 9, 0])
+    }
+
+    /// LLaMA-3's ignore_merges: a word that is in the vocabulary is taken whole even if no merge builds it.
+    func testIgnoreMerges() throws {
+        for ignore in [false, true] {
+            var json = sentencePieceJSON(legacy: false)
+            var model = json["model"] as! [String: Any]
+            var vocab = model["vocab"] as! [String: Int]
+            vocab["▁wd"] = 500
+            model["vocab"] = vocab
+            model["ignore_merges"] = ignore
+            json["model"] = model
+            let tokenizer = try Tokenizer(url: write(json))
+            XCTAssertEqual(tokenizer.encode("wd"), ignore ? [500] : [259 + 14, 259 + 7], "ignore_merges \(ignore)")
+            XCTAssertEqual(tokenizer.vocabularySize, 501)
+        }
     }
 
     func testAddedTokenStripping() throws {
