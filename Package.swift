@@ -36,6 +36,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "prune-dist", dependencies: ["Coordinator"]),
+        // Benchmarks (bench/*.sh build this in release mode); never run by the tests.
+        .executableTarget(name: "prune-dist-bench", dependencies: ["Engine"], path: "bench/Sources/prune-dist-bench"),
 
         .target(name: "TestSupport", dependencies: ["Engine"], path: "Tests/TestSupport"),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "TestSupport"]),

@@ -15,6 +15,8 @@ void *cmpi_in_place(void) { return MPI_IN_PLACE; }
 int cmpi_undefined(void) { return MPI_UNDEFINED; }
 int cmpi_success(void) { return MPI_SUCCESS; }
 int cmpi_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }
+int cmpi_err_root(void) { return MPI_ERR_ROOT; }
+int cmpi_err_count(void) { return MPI_ERR_COUNT; }
 
 int cmpi_init(int *provided) {
     int flag = 0;

@@ -19,6 +19,9 @@ void *cmpi_in_place(void);
 int cmpi_undefined(void);
 int cmpi_success(void);
 int cmpi_thread_multiple(void);
+// Two error codes, for tests of how MPI errors are reported.
+int cmpi_err_root(void);
+int cmpi_err_count(void);
 
 // Initialises MPI with MPI_THREAD_MULTIPLE (Swift Testing runs tests on several threads) unless it is
 // already initialised. Returns the MPI error code; *provided receives the thread level granted.

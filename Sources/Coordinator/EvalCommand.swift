@@ -1,0 +1,65 @@
+import ArgumentParser
+import Engine
+import Foundation
+
+/// `prune-dist eval`: how good a (pruned) model is.
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Evaluate a model: perplexity on a token stream.",
+        subcommands: [PerplexityCommand.self])
+}
+
+/// `prune-dist eval perplexity`: exp of the mean over non-overlapping windows of each window's mean next-token NLL.
+struct PerplexityCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "perplexity",
+        abstract: "Perplexity over non-overlapping windows of a token stream.")
+
+    @Option(name: .long, help: "Hugging Face model directory (config.json + safetensors).")
+    var model: String
+
+    @Option(name: .long, help: "Token ids: a JSON array of integers, or raw little-endian uint16 if the name ends in .u16.")
+    var tokens: String
+
+    @Option(name: .long, help: "Tokens per window.")
+    var seqlen: Int = 2048
+
+    @Option(name: .long, help: "Evaluate at most this many windows (from the start of the stream).")
+    var maxWindows: Int?
+
+    @Flag(name: .long, help: "Print one JSON object as the last line.")
+    var json = false
+
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        guard seqlen >= 2 else { throw ValidationError("--seqlen must be at least 2, got \(seqlen)") }
+        if let maxWindows, maxWindows < 1 { throw ValidationError("--max-windows must be at least 1, got \(maxWindows)") }
+    }
+
+    func run() throws {
+        let logger = try global.makeLogger()
+        let start = Date()
+        let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))
+        let stream = try TokenFile.read(URL(fileURLWithPath: tokens))
+        let windows = try Perplexity.windows(tokens: stream, seqlen: seqlen, maxWindows: maxWindows)
+        let layers = checkpoint.config.numHiddenLayers
+        let perWindow = try Perplexity.windowMeanNLL(checkpoint: checkpoint, windows: windows, seqlen: seqlen) { layer in
+            logger.debug("block \(layer + 1)/\(layers) done")
+        }
+        let perplexity = Perplexity.perplexity(windowMeanNLL: perWindow)
+        let seconds = Date().timeIntervalSince(start)
+        let evaluated = windows.count * seqlen
+        if json {
+            printLine(try jsonLine([
+                "perplexity": perplexity, "mean_nll": log(perplexity), "windows": windows.count, "tokens": evaluated,
+                "seqlen": seqlen, "seconds": seconds, "tokens_per_second": Double(evaluated) / seconds,
+                "model": model, "token_file": tokens,
+            ]))
+        } else {
+            printLine(String(format: "perplexity %.4f over %d windows of %d tokens (%d tokens, %.1f s)",
+                             perplexity, windows.count, seqlen, evaluated, seconds))
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+
+/// The whole model run block by block over a batch of sequences: only one block's weights are
+/// materialised at a time, next to the embedding (and an untied head).
+public struct LlamaForwardResult: Sendable {
+    /// [sequences·seqlen, hidden] each: the embedding output, then every block's output (when kept)
+    public var hiddenStates: [[Float]]
+    /// [sequences·seqlen, hidden]: the last block's output
+    public var lastHidden: [Float]
+}
+
+/// Runs every block over whole sequences.
+/// - ids: [sequences·seqlen]
+/// - keepHiddenStates: keep the embedding and each block's output (tests, analysis); otherwise only the last
+/// - onBlock: called after each block with its index (progress reporting)
+public func llamaForward(checkpoint: Checkpoint, embedding: LlamaEmbedding, ids: [Int], seqlen: Int,
+                         keepHiddenStates: Bool = false, onBlock: ((Int) -> Void)? = nil) throws -> LlamaForwardResult {
+    guard seqlen > 0, ids.count % seqlen == 0 else {
+        throw PruneDistError(.argument, "llamaForward: \(ids.count) token ids are not whole sequences of \(seqlen)")
+    }
+    let rope = try RopeTable(config: checkpoint.config, positions: seqlen)
+    var hidden = try embedding.embed(ids)
+    var states: [[Float]] = keepHiddenStates ? [hidden] : []
+    for layer in 0..<checkpoint.config.numHiddenLayers {
+        let weights = try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
+        llamaBlockForward(&hidden, weights: weights, rope: rope, seqlen: seqlen)
+        if keepHiddenStates { states.append(hidden) }
+        onBlock?(layer)
+    }
+    return LlamaForwardResult(hiddenStates: states, lastHidden: hidden)
+}
+
+/// Perplexity over non-overlapping windows of a token stream.
+public enum Perplexity {
+    /// Consecutive, non-overlapping windows of `seqlen` tokens; a shorter tail is dropped.
+    public static func windows(tokens: [Int], seqlen: Int, maxWindows: Int? = nil) throws -> [[Int]] {
+        guard seqlen >= 2 else { throw PruneDistError(.argument, "--seqlen must be at least 2 (got \(seqlen))") }
+        var count = tokens.count / seqlen
+        if let maxWindows { count = min(count, maxWindows) }
+        guard count > 0 else {
+            throw PruneDistError(.data, "\(tokens.count) tokens do not fill one window of \(seqlen) tokens")
+        }
+        return (0..<count).map { Array(tokens[($0 * seqlen)..<(($0 + 1) * seqlen)]) }
+    }
+
+    /// Each window's mean next-token NLL, layer by layer over all windows so each block is read once.
+    /// - windows: [windows][seqlen] token ids
+    /// - Returns: [windows]
+    public static func windowMeanNLL(checkpoint: Checkpoint, windows: [[Int]], seqlen: Int,
+                                     onBlock: ((Int) -> Void)? = nil) throws -> [Double] {
+        if windows.isEmpty { return [] }
+        let embedding = try LlamaEmbedding(checkpoint: checkpoint)
+        let head = try LlamaHead(checkpoint: checkpoint, embedding: embedding)
+        let ids = windows.flatMap { $0 }
+        let forward = try llamaForward(checkpoint: checkpoint, embedding: embedding, ids: ids, seqlen: seqlen, onBlock: onBlock)
+        let nll = head.nextTokenNLL(hidden: forward.lastHidden, ids: ids, seqlen: seqlen)
+        let perWindow = seqlen - 1
+        return (0..<windows.count).map { w in
+            nll[(w * perWindow)..<((w + 1) * perWindow)].reduce(0, +) / Double(perWindow)
+        }
+    }
+
+    /// exp of the mean over windows of each window's mean NLL.
+    public static func perplexity(windowMeanNLL: [Double]) -> Double {
+        Foundation.exp(windowMeanNLL.reduce(0, +) / Double(windowMeanNLL.count))
+    }
+}

@@ -1,0 +1,96 @@
+import Foundation
+
+/// Log-likelihoods of continuations, the quantity multiple-choice accuracy is computed from.
+public enum ZeroShotScoring {
+    /// Σ log p(continuation token | everything before it) for every sequence.
+    ///
+    /// Sequences are sorted by length and cut into batches padded on the right to their longest member (the
+    /// causal mask keeps padding from touching real positions). Blocks are read once per group of batches
+    /// whose hidden states fit `groupTokenBudget` tokens, so only one block's weights are held at a time.
+    /// - sequences: each at least 2 tokens, continuationStart ≥ 1
+    /// - Returns: [sequences.count]
+    public static func logLikelihoods(checkpoint: Checkpoint, embedding: LlamaEmbedding, head: LlamaHead,
+                                      sequences: [ScoredSequence], batchTokens: Int = 4096,
+                                      groupTokenBudget: Int? = nil) throws -> [Double] {
+        if sequences.isEmpty { return [] }
+        let config = checkpoint.config
+        for (i, s) in sequences.enumerated() where s.continuationStart < 1 || s.continuationStart >= s.ids.count {
+            throw PruneDistError(.data, "scored sequence \(i): continuation starts at \(s.continuationStart) of \(s.ids.count) tokens; it needs at least one context token and one continuation token")
+        }
+        let longest = sequences.map(\.ids.count).max()!
+        guard longest <= config.maxPositionEmbeddings else {
+            throw PruneDistError(.data, "a scored sequence has \(longest) tokens, more than the model's max_position_embeddings \(config.maxPositionEmbeddings)")
+        }
+        let order = sequences.indices.sorted { (sequences[$0].ids.count, $0) < (sequences[$1].ids.count, $1) }
+
+        // Batches of similar length, each padded to its longest sequence.
+        var batches: [[Int]] = []
+        var current: [Int] = []
+        for index in order {
+            let length = sequences[index].ids.count
+            if !current.isEmpty && (current.count + 1) * length > batchTokens {
+                batches.append(current)
+                current = []
+            }
+            current.append(index)
+        }
+        if !current.isEmpty { batches.append(current) }
+
+        let budget = groupTokenBudget ?? max(batchTokens, (1 << 26) / config.hiddenSize)
+        let rope = try RopeTable(config: config, positions: longest)
+        var result = [Double](repeating: 0, count: sequences.count)
+        var batchStart = 0
+        while batchStart < batches.count {
+            // A group of batches whose padded hidden states fit the budget.
+            var batchEnd = batchStart, tokens = 0
+            repeat {
+                tokens += batches[batchEnd].count * sequences[batches[batchEnd].last!].ids.count
+                batchEnd += 1
+            } while batchEnd < batches.count && tokens + batches[batchEnd].count * sequences[batches[batchEnd].last!].ids.count <= budget
+            let group = Array(batches[batchStart..<batchEnd])
+
+            var hidden: [[Float]] = try group.map { batch in
+                let width = sequences[batch.last!].ids.count
+                let padded = batch.flatMap { sequences[$0].ids + [Int](repeating: 0, count: width - sequences[$0].ids.count) }
+                return try embedding.embed(padded)
+            }
+            for layer in 0..<config.numHiddenLayers {
+                let weights = try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
+                for b in group.indices {
+                    llamaBlockForward(&hidden[b], weights: weights, rope: rope, seqlen: sequences[group[b].last!].ids.count)
+                }
+            }
+            for (b, batch) in group.enumerated() {
+                let width = sequences[batch.last!].ids.count
+                var rows: [Int] = [], targets: [Int] = [], owners: [Int] = []
+                for (slot, index) in batch.enumerated() {
+                    let s = sequences[index]
+                    for t in s.continuationStart..<s.ids.count {
+                        rows.append(slot * width + t - 1)
+                        targets.append(s.ids[t])
+                        owners.append(index)
+                    }
+                }
+                let logProbabilities = head.logProbabilities(hidden: hidden[b], rows: rows, targets: targets)
+                for (owner, value) in zip(owners, logProbabilities) { result[owner] += value }
+            }
+            batchStart = batchEnd
+        }
+        return result
+    }
+
+    /// acc and acc_norm of documents from their choices' log-likelihoods.
+    /// - logLikelihoods: [documents][choices]
+    public static func accuracy(documents: [ZeroShotDocument], logLikelihoods: [[Double]]) -> (acc: Double, accNorm: Double) {
+        var correct = 0, correctNorm = 0
+        for (document, scores) in zip(documents, logLikelihoods) {
+            let best = scores.indices.max { (scores[$0], -$0) < (scores[$1], -$1) }!
+            let normalised = scores.indices.map { scores[$0] / Double(max(document.normalisationLengths[$0], 1)) }
+            let bestNorm = normalised.indices.max { (normalised[$0], -$0) < (normalised[$1], -$1) }!
+            if best == document.gold { correct += 1 }
+            if bestNorm == document.gold { correctNorm += 1 }
+        }
+        let n = Double(max(documents.count, 1))
+        return (Double(correct) / n, Double(correctNorm) / n)
+    }
+}

@@ -1,0 +1,56 @@
+import COpenBLAS
+
+// Double-precision LAPACK wrappers for symmetric positive definite matrices stored row-major.
+//
+// LAPACKE's ROW_MAJOR entry points transpose (copy) their input, 1.7x slower on this machine
+// (platform.md pitfall 3). A symmetric row-major matrix is its own transpose, so every routine below
+// calls COL_MAJOR with the lower triangle, which is the row-major upper triangle of the same buffer.
+
+private let lowerInColumnMajor = Int8(UInt8(ascii: "L"))
+
+/// Cholesky factorisation A = UᵀU, in place.
+/// - a: [n, n] row-major; only the upper triangle is read. On success it holds U (upper triangular,
+///   strictly lower part zeroed).
+/// - Returns: false when A is not positive definite (the buffer then holds a partial factor).
+public func choleskyUpper(_ a: inout [Double], n: Int) -> Bool {
+    precondition(a.count == n * n, "choleskyUpper: expected \(n)×\(n) values, got \(a.count)")
+    if n == 0 { return true }
+    let info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, lowerInColumnMajor, Int32(n), &a, Int32(n))
+    guard info == 0 else { return false }
+    zeroStrictlyLower(&a, n: n)
+    return true
+}
+
+/// Inverse of A from its Cholesky factor U (A = UᵀU), in place.
+/// - u: [n, n] row-major upper factor from `choleskyUpper`; on success it holds A⁻¹ with both
+///   triangles filled.
+/// - Returns: false when U has a zero on its diagonal.
+public func inverseFromCholeskyUpper(_ u: inout [Double], n: Int) -> Bool {
+    precondition(u.count == n * n, "inverseFromCholeskyUpper: expected \(n)×\(n) values, got \(u.count)")
+    if n == 0 { return true }
+    let info = LAPACKE_dpotri(LAPACK_COL_MAJOR, lowerInColumnMajor, Int32(n), &u, Int32(n))
+    guard info == 0 else { return false }
+    for i in 0..<n {
+        for j in (i + 1)..<n { u[j * n + i] = u[i * n + j] }
+    }
+    return true
+}
+
+/// Solves A X = B for X in place, given A's Cholesky factor U (A = UᵀU): Uᵀ Y = B, then U X = Y.
+/// - u: [n, n] row-major upper factor from `choleskyUpper`
+/// - b: [n, columns] row-major right-hand sides, overwritten by X
+public func solveWithCholeskyUpper(_ u: [Double], n: Int, _ b: inout [Double], columns: Int) {
+    precondition(u.count == n * n && b.count == n * columns, "solveWithCholeskyUpper: shape mismatch")
+    if n == 0 || columns == 0 { return }
+    cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasTrans, CblasNonUnit,
+                Int32(n), Int32(columns), 1, u, Int32(n), &b, Int32(columns))
+    cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit,
+                Int32(n), Int32(columns), 1, u, Int32(n), &b, Int32(columns))
+}
+
+/// Clears what LAPACK left of the input below the diagonal, so the buffer is exactly U.
+private func zeroStrictlyLower(_ a: inout [Double], n: Int) {
+    for i in 1..<max(n, 1) {
+        for j in 0..<i { a[i * n + j] = 0 }
+    }
+}

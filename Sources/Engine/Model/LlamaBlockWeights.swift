@@ -1,0 +1,95 @@
+import Foundation
+
+/// The weights of one decoder block, widened to Float32 and materialised only while the block is worked on.
+public struct LlamaBlockWeights: Sendable {
+    public let layer: Int
+    public let hiddenSize: Int
+    public let headDim: Int
+    public let numAttentionHeads: Int
+    public let numKeyValueHeads: Int
+    public let intermediateSize: Int
+    public let rmsNormEps: Float
+    /// [hidden] each.
+    public var inputNorm: [Float]
+    public var postAttentionNorm: [Float]
+    /// [out, in] row-major per linear (PyTorch nn.Linear layout).
+    private var weights: [LlamaLinear: [Float]]
+    /// [out] per linear, only for linears that have one (attention_bias, Qwen2 q/k/v, mlp_bias).
+    private var biases: [LlamaLinear: [Float]]
+
+    /// Reads block `layer` from the checkpoint, checking every shape against config.json.
+    /// With `checkFinite`, a NaN or Inf anywhere in the block is an error naming the tensor.
+    public init(checkpoint: Checkpoint, layer: Int, checkFinite: Bool = true) throws {
+        let config = checkpoint.config
+        let widths = config.widths(ofLayer: layer)
+        self.layer = layer
+        hiddenSize = config.hiddenSize
+        headDim = config.headDim
+        numAttentionHeads = widths.numAttentionHeads
+        numKeyValueHeads = widths.numKeyValueHeads
+        intermediateSize = widths.intermediateSize
+        rmsNormEps = Float(config.rmsNormEps)
+        func load(_ name: String, _ shape: [Int]) throws -> [Float] {
+            checkFinite ? try checkpoint.floatsCheckedFinite(name, shape: shape) : try checkpoint.floats(name, shape: shape)
+        }
+        inputNorm = try load(LlamaTensorNames.inputNorm(layer: layer), [hiddenSize])
+        postAttentionNorm = try load(LlamaTensorNames.postAttentionNorm(layer: layer), [hiddenSize])
+        weights = [:]
+        biases = [:]
+        for linear in LlamaLinear.allCases {
+            let shape = linear.shape(config: config, layer: layer)
+            weights[linear] = try load(linear.weightName(layer: layer), shape)
+            if checkpoint.contains(linear.biasName(layer: layer)) {
+                biases[linear] = try load(linear.biasName(layer: layer), [shape[0]])
+            }
+        }
+    }
+
+    /// Random weights of the given widths, for benchmarks and tests: N(0, 1/in) linears, norms near 1.
+    public init(randomWithConfig config: LlamaConfig, layer: Int, seed: UInt64) {
+        let widths = config.widths(ofLayer: layer)
+        self.layer = layer
+        hiddenSize = config.hiddenSize
+        headDim = config.headDim
+        numAttentionHeads = widths.numAttentionHeads
+        numKeyValueHeads = widths.numKeyValueHeads
+        intermediateSize = widths.intermediateSize
+        rmsNormEps = Float(config.rmsNormEps)
+        var random = SplitMix64(seed: seed &+ UInt64(layer) &* 0x9E37_79B9)
+        inputNorm = (0..<hiddenSize).map { _ in Float(0.5 + random.nextUnit()) }
+        postAttentionNorm = (0..<hiddenSize).map { _ in Float(0.5 + random.nextUnit()) }
+        weights = [:]
+        biases = [:]
+        for linear in LlamaLinear.allCases {
+            let shape = linear.shape(config: config, layer: layer)
+            let scale = 1 / Float(shape[1]).squareRoot()
+            weights[linear] = (0..<(shape[0] * shape[1])).map { _ in Float(random.nextGaussian()) * scale }
+        }
+    }
+
+    public func weight(_ linear: LlamaLinear) -> [Float] { weights[linear]! }
+    public func bias(_ linear: LlamaLinear) -> [Float]? { biases[linear] }
+
+    /// Replaces a linear's weight, e.g. by its pruned version; the shape must not change.
+    public mutating func setWeight(_ linear: LlamaLinear, _ weight: [Float]) {
+        precondition(weight.count == weights[linear]!.count, "setWeight(\(linear.rawValue)): \(weight.count) values, expected \(weights[linear]!.count)")
+        weights[linear] = weight
+    }
+
+    /// [out_features, in_features].
+    public func shape(_ linear: LlamaLinear) -> [Int] {
+        let qDim = numAttentionHeads * headDim, kvDim = numKeyValueHeads * headDim
+        switch linear {
+        case .q: return [qDim, hiddenSize]
+        case .k, .v: return [kvDim, hiddenSize]
+        case .o: return [hiddenSize, qDim]
+        case .gate, .up: return [intermediateSize, hiddenSize]
+        case .down: return [hiddenSize, intermediateSize]
+        }
+    }
+
+    /// Width of the input a group of linears reads.
+    public func inputDimension(_ input: LlamaLinearInput) -> Int {
+        shape(input.linears[0])[1]
+    }
+}

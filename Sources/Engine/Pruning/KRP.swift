@@ -1,0 +1,144 @@
+/// KRP (Li et al., "Towards Robust Pruning"), at LLaMA scale (methods.md §1.2 and "Decisions"): the
+/// target is the dense layer's output Y = W X, fed by the pruned model's inputs X̂.
+///
+/// 1. Rectified dense weight W*ᵀ = (Ĥ + λI)⁻¹ (X̂ᵀX/N) Wᵀ, ridge least squares of Y on X̂.
+///    λ = r·mean(diag Ĥ) with r = 1e-4, 1e-3, …, 1: the first r whose W* stays close to W,
+///    mean((W − W*)²) < 1, is kept (r = 1 when none does). A failed factorisation moves to the next,
+///    10× larger ridge and counts in `redamped`.
+///    Unlike the authors' code, each attempt adds its ridge to the undamped Ĥ: their in-place
+///    additions pile up (Ĥ + Σλ), and their pruning step then used that piled-up Ĥ. Here the ridge
+///    only regularises W*; the pruning below uses Ĥ with SparseGPT's own damping. There is no bias
+///    column (LLaMA linears have none), so the authors' bias off-by-one in the quota does not arise.
+/// 2. SparseGPT OBS pruning of W* under Ĥ (instead of the paper's exact row-by-row OBC, too slow at
+///    LLaMA widths). With λ → 0, ‖Y − ŴX̂‖² = ‖(Ŵ − W*)X̂‖² + const, so this prunes for the dense target.
+///
+/// weight: [rows, columns] row-major, the dense W; shape = [rows, columns]
+/// hessian: [columns, columns] Ĥ = X̂ᵀX̂/N of the pruned model's inputs
+/// crossTerm: [columns, columns] X̂ᵀX/N (row index = pruned-input feature, column = dense-input feature)
+/// denseHessian: [columns, columns] XᵀX/N of the dense inputs, optional. With it, errorBefore/errorAfter
+///   are the per-token errors against the dense target, ‖Y − (W⊙K)X̂‖²/N and ‖Y − ŴX̂‖²/N. Without it
+///   they are measured against the rectified output W*X̂ (the same minus the unreachable ‖Y − W*X̂‖²/N).
+public func pruneKRP(weight: [Float], shape: [Int], hessian: [Double], crossTerm: [Double], pattern: SparsityPattern,
+                     blocksize: Int = 128, percdamp: Double = 0.01, denseHessian: [Double]? = nil) throws -> PruneResult {
+    let function = "pruneKRP"
+    let (rows, columns) = try checkedLinearShape(weight: weight, shape: shape, function: function)
+    try pattern.validate(columns: columns, function: function)
+    try checkSquareStatistic(hessian, columns: columns, name: "hessian (pruned inputs)", function: function)
+    try checkSquareStatistic(crossTerm, columns: columns, name: "crossTerm (pruned × dense inputs)", function: function)
+    if let denseHessian {
+        try checkSquareStatistic(denseHessian, columns: columns, name: "denseHessian", function: function)
+    }
+    try checkSolverOptions(blocksize: blocksize, percdamp: percdamp, function: function)
+
+    let original = weight.map(Double.init)
+    let rectification = try rectifiedWeight(original, rows: rows, columns: columns, hessian: hessian,
+                                            crossTerm: crossTerm, function: function)
+    var updated = rectification.weight
+    let solve = try sparseGPTSolve(weight: &updated, rows: rows, columns: columns, hessian: hessian,
+                                   pattern: pattern, blocksize: blocksize, percdamp: percdamp, function: function)
+    let errorBefore: Double, errorAfter: Double
+    if let denseHessian {
+        (errorBefore, errorAfter) = denseTargetErrors(original: weight, mask: solve.mask, updated: updated,
+                                                      rows: rows, columns: columns, hessian: hessian,
+                                                      crossTerm: crossTerm, denseHessian: denseHessian)
+    } else {
+        (errorBefore, errorAfter) = outputErrors(original: weight, mask: solve.mask, updated: updated,
+                                                 target: rectification.weight, rows: rows, columns: columns,
+                                                 hessian: hessian)
+    }
+    return PruneResult(weight: updated.map(Float.init), errorBefore: errorBefore, errorAfter: errorAfter,
+                       damping: solve.damping, ridge: rectification.ridge,
+                       redamped: rectification.redamped + solve.redamped)
+}
+
+/// W* with W*ᵀ = (Ĥ + λI)⁻¹ C Wᵀ and the adaptive λ of `pruneKRP`.
+/// weight: [rows, columns] dense W; hessian, crossTerm: [columns, columns]
+/// Returns weight: [rows, columns] W*.
+func rectifiedWeight(_ weight: [Double], rows: Int, columns: Int, hessian: [Double], crossTerm: [Double],
+                     function: String) throws -> (weight: [Double], ridge: Double, redamped: Int) {
+    var diagonalSum = 0.0
+    for i in 0..<columns { diagonalSum += hessian[i * columns + i] }
+    // All inputs dead: any ridge gives W* = 0; scale it by 1 rather than by a zero diagonal.
+    let scale = diagonalSum > 0 ? diagonalSum / Double(columns) : 1
+    var rightHandSides = [Double](repeating: 0, count: columns * rows)    // [columns, rows] = C Wᵀ
+    dgemm(.none, .transpose, m: columns, n: rows, k: columns, crossTerm, lda: columns, weight, ldb: columns,
+          &rightHandSides, ldc: rows)
+
+    let acceptedRatios = 5                       // r = 1e-4 … 1
+    var failures = 0
+    var ridge = 0.0
+    for attempt in 0..<(acceptedRatios + maximumRedampings) {
+        ridge = scale * 1e-4 * pow10(attempt)
+        var factor = hessian
+        for i in 0..<columns { factor[i * columns + i] += ridge }
+        if choleskyUpper(&factor, n: columns) {
+            var solution = rightHandSides                                  // [columns, rows] W*ᵀ
+            solveWithCholeskyUpper(factor, n: columns, &solution, columns: rows)
+            var rectified = [Double](repeating: 0, count: rows * columns)  // [rows, columns]
+            var squaredChange = 0.0
+            for row in 0..<rows {
+                for column in 0..<columns {
+                    let value = solution[column * rows + row]
+                    rectified[row * columns + column] = value
+                    let change = value - weight[row * columns + column]
+                    squaredChange += change * change
+                }
+            }
+            let meanSquaredChange = squaredChange / Double(rows * columns)
+            if meanSquaredChange < 1 || (attempt >= acceptedRatios - 1 && meanSquaredChange.isFinite) {
+                return (rectified, ridge, failures)
+            }
+        } else {
+            failures += 1
+        }
+        if failures > maximumRedampings { break }
+    }
+    throw PruneDistError(.numerics,
+        "\(function): no usable ridge for Ĥ + λI [\(columns), \(columns)]: \(failures) Cholesky failures, the last with λ = \(ridge); the pruned-input statistics are unusable")
+}
+
+private func pow10(_ exponent: Int) -> Double {
+    var result = 1.0
+    for _ in 0..<exponent { result *= 10 }
+    return result
+}
+
+/// ‖Y − A X̂‖²/N = tr(W H Wᵀ) − 2 tr(A C Wᵀ) + tr(A Ĥ Aᵀ) for the candidates A = W⊙K (the original
+/// with the final mask applied) and A = Ŵ, from the three statistics. Rows go in chunks, the two
+/// candidates stacked so each product is one dgemm.
+/// original: [rows, columns] W; mask: [rows, columns], true = pruned; updated: [rows, columns] Ŵ
+/// hessian (Ĥ), crossTerm (C = X̂ᵀX/N), denseHessian (H): [columns, columns]
+func denseTargetErrors(original: [Float], mask: [Bool], updated: [Double], rows: Int, columns: Int,
+                       hessian: [Double], crossTerm: [Double], denseHessian: [Double],
+                       chunkRows requestedChunkRows: Int? = nil) -> (masked: Double, updated: Double) {
+    let chunkRows = min(rows, requestedChunkRows ?? errorChunkRows(columns: columns))
+    var dense = [Double](repeating: 0, count: chunkRows * columns)              // [chunk, columns] W
+    var denseProjected = dense                                                  // [chunk, columns] W H
+    var candidates = [Double](repeating: 0, count: 2 * chunkRows * columns)     // [2·chunk, columns] A
+    var crossProjected = candidates                                             // [2·chunk, columns] A C
+    var candidateProjected = candidates                                         // [2·chunk, columns] A Ĥ
+    var maskedError = 0.0, updatedError = 0.0
+    for firstRow in stride(from: 0, to: rows, by: chunkRows) {
+        let count = min(chunkRows, rows - firstRow)
+        let chunk = count * columns
+        for k in 0..<chunk {
+            let i = firstRow * columns + k
+            dense[k] = Double(original[i])
+            candidates[k] = mask[i] ? 0 : dense[k]
+            candidates[chunk + k] = updated[i]
+        }
+        dgemm(.none, .none, m: count, n: columns, k: columns, dense, lda: columns, denseHessian, ldb: columns,
+              &denseProjected, ldc: columns)
+        dgemm(.none, .none, m: 2 * count, n: columns, k: columns, candidates, lda: columns, crossTerm, ldb: columns,
+              &crossProjected, ldc: columns)
+        dgemm(.none, .none, m: 2 * count, n: columns, k: columns, candidates, lda: columns, hessian, ldb: columns,
+              &candidateProjected, ldc: columns)
+        for k in 0..<chunk {
+            let targetEnergy = denseProjected[k] * dense[k]
+            maskedError += targetEnergy + candidateProjected[k] * candidates[k] - 2 * crossProjected[k] * dense[k]
+            updatedError += targetEnergy + candidateProjected[chunk + k] * candidates[chunk + k]
+                - 2 * crossProjected[chunk + k] * dense[k]
+        }
+    }
+    return (maskedError, updatedError)
+}

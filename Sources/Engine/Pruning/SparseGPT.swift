@@ -1,0 +1,210 @@
+import COpenBLAS
+
+/// How many damping escalations (×10 each) a failed factorisation gets before the layer is given up.
+let maximumRedampings = 8
+
+/// SparseGPT (Frantar & Alistarh): OBS pruning with one inverse Hessian shared by all rows, in
+/// blocks of columns eliminated left to right (methods.md §3, fixtures README §6).
+/// weight: [rows, columns] row-major; shape = [rows, columns]
+/// hessian: [columns, columns] Double, Σ x xᵀ / N (scale-invariant)
+/// errorBefore/errorAfter are measured with `hessian` as given (per token when it is Σ x xᵀ / N).
+public func pruneSparseGPT(weight: [Float], shape: [Int], hessian: [Double], pattern: SparsityPattern,
+                           blocksize: Int = 128, percdamp: Double = 0.01) throws -> PruneResult {
+    let function = "pruneSparseGPT"
+    let (rows, columns) = try checkedLinearShape(weight: weight, shape: shape, function: function)
+    try pattern.validate(columns: columns, function: function)
+    try checkSquareStatistic(hessian, columns: columns, name: "hessian", function: function)
+    try checkSolverOptions(blocksize: blocksize, percdamp: percdamp, function: function)
+
+    var updated = weight.map(Double.init)
+    let solve = try sparseGPTSolve(weight: &updated, rows: rows, columns: columns, hessian: hessian,
+                                   pattern: pattern, blocksize: blocksize, percdamp: percdamp, function: function)
+    let errors = outputErrors(original: weight, mask: solve.mask, updated: updated, target: nil,
+                              rows: rows, columns: columns, hessian: hessian)
+    return PruneResult(weight: updated.map(Float.init), errorBefore: errors.masked, errorAfter: errors.updated,
+                       damping: solve.damping, redamped: solve.redamped)
+}
+
+func checkSolverOptions(blocksize: Int, percdamp: Double, function: String) throws {
+    guard blocksize > 0 else { throw PruneDistError(.argument, "\(function): blocksize must be positive, got \(blocksize)") }
+    guard percdamp.isFinite, percdamp >= 0 else {
+        throw PruneDistError(.argument, "\(function): percdamp must be finite and ≥ 0, got \(percdamp)")
+    }
+}
+
+/// The SparseGPT solve proper, in place on a Double weight.
+/// weight: [rows, columns] row-major, replaced by the pruned and updated weight
+/// hessian: [columns, columns] (not modified)
+/// Returns mask: [rows, columns], true where the weight was pruned.
+func sparseGPTSolve(weight: inout [Double], rows: Int, columns: Int, hessian: [Double], pattern: SparsityPattern,
+                    blocksize: Int, percdamp: Double, function: String) throws
+    -> (mask: [Bool], damping: Double, redamped: Int) {
+    // A dead input (never non-zero in the calibration data) gets H_ii = 1 so H stays invertible; its
+    // weights can never matter to the output, so they are pruned for free.
+    var diagonalSum = 0.0
+    for i in 0..<columns {
+        if hessian[i * columns + i] == 0 {
+            for row in 0..<rows { weight[row * columns + i] = 0 }
+        }
+        diagonalSum += hessian[i * columns + i] == 0 ? 1 : hessian[i * columns + i]
+    }
+    let factorisation = try upperCholeskyOfInverse(hessian, n: columns, damping: percdamp * diagonalSum / Double(columns),
+                                                   function: function)
+    // N:M groups must not straddle two blocks.
+    var effectiveBlocksize = blocksize
+    if case let .nOfM(_, m) = pattern { effectiveBlocksize = max(m, blocksize / m * m) }
+    let mask = eliminateColumns(weight: &weight, rows: rows, columns: columns, inverseFactor: factorisation.factor,
+                                pattern: pattern, blocksize: effectiveBlocksize)
+    return (mask, factorisation.damping, factorisation.redamped)
+}
+
+/// U with (H + δI)⁻¹ = UᵀU, U upper triangular, where a zero diagonal entry of H (a dead input)
+/// counts as 1. When a factorisation fails δ is multiplied by 10 (δ = 0 restarts from
+/// 1e-8·mean|diag H|) up to `maximumRedampings` times.
+/// hessian: [n, n] row-major symmetric (not copied more than once at a time: it can be ~1 GB)
+/// Returns factor: [n, n] row-major upper triangular, the damping used and how many failures preceded it.
+func upperCholeskyOfInverse(_ hessian: [Double], n: Int, damping initialDamping: Double, function: String) throws
+    -> (factor: [Double], damping: Double, redamped: Int) {
+    var damping = initialDamping
+    var failures = 0
+    while true {
+        var matrix = hessian
+        for i in 0..<n { matrix[i * n + i] = (hessian[i * n + i] == 0 ? 1 : hessian[i * n + i]) + damping }
+        if choleskyUpper(&matrix, n: n), inverseFromCholeskyUpper(&matrix, n: n), choleskyUpper(&matrix, n: n),
+           (0..<n).allSatisfy({ matrix[$0 * n + $0] > 0 && matrix[$0 * n + $0].isFinite }) {
+            return (matrix, damping, failures)
+        }
+        failures += 1
+        guard failures <= maximumRedampings else {
+            throw PruneDistError(.numerics,
+                "\(function): Cholesky factorisation of the [\(n), \(n)] Hessian failed \(failures) times, last with damping \(damping) added to its diagonal (initial \(initialDamping)); the calibration statistics are unusable")
+        }
+        damping = damping > 0 ? damping * 10 : fallbackDamping(hessian, n: n)
+    }
+}
+
+/// A damping to start from when none was asked for: small against the Hessian's diagonal.
+/// hessian: [n, n]
+func fallbackDamping(_ hessian: [Double], n: Int) -> Double {
+    var sum = 0.0
+    for i in 0..<n { sum += abs(hessian[i * n + i]) }
+    return sum > 0 ? 1e-8 * sum / Double(n) : 1e-8
+}
+
+/// Left-to-right OBS elimination, block by block. After a column is decided, its error (w − q)/U_ii
+/// is spread over the rest of its block at once (dger) and over later blocks lazily (one dgemm per block).
+/// weight: [rows, columns] row-major, replaced by the pruned and updated weight
+/// inverseFactor: [columns, columns] upper U, (H + δI)⁻¹ = UᵀU
+/// Returns: [rows, columns], true where pruned.
+func eliminateColumns(weight: inout [Double], rows: Int, columns: Int, inverseFactor u: [Double],
+                      pattern: SparsityPattern, blocksize: Int) -> [Bool] {
+    var mask = [Bool](repeating: false, count: rows * columns)
+    var groupWidth = 0
+    if case let .nOfM(_, m) = pattern { groupWidth = m }
+    var groupScores = [Double](repeating: 0, count: groupWidth)
+    var sortedScratch = [Double](), positions = [Int]()
+    for blockStart in stride(from: 0, to: columns, by: blocksize) {
+        let blockEnd = min(blockStart + blocksize, columns)
+        let width = blockEnd - blockStart
+        var blockErrors = [Double](repeating: 0, count: rows * width)   // [rows, width]
+
+        if case let .unstructured(fraction) = pattern, fraction > 0 {
+            // One threshold over the whole block (all rows), on scores before any update inside it;
+            // "≤" prunes int(numel·p)+1 weights, as the reference does.
+            var scores = [Double](repeating: 0, count: rows * width)
+            for row in 0..<rows {
+                for c in 0..<width {
+                    let i = blockStart + c
+                    let w = weight[row * columns + i], d = u[i * columns + i]
+                    scores[row * width + c] = w * w / (d * d)
+                }
+            }
+            let threshold = scores.sorted()[Int(Double(rows * width) * fraction)]
+            for row in 0..<rows {
+                for c in 0..<width where scores[row * width + c] <= threshold { mask[row * columns + blockStart + c] = true }
+            }
+        }
+
+        for i in blockStart..<blockEnd {
+            let c = i - blockStart
+            if case let .nOfM(n, m) = pattern, c % m == 0 {
+                // Scores of this group use the weights as already updated by the columns before it.
+                for row in 0..<rows {
+                    for k in 0..<m {
+                        let w = weight[row * columns + i + k], d = u[(i + k) * columns + i + k]
+                        groupScores[k] = w * w / (d * d)
+                    }
+                    lowestPositions(n, of: groupScores[...], sorted: &sortedScratch, into: &positions)
+                    for k in positions { mask[row * columns + i + k] = true }
+                }
+            }
+            let diagonal = u[i * columns + i]
+            var anyPruned = false
+            for row in 0..<rows where mask[row * columns + i] {
+                blockErrors[row * width + c] = weight[row * columns + i] / diagonal
+                anyPruned = true
+            }
+            guard anyPruned else { continue }
+            // W[:, i..<blockEnd] −= err ⊗ U[i, i..<blockEnd]
+            blockErrors.withUnsafeBufferPointer { errors in
+                u.withUnsafeBufferPointer { factor in
+                    weight.withUnsafeMutableBufferPointer { w in
+                        cblas_dger(CblasRowMajor, Int32(rows), Int32(blockEnd - i), -1,
+                                   errors.baseAddress! + c, Int32(width),
+                                   factor.baseAddress! + i * columns + i, 1,
+                                   w.baseAddress! + i, Int32(columns))
+                    }
+                }
+            }
+            // The update leaves rounding residue where the weight should be exactly zero.
+            for row in 0..<rows where mask[row * columns + i] { weight[row * columns + i] = 0 }
+        }
+
+        if blockEnd < columns {
+            // W[:, blockEnd...] −= Err[rows, width] · U[blockStart..<blockEnd, blockEnd...]
+            blockErrors.withUnsafeBufferPointer { errors in
+                u.withUnsafeBufferPointer { factor in
+                    weight.withUnsafeMutableBufferPointer { w in
+                        dgemm(.none, .none, m: rows, n: columns - blockEnd, k: width, alpha: -1,
+                              errors.baseAddress!, lda: width,
+                              factor.baseAddress! + blockStart * columns + blockEnd, ldb: columns,
+                              beta: 1, w.baseAddress! + blockEnd, ldc: columns)
+                    }
+                }
+            }
+        }
+    }
+    return mask
+}
+
+/// Rows per chunk of the error products, so their scratch stays near 16 MB whatever the layer size.
+func errorChunkRows(columns: Int) -> Int { max(1, (1 << 20) / columns) }
+
+/// Output errors under one Hessian of two candidates against a target weight T:
+/// tr((T − W⊙K) H (T − W⊙K)ᵀ) for the original W with the final mask applied (K = kept entries) and
+/// tr((T − Ŵ) H (T − Ŵ)ᵀ) for the solver's Ŵ. Rows go in chunks, both candidates stacked in one dgemm.
+/// original: [rows, columns]; mask: [rows, columns], true = pruned; updated: [rows, columns] Ŵ
+/// target: [rows, columns] T, or nil for T = original; hessian: [columns, columns]
+func outputErrors(original: [Float], mask: [Bool], updated: [Double], target: [Double]?, rows: Int, columns: Int,
+                  hessian: [Double], chunkRows requestedChunkRows: Int? = nil) -> (masked: Double, updated: Double) {
+    let chunkRows = min(rows, requestedChunkRows ?? errorChunkRows(columns: columns))
+    var differences = [Double](repeating: 0, count: 2 * chunkRows * columns)   // [2·chunk, columns]
+    var projected = differences                                                // [2·chunk, columns] D H
+    var maskedError = 0.0, updatedError = 0.0
+    for firstRow in stride(from: 0, to: rows, by: chunkRows) {
+        let chunk = min(chunkRows, rows - firstRow) * columns
+        for k in 0..<chunk {
+            let i = firstRow * columns + k
+            let targetValue = target?[i] ?? Double(original[i])
+            differences[k] = targetValue - (mask[i] ? 0 : Double(original[i]))
+            differences[chunk + k] = targetValue - updated[i]
+        }
+        dgemm(.none, .none, m: 2 * chunk / columns, n: columns, k: columns, differences, lda: columns,
+              hessian, ldb: columns, &projected, ldc: columns)
+        for k in 0..<chunk {
+            maskedError += differences[k] * projected[k]
+            updatedError += differences[chunk + k] * projected[chunk + k]
+        }
+    }
+    return (maskedError, updatedError)
+}

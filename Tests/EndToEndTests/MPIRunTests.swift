@@ -1,0 +1,91 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// `prune-dist comm-check` as operators run it: alone, and under mpirun with 1, 2 and 4 ranks.
+/// No assertions on speed (the machine is shared); only that bandwidth was measured.
+final class MPIRunTests: XCTestCase {
+    /// The JSON object comm-check prints on rank 0 (its last line starting with "{").
+    func report(_ result: PruneDistBinary.Result, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
+        let jsonLine = result.stdout.split(separator: "\n").last { $0.hasPrefix("{") }
+        let text = try XCTUnwrap(jsonLine, "no JSON line in stdout:\n\(result.stdout)\nstderr:\n\(result.stderr)", file: file, line: line)
+        return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], file: file, line: line)
+    }
+
+    func assertPassed(_ result: PruneDistBinary.Result, ranks: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+        XCTAssertEqual(result.status, 0, "stdout:\n\(result.stdout)\nstderr:\n\(result.stderr)", file: file, line: line)
+        let json = try report(result, file: file, line: line)
+        XCTAssertEqual(json["ok"] as? Bool, true, "\(json["failures"] ?? "")", file: file, line: line)
+        XCTAssertEqual(json["ranks"] as? Int, ranks, file: file, line: line)
+        XCTAssertEqual((json["rank_hosts"] as? [String])?.count, ranks, file: file, line: line)
+        XCTAssertEqual((json["hosts"] as? [String])?.count, 1, "all ranks run on this machine", file: file, line: line)
+        XCTAssertEqual(json["failures"] as? [String], [], file: file, line: line)
+        XCTAssertEqual((json["checks"] as? [String])?.count, 10, file: file, line: line)
+        XCTAssertGreaterThan(json["allreduce_gbps"] as? Double ?? 0, 0, file: file, line: line)
+        XCTAssertGreaterThan(json["reduce_gbps"] as? Double ?? 0, 0, file: file, line: line)
+        // Exactly one rank prints the report.
+        XCTAssertEqual(result.stdout.split(separator: "\n").filter { $0.hasPrefix("{") }.count, 1, file: file, line: line)
+    }
+
+    func testCommCheckAloneWithoutMpirun() throws {
+        try assertPassed(try PruneDistBinary.run(["comm-check", "--megabytes", "1", "--json"]), ranks: 1)
+    }
+
+    func testCommCheckOneRank() throws {
+        try assertPassed(try PruneDistBinary.mpirun(ranks: 1, ["comm-check", "--megabytes", "1", "--json"]), ranks: 1)
+    }
+
+    func testCommCheckTwoRanks() throws {
+        try assertPassed(try PruneDistBinary.mpirun(ranks: 2, ["comm-check", "--megabytes", "2", "--json"]), ranks: 2)
+    }
+
+    func testCommCheckFourRanks() throws {
+        try assertPassed(try PruneDistBinary.mpirun(ranks: 4, ["comm-check", "--megabytes", "1", "--json"]), ranks: 4)
+    }
+
+    /// Messages cut into pieces of 1000 (and 777, which divides nothing evenly) elements must give the
+    /// same closed-form results: this is the path a 70B model's Hessians take past Int32.max elements.
+    func testCommCheckWithMessagesInPieces() throws {
+        let result = try PruneDistBinary.mpirun(ranks: 3, ["comm-check", "--megabytes", "1", "--json", "--max-message-elements", "777"])
+        try assertPassed(result, ranks: 3)
+        XCTAssertEqual(try report(result)["max_message_elements"] as? Int, 777)
+    }
+
+    /// The checks can fail: a rank that adds 1 to its reduction inputs makes comm-check report it and exit 1.
+    func testCommCheckReportsWrongSums() throws {
+        let result = try PruneDistBinary.mpirun(ranks: 2, ["comm-check", "--megabytes", "0", "--json", "--perturb-rank", "1"])
+        XCTAssertNotEqual(result.status, 0)
+        let json = try report(result)
+        XCTAssertEqual(json["ok"] as? Bool, false)
+        let failures = json["failures"] as? [String] ?? []
+        XCTAssertTrue(failures.contains("rank 0: reduceSum to root 0: element 0 is 4.0, expected 3.0"), "\(failures)")
+        XCTAssertTrue(failures.contains("rank 1: allreduceSum: element 0 is 4.0, expected 3.0"), "\(failures)")
+    }
+
+    /// A rank that fails while the others wait in a collective must end the whole job, promptly and with
+    /// a non-zero status and its message, instead of leaving it hanging (design §6).
+    func testFailingRankEndsTheJob() throws {
+        let limit = 120
+        let start = Date()
+        // timeout(1) sends SIGTERM (the signal mpirun cleans up on) and exits 124 if the job hangs.
+        let result = try PruneDistBinary.launch(
+            URL(fileURLWithPath: "/usr/bin/timeout"),
+            ["--kill-after=10", String(limit), "/usr/bin/mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "4",
+             "--mca", "btl", "self,vader,tcp", PruneDistBinary.executable.path,
+             "comm-check", "--megabytes", "0", "--json", "--fail-rank", "1"])
+        let elapsed = Date().timeIntervalSince(start)
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertNotEqual(result.status, 124, "the job hung until timeout killed it")
+        XCTAssertLessThan(elapsed, Double(limit - 10))
+        XCTAssertTrue(result.stderr.contains("prune-dist: rank 1 of 4 on "), result.stderr)
+        XCTAssertTrue(result.stderr.contains("comm-check: rank 1 failing on purpose (--fail-rank 1)"), result.stderr)
+        XCTAssertFalse(result.stdout.contains("\"ok\""), "no report from a failed job:\n\(result.stdout)")
+    }
+
+    /// Alone (no mpirun), a failing rank is an ordinary error: message and exit 1.
+    func testFailingSingleRankExitsWithItsError() throws {
+        let result = try PruneDistBinary.run(["comm-check", "--megabytes", "0", "--fail-rank", "0"])
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("comm-check: rank 0 failing on purpose (--fail-rank 0)"), result.stderr)
+    }
+}
