@@ -148,6 +148,40 @@ final class TokenizerTests: XCTestCase {
                        "\u{FFFD}")
     }
 
+    /// Long words go through the priority queue; it must merge exactly as the all-pairs scan does.
+    func testQueueMergeEqualsScanningMerge() throws {
+        let model = try Tokenizer(url: smolURL()).model
+        let letters = Array("etaoinshrdlucmfwyp".unicodeScalars)
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func nextRandom() -> Int {   // SplitMix64
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return Int(truncatingIfNeeded: (z ^ (z >> 31)) >> 1)
+        }
+        var merged = 0
+        for length in [2, 3, 5, 8, 13, 40, 64, 65, 100, 300, 1000] {
+            for _ in 0..<20 {
+                let word = (0..<length).map { _ in letters[nextRandom() % letters.count] }
+                let start = word.map { model.singleScalarIDs[$0]! }
+                var scanned = start, queued = start
+                model.mergePairsByScanning(&scanned)
+                model.mergePairsWithQueue(&queued)
+                XCTAssertEqual(queued, scanned, "length \(length)")
+                merged += start.count - scanned.count
+            }
+        }
+        XCTAssertGreaterThan(merged, 1000)
+        // A 200 000-letter word: linear-logarithmic, and decodes back.
+        let tokenizer = try Tokenizer(url: smolURL())
+        let long = String(String.UnicodeScalarView((0..<200_000).map { _ in letters[nextRandom() % letters.count] }))
+        let started = Date()
+        let ids = tokenizer.encode(long)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 20)
+        XCTAssertEqual(tokenizer.decode(ids), long)
+    }
+
     // MARK: - Pre-tokenizer regexes: hand-written scanners against Swift's regex engine
 
     private func assertScannerAgreesWithRegex(_ pattern: String, texts: [String],
