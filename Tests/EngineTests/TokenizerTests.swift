@@ -219,7 +219,7 @@ final class TokenizerTests: XCTestCase {
 
     func testSplitBehaviors() {
         let text = Array("a-b--c".unicodeScalars)[...]
-        let piece = Piece(scalars: text, atTextStart: true)
+        let piece = TextPiece(scalars: text, atTextStart: true)
         let dashes = SplitPattern.literal(["-"]).matches(in: text)
         func pieces(_ behavior: SplitBehavior, invert: Bool = false) -> [String] {
             splitPiece(piece, at: dashes, behavior: behavior, invert: invert).map { String(String.UnicodeScalarView($0.scalars)) }
@@ -376,6 +376,13 @@ final class TokenizerTests: XCTestCase {
         json["model"] = model
         let badMerge = try write(json, "merge.json")
         assertError(.format, containing: [badMerge.path, "model.merges[1]", "no-such"]) { _ = try Tokenizer(url: badMerge) }
+
+        json = try smolJSON()
+        json["pre_tokenizer"] = ["type": "Split", "pattern": ["Regex": "[a-"], "behavior": "Isolated", "invert": false]
+        let badRegex = try write(json, "regex.json")
+        assertError(.unsupported, containing: [badRegex.path, "pre_tokenizer.pattern.Regex", "[a-"]) {
+            _ = try Tokenizer(url: badRegex)
+        }
 
         assertError(.io, containing: [dir.path]) { _ = try Tokenizer.load(modelDirectory: dir.appendingPathComponent("none")) }
     }

@@ -38,7 +38,7 @@ struct BPEModel: Sendable {
         }
         var vocab = [String: Int](minimumCapacity: vocabObject.count)
         for (token, value) in vocabObject {
-            guard let id = jsonInt(value), id >= 0 else {
+            guard let id = integerFromJSON(value), id >= 0 else {
                 throw PruneDistError(.format, "\(file): model.vocab[\"\(token)\"] is \(value), expected a non-negative integer id")
             }
             vocab[token] = id
@@ -57,7 +57,7 @@ struct BPEModel: Sendable {
         for (scalar, id) in singleScalarIDs where scalar.value < BPEModel.scalarTableSize { table[Int(scalar.value)] = Int32(id) }
         singleScalarTable = table
 
-        if let dropout = model["dropout"].flatMap(jsonDouble), dropout > 0 {
+        if let dropout = model["dropout"].flatMap(doubleFromJSON), dropout > 0 {
             throw PruneDistError(.unsupported, "\(file): model.dropout \(dropout) (random BPE dropout) is not supported; expected null")
         }
         continuingSubwordPrefix = model["continuing_subword_prefix"] as? String ?? ""
@@ -277,13 +277,13 @@ private func string(_ scalars: ArraySlice<Unicode.Scalar>) -> String {
 }
 
 /// An integer from JSONSerialization output .
-func jsonInt(_ value: Any) -> Int? {
+func integerFromJSON(_ value: Any) -> Int? {
     if let i = value as? Int { return i }
     if let d = value as? Double, d == d.rounded(), abs(d) < 1e15 { return Int(d) }
     return nil
 }
 
-func jsonDouble(_ value: Any) -> Double? {
+func doubleFromJSON(_ value: Any) -> Double? {
     if value is NSNull { return nil }
     if let d = value as? Double { return d }
     if let i = value as? Int { return Double(i) }
