@@ -41,6 +41,7 @@ struct AddedTokenMatcher: Sendable {
     var isEmpty: Bool { candidates.isEmpty }
 
     /// Cuts `text` into added tokens and the text between them (empty stretches dropped).
+    /// text: [n] scalars
     func split(_ text: ArraySlice<Unicode.Scalar>, atTextStart: Bool) -> [AddedTokenSegment] {
         guard !candidates.isEmpty else { return text.isEmpty ? [] : [.text(text, atTextStart: atTextStart)] }
         var segments = [AddedTokenSegment]()

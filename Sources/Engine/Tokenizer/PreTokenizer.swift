@@ -64,6 +64,7 @@ enum SplitPattern: Sendable {
 }
 
 /// Non-overlapping occurrences of `needle`, left to right.
+/// needle: [m] scalars; text: [n] scalars
 private func literalMatches(of needle: [Unicode.Scalar], in text: ArraySlice<Unicode.Scalar>) -> [Range<Int>] {
     guard !needle.isEmpty, text.count >= needle.count else { return [] }
     var found = [Range<Int>]()
@@ -80,6 +81,7 @@ private func literalMatches(of needle: [Unicode.Scalar], in text: ArraySlice<Uni
 }
 
 /// Matches of a general regex; ranges are converted from String indices to scalar offsets in one pass.
+/// text: [n] scalars
 private func regexMatches(of regex: Regex<AnyRegexOutput>, in text: ArraySlice<Unicode.Scalar>) -> [Range<Int>] {
     var string = String()
     string.unicodeScalars.append(contentsOf: text)
@@ -121,6 +123,7 @@ private func contractionLength(_ text: ArraySlice<Unicode.Scalar>, at i: Int, ca
 /// Scanner equivalent to the GPT-2 regex (llamaStyle false) or the LLaMA-3/Qwen2 regex (llamaStyle true):
 /// at every position the first alternative that matches wins, as in a backtracking regex engine.
 /// Every scalar belongs to some match, so the matches tile the text.
+/// text: [n] scalars
 private func scanWordPattern(_ text: ArraySlice<Unicode.Scalar>, llamaStyle: Bool, maxDigits: Int) -> [Range<Int>] {
     var found = [Range<Int>]()
     found.reserveCapacity(text.count / 4 + 1)
@@ -253,6 +256,7 @@ indirect enum PreTokenizer: Sendable {
     case metaspace(replacement: Unicode.Scalar, prepend: PrependScheme, split: Bool)
     case whitespaceSplit
 
+    /// pieces: [p] stretches of text; returns the finer pieces in order
     func apply(_ pieces: [TextPiece]) -> [TextPiece] {
         switch self {
         case .sequence(let steps):

@@ -85,6 +85,7 @@ public final class Tokenizer: Sendable {
     }
 
     /// Encodes several texts sharing one word cache (faster than one `encode` per text).
+    /// texts: [d]; returns [d][n_d] ids
     public func encode(_ texts: [String]) -> [[Int]] {
         var cache = WordCache()
         return texts.map { encode($0, cache: &cache) }
@@ -131,6 +132,7 @@ public final class Tokenizer: Sendable {
     }
 
     /// Pre-tokenizes normalized text and runs BPE on each word.
+    /// text: [n] scalars; ids: grows by the text's token count
     private func encodeText(_ text: ArraySlice<Unicode.Scalar>, atTextStart: Bool, into ids: inout [Int],
                             cache: inout WordCache) {
         let whole = TextPiece(scalars: text, atTextStart: atTextStart)
