@@ -85,6 +85,26 @@ final class TokenizerTests: XCTestCase {
         XCTAssertEqual(differing, 1)
     }
 
+    /// The same pre-tokenization spelled as LLaMA-3/Qwen2 files spell theirs — a Split with the regex, then
+    /// ByteLevel without its own regex — and with a regex no scanner knows (Swift's regex engine runs it):
+    /// the Hugging Face ids must not change.
+    func testSplitRegexThenByteLevelGivesSameIDs() throws {
+        var json = try smolJSON()
+        json["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [
+            ["type": "Digits", "individual_digits": true],
+            ["type": "Split", "pattern": ["Regex": "(?:" + SplitPattern.gpt2Regex + ")"], "behavior": "Isolated", "invert": false],
+            ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false]]]
+        let tokenizer = try Tokenizer(url: write(json))
+        guard case .sequence(let steps)? = tokenizer.preTokenizer, case .split(.regex, _, _) = steps[1] else {
+            return XCTFail("the wrapped pattern should go to the general regex engine")
+        }
+        for c in try goldens() {
+            XCTAssertEqual(tokenizer.encode(c.text), c.ids, c.text.debugDescription)
+        }
+        let text = try String(contentsOf: Fixtures.path("data/wiki/eval.txt"), encoding: .utf8)
+        XCTAssertNil(firstDifference(tokenizer.encode(text), try readU16("data/wiki/eval_tokens.u16"), tokenizer))
+    }
+
     /// Older files spell merges "a b"; ids must not change.
     func testMergesAsSpaceSeparatedStrings() throws {
         var json = try smolJSON()
@@ -128,6 +148,40 @@ final class TokenizerTests: XCTestCase {
                        "\u{FFFD}")
     }
 
+    /// Long words go through the priority queue; it must merge exactly as the all-pairs scan does.
+    func testQueueMergeEqualsScanningMerge() throws {
+        let model = try Tokenizer(url: smolURL()).model
+        let letters = Array("etaoinshrdlucmfwyp".unicodeScalars)
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func nextRandom() -> Int {   // SplitMix64
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return Int(truncatingIfNeeded: (z ^ (z >> 31)) >> 1)
+        }
+        var merged = 0
+        for length in [2, 3, 5, 8, 13, 40, 64, 65, 100, 300, 1000] {
+            for _ in 0..<20 {
+                let word = (0..<length).map { _ in letters[nextRandom() % letters.count] }
+                let start = word.map { model.singleScalarIDs[$0]! }
+                var scanned = start, queued = start
+                model.mergePairsByScanning(&scanned)
+                model.mergePairsWithQueue(&queued)
+                XCTAssertEqual(queued, scanned, "length \(length)")
+                merged += start.count - scanned.count
+            }
+        }
+        XCTAssertGreaterThan(merged, 1000)
+        // A 200 000-letter word: linear-logarithmic, and decodes back.
+        let tokenizer = try Tokenizer(url: smolURL())
+        let long = String(String.UnicodeScalarView((0..<200_000).map { _ in letters[nextRandom() % letters.count] }))
+        let started = Date()
+        let ids = tokenizer.encode(long)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 20)
+        XCTAssertEqual(tokenizer.decode(ids), long)
+    }
+
     // MARK: - Pre-tokenizer regexes: hand-written scanners against Swift's regex engine
 
     private func assertScannerAgreesWithRegex(_ pattern: String, texts: [String],
@@ -165,7 +219,7 @@ final class TokenizerTests: XCTestCase {
 
     func testSplitBehaviors() {
         let text = Array("a-b--c".unicodeScalars)[...]
-        let piece = Piece(scalars: text, atTextStart: true)
+        let piece = TextPiece(scalars: text, atTextStart: true)
         let dashes = SplitPattern.literal(["-"]).matches(in: text)
         func pieces(_ behavior: SplitBehavior, invert: Bool = false) -> [String] {
             splitPiece(piece, at: dashes, behavior: behavior, invert: invert).map { String(String.UnicodeScalarView($0.scalars)) }
@@ -255,6 +309,22 @@ final class TokenizerTests: XCTestCase {
         XCTAssertEqual(tokenizer.encode("hzz"), [259 + 9, 0])
     }
 
+    /// LLaMA-3's ignore_merges: a word that is in the vocabulary is taken whole even if no merge builds it.
+    func testIgnoreMerges() throws {
+        for ignore in [false, true] {
+            var json = sentencePieceJSON(legacy: false)
+            var model = json["model"] as! [String: Any]
+            var vocab = model["vocab"] as! [String: Int]
+            vocab["▁wd"] = 500
+            model["vocab"] = vocab
+            model["ignore_merges"] = ignore
+            json["model"] = model
+            let tokenizer = try Tokenizer(url: write(json))
+            XCTAssertEqual(tokenizer.encode("wd"), ignore ? [500] : [259 + 14, 259 + 7], "ignore_merges \(ignore)")
+            XCTAssertEqual(tokenizer.vocabularySize, 501)
+        }
+    }
+
     func testAddedTokenStripping() throws {
         var json = try smolJSON()
         var added = json["added_tokens"] as! [[String: Any]]
@@ -306,6 +376,13 @@ final class TokenizerTests: XCTestCase {
         json["model"] = model
         let badMerge = try write(json, "merge.json")
         assertError(.format, containing: [badMerge.path, "model.merges[1]", "no-such"]) { _ = try Tokenizer(url: badMerge) }
+
+        json = try smolJSON()
+        json["pre_tokenizer"] = ["type": "Split", "pattern": ["Regex": "[a-"], "behavior": "Isolated", "invert": false]
+        let badRegex = try write(json, "regex.json")
+        assertError(.unsupported, containing: [badRegex.path, "pre_tokenizer.pattern.Regex", "[a-"]) {
+            _ = try Tokenizer(url: badRegex)
+        }
 
         assertError(.io, containing: [dir.path]) { _ = try Tokenizer.load(modelDirectory: dir.appendingPathComponent("none")) }
     }

@@ -143,6 +143,7 @@ public enum CalibrationData {
         return text
     }
 
+    /// ids: [n] token ids
     private static func checkRange(_ ids: [Int], tokenizer: Tokenizer?, url: URL) throws {
         guard let tokenizer, let largest = ids.max(), largest >= tokenizer.vocabularySize else { return }
         throw PruneDistError(.data, "\(url.path): token id \(largest) is outside the tokenizer's vocabulary of "

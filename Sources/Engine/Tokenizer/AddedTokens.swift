@@ -13,7 +13,7 @@ struct AddedToken: Sendable {
 }
 
 /// A stretch of the input: an added token's id, or text for the normalizer, pre-tokenizer and model.
-enum Segment {
+enum AddedTokenSegment {
     case token(Int)
     case text(ArraySlice<Unicode.Scalar>, atTextStart: Bool)
 }
@@ -41,9 +41,10 @@ struct AddedTokenMatcher: Sendable {
     var isEmpty: Bool { candidates.isEmpty }
 
     /// Cuts `text` into added tokens and the text between them (empty stretches dropped).
-    func split(_ text: ArraySlice<Unicode.Scalar>, atTextStart: Bool) -> [Segment] {
+    /// text: [n] scalars
+    func split(_ text: ArraySlice<Unicode.Scalar>, atTextStart: Bool) -> [AddedTokenSegment] {
         guard !candidates.isEmpty else { return text.isEmpty ? [] : [.text(text, atTextStart: atTextStart)] }
-        var segments = [Segment]()
+        var segments = [AddedTokenSegment]()
         var cursor = text.startIndex   // end of the last emitted segment
         var i = text.startIndex
         while i < text.endIndex {

@@ -12,8 +12,11 @@ struct BPEModel: Sendable {
     let vocab: [String: Int]
     /// tokenForID: [maxID + 1], nil where no token has that id.
     let tokenForID: [String?]
-    /// Ids of the tokens that are exactly one scalar (the starting symbols of most words).
+    /// Ids of the tokens that are exactly one scalar (the starting symbols of most words): a table for
+    /// scalars below `scalarTableSize` (the byte-level alphabet and most alphabets; -1 = none), else a dictionary.
     let singleScalarIDs: [Unicode.Scalar: Int]
+    let singleScalarTable: [Int32]
+    static let scalarTableSize = 0x3000
     /// Pairs keyed by left id << 32 | right id.
     let merges: [UInt64: Merge]
     let unknownID: Int?
@@ -35,7 +38,7 @@ struct BPEModel: Sendable {
         }
         var vocab = [String: Int](minimumCapacity: vocabObject.count)
         for (token, value) in vocabObject {
-            guard let id = jsonInt(value), id >= 0 else {
+            guard let id = integerFromJSON(value), id >= 0 else {
                 throw PruneDistError(.format, "\(file): model.vocab[\"\(token)\"] is \(value), expected a non-negative integer id")
             }
             vocab[token] = id
@@ -50,8 +53,11 @@ struct BPEModel: Sendable {
         }
         self.tokenForID = tokenForID
         self.singleScalarIDs = singleScalarIDs
+        var table = [Int32](repeating: -1, count: BPEModel.scalarTableSize)
+        for (scalar, id) in singleScalarIDs where scalar.value < BPEModel.scalarTableSize { table[Int(scalar.value)] = Int32(id) }
+        singleScalarTable = table
 
-        if let dropout = model["dropout"].flatMap(jsonDouble), dropout > 0 {
+        if let dropout = model["dropout"].flatMap(doubleFromJSON), dropout > 0 {
             throw PruneDistError(.unsupported, "\(file): model.dropout \(dropout) (random BPE dropout) is not supported; expected null")
         }
         continuingSubwordPrefix = model["continuing_subword_prefix"] as? String ?? ""
@@ -111,7 +117,11 @@ struct BPEModel: Sendable {
             return
         }
         var symbols = initialSymbols(word)
-        mergePairs(&symbols)
+        if symbols.count <= BPEModel.longWord {
+            mergePairsByScanning(&symbols)
+        } else {
+            mergePairsWithQueue(&symbols)
+        }
         ids.append(contentsOf: symbols)
     }
 
@@ -127,7 +137,12 @@ struct BPEModel: Sendable {
             let scalar = word[index]
             var id: Int?
             if plain {
-                id = singleScalarIDs[scalar]
+                if scalar.value < BPEModel.scalarTableSize {
+                    let entry = singleScalarTable[Int(scalar.value)]
+                    id = entry < 0 ? nil : Int(entry)
+                } else {
+                    id = singleScalarIDs[scalar]
+                }
             } else {
                 var token = index == word.startIndex ? "" : continuingSubwordPrefix
                 token.unicodeScalars.append(scalar)
@@ -148,13 +163,18 @@ struct BPEModel: Sendable {
         return symbols
     }
 
+    /// Words longer than this (in symbols) are merged with a priority queue: scanning all pairs per merge
+    /// costs n² and a long unbroken string (base64, a DNA sequence) would take minutes.
+    static let longWord = 64
+
+    @inline(__always) private func merge(_ left: Int, _ right: Int) -> Merge? {
+        merges[UInt64(left) << 32 | UInt64(right)]
+    }
+
     /// Applies merges in rank order; ranks of the current adjacent pairs are kept in step with the symbols.
     /// symbols: [n] token ids, shrinks by one per merge
-    private func mergePairs(_ symbols: inout [Int]) {
+    func mergePairsByScanning(_ symbols: inout [Int]) {
         guard symbols.count > 1 else { return }
-        @inline(__always) func merge(_ left: Int, _ right: Int) -> Merge? {
-            merges[UInt64(left) << 32 | UInt64(right)]
-        }
         // pairs[i]: the merge of symbols[i] and symbols[i+1], if any.
         var pairs = (0..<(symbols.count - 1)).map { merge(symbols[$0], symbols[$0 + 1]) }
         while true {
@@ -171,7 +191,74 @@ struct BPEModel: Sendable {
             if best < pairs.count { pairs[best] = merge(symbols[best], symbols[best + 1]) }
         }
     }
+
+    /// The same merge order in O(n log n): a min-heap of (rank, position) over a doubly linked list of
+    /// symbols. Entries made stale by a neighbouring merge are recognised when popped and skipped.
+    /// symbols: [n] token ids, replaced by the merged ids
+    func mergePairsWithQueue(_ symbols: inout [Int]) {
+        let n = symbols.count
+        guard n > 1 else { return }
+        var ids = symbols
+        var previous = (0..<n).map { $0 - 1 }   // -1: none
+        var next = (0..<n).map { $0 + 1 }       // n: none
+        var alive = [Bool](repeating: true, count: n)
+        var heap = PairHeap()
+        for i in 0..<(n - 1) {
+            if let m = merge(ids[i], ids[i + 1]) { heap.push(rank: m.rank, position: i) }
+        }
+        while let (rank, position) = heap.pop() {
+            let right = next[position]
+            guard alive[position], right < n, let m = merge(ids[position], ids[right]), m.rank == rank else { continue }
+            ids[position] = Int(m.merged)
+            alive[right] = false
+            next[position] = next[right]
+            if next[right] < n { previous[next[right]] = position }
+            if previous[position] >= 0, let left = merge(ids[previous[position]], ids[position]) {
+                heap.push(rank: left.rank, position: previous[position])
+            }
+            if next[position] < n, let following = merge(ids[position], ids[next[position]]) {
+                heap.push(rank: following.rank, position: position)
+            }
+        }
+        symbols = (0..<n).filter { alive[$0] }.map { ids[$0] }
+    }
 }
+
+/// A binary min-heap of merge candidates ordered by rank, then position (leftmost first on ties).
+private struct PairHeap {
+    private var keys = [UInt64]()   // rank << 32 | position: one comparison orders both
+
+    mutating func push(rank: Int32, position: Int) {
+        keys.append(UInt64(UInt32(rank)) << 32 | UInt64(position))
+        var child = keys.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard keys[child] < keys[parent] else { break }
+            keys.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func pop() -> (rank: Int32, position: Int)? {
+        guard let top = keys.first else { return nil }
+        let last = keys.removeLast()
+        if !keys.isEmpty {
+            keys[0] = last
+            var parent = 0
+            while true {
+                let left = 2 * parent + 1, right = left + 1
+                var smallest = parent
+                if left < keys.count && keys[left] < keys[smallest] { smallest = left }
+                if right < keys.count && keys[right] < keys[smallest] { smallest = right }
+                if smallest == parent { break }
+                keys.swapAt(parent, smallest)
+                parent = smallest
+            }
+        }
+        return (Int32(top >> 32), Int(top & 0xFFFF_FFFF))
+    }
+}
+
 
 /// SentencePiece's name for a raw byte token, e.g. "<0x0A>".
 func byteFallbackToken(_ byte: Int) -> String {
@@ -190,13 +277,13 @@ private func string(_ scalars: ArraySlice<Unicode.Scalar>) -> String {
 }
 
 /// An integer from JSONSerialization output .
-func jsonInt(_ value: Any) -> Int? {
+func integerFromJSON(_ value: Any) -> Int? {
     if let i = value as? Int { return i }
     if let d = value as? Double, d == d.rounded(), abs(d) < 1e15 { return Int(d) }
     return nil
 }
 
-func jsonDouble(_ value: Any) -> Double? {
+func doubleFromJSON(_ value: Any) -> Double? {
     if value is NSNull { return nil }
     if let d = value as? Double { return d }
     if let i = value as? Int { return Double(i) }

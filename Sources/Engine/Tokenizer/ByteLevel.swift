@@ -55,19 +55,16 @@ enum ByteLevelAlphabet {
 enum ScalarClass: UInt8 {
     case letter, number, space, other
 
-    private static let ascii: [ScalarClass] = (0..<128).map { value -> ScalarClass in
-        switch value {
-        case 0x41...0x5A, 0x61...0x7A: return .letter
-        case 0x30...0x39: return .number
-        case 0x09...0x0D, 0x20: return .space
-        default: return .other
-        }
-    }
-
     @inline(__always)
     static func of(_ scalar: Unicode.Scalar) -> ScalarClass {
         let value = scalar.value
-        if value < 0x80 { return ascii[Int(value)] }
+        if value < 0x80 {
+            // Plain comparisons: cheaper than a table behind a lazily initialised global.
+            if (value | 0x20) &- 0x61 < 26 { return .letter }
+            if value &- 0x30 < 10 { return .number }
+            if value == 0x20 || value &- 0x09 < 5 { return .space }
+            return .other
+        }
         let properties = scalar.properties
         if properties.isWhitespace { return .space }
         switch properties.generalCategory {

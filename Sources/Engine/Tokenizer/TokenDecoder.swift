@@ -16,6 +16,7 @@ indirect enum TokenDecoder: Sendable {
     /// Removes up to `start` leading and `stop` trailing `content` characters from each token.
     case strip(content: Character, start: Int, stop: Int)
 
+    /// tokens: [t] token strings in order
     func decode(_ tokens: [String]) -> [String] {
         switch self {
         case .sequence(let steps):

@@ -49,7 +49,7 @@ public final class Tokenizer: Sendable {
         var addedContent = [Int: String]()
         for (index, entry) in ((root["added_tokens"] as? [Any]) ?? []).enumerated() {
             let field = "added_tokens[\(index)]"
-            guard let object = entry as? [String: Any], let id = object["id"].flatMap(jsonInt),
+            guard let object = entry as? [String: Any], let id = object["id"].flatMap(integerFromJSON),
                   let content = object["content"] as? String, id >= 0 else {
                 throw PruneDistError(.format, "\(file): \(field) needs an integer \"id\" ≥ 0 and a string \"content\"")
             }
@@ -85,6 +85,7 @@ public final class Tokenizer: Sendable {
     }
 
     /// Encodes several texts sharing one word cache (faster than one `encode` per text).
+    /// texts: [d]; returns [d][n_d] ids
     public func encode(_ texts: [String]) -> [[Int]] {
         var cache = WordCache()
         return texts.map { encode($0, cache: &cache) }
@@ -131,9 +132,10 @@ public final class Tokenizer: Sendable {
     }
 
     /// Pre-tokenizes normalized text and runs BPE on each word.
+    /// text: [n] scalars; ids: grows by the text's token count
     private func encodeText(_ text: ArraySlice<Unicode.Scalar>, atTextStart: Bool, into ids: inout [Int],
                             cache: inout WordCache) {
-        let whole = Piece(scalars: text, atTextStart: atTextStart)
+        let whole = TextPiece(scalars: text, atTextStart: atTextStart)
         let words = preTokenizer?.apply([whole]) ?? [whole]
         for word in words where !word.scalars.isEmpty {
             if let known = cache[word.scalars] {
@@ -251,9 +253,15 @@ private func parsePreTokenizer(_ value: Any?, field: String, file: String) throw
                           useRegex: object["use_regex"] as? Bool ?? true)
     case "Split":
         let pattern: SplitPattern
-        switch try replacePattern(object["pattern"], field: "\(field).pattern", file: file) {
-        case .literal(let literal): pattern = .literal(Array(literal.unicodeScalars))
-        case .regex(let compiled): pattern = try SplitPattern.fromRegex(compiled.pattern)
+        let patternObject = object["pattern"] as? [String: Any]
+        if let literal = patternObject?["String"] as? String {
+            pattern = .literal(Array(literal.unicodeScalars))
+        } else if let regex = patternObject?["Regex"] as? String {
+            do { pattern = try SplitPattern.fromRegex(regex) } catch {
+                throw PruneDistError(.unsupported, "\(file): \(field).pattern.Regex \(regex) cannot be compiled: \(error)")
+            }
+        } else {
+            throw PruneDistError(.format, "\(file): \(field).pattern must be {\"String\": …} or {\"Regex\": …}")
         }
         let behaviorName = object["behavior"] as? String ?? ""
         guard let behavior = SplitBehavior(rawValue: behaviorName) else {
@@ -304,8 +312,8 @@ private func parseDecoder(_ value: Any?, field: String, file: String) throws -> 
         guard let content = object["content"] as? String, content.count == 1 else {
             throw PruneDistError(.format, "\(file): \(field).content must be a one-character string")
         }
-        return .strip(content: content.first!, start: object["start"].flatMap(jsonInt) ?? 0,
-                      stop: object["stop"].flatMap(jsonInt) ?? 0)
+        return .strip(content: content.first!, start: object["start"].flatMap(integerFromJSON) ?? 0,
+                      stop: object["stop"].flatMap(integerFromJSON) ?? 0)
     default:
         throw unsupported(file, field, type)
     }
