@@ -222,7 +222,8 @@ final class GradientTests: XCTestCase {
             summed.merge([LlamaTensorNames.embedding: model.embedding, LlamaTensorNames.finalNorm: model.finalNorm,
                           LlamaTensorNames.lmHead: try XCTUnwrap(model.lmHead)]) { zip($0, $1).map { $0 + $1 } }
         }
-        XCTAssertEqual(nllSum / 30, wholeNLL, accuracy: 1e-9)
+        // GEMMs over 16 rows and over 32 round differently (OpenBLAS's AVX2 kernels), hence not 1e-9.
+        XCTAssertEqual(nllSum / 30, wholeNLL, accuracy: 1e-6)
         assertGradientsMatch(summed, whole, tolerance: 1e-5)
     }
 
