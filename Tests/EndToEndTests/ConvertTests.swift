@@ -52,7 +52,7 @@ final class ConvertTests: XCTestCase {
     /// A llama (q/k rows permuted as llama.cpp stores them) or qwen2 (with q/k/v biases) model whose
     /// linears cycle through every block format. `tied`: no output.weight.
     static func tinyModel(architecture: String = "llama", tied: Bool = false, pre: String = "llama-bpe",
-                          omit: String? = nil) -> GGUFWriter {
+                          omit: String? = nil, biases: Bool? = nil) -> GGUFWriter {
         let a = architecture
         // Two control tokens, one user-defined, the letters a-z, then filler.
         var tokens = ["<|begin|>", "<|end|>", "<tool>"]
@@ -95,7 +95,7 @@ final class ConvertTests: XCTestCase {
                                  ("ffn_gate", [hidden, ffn]), ("ffn_up", [hidden, ffn]), ("ffn_down", [ffn, hidden])] {
                 add("blk.\(l).\(name).weight", dims, quantTypes[t % quantTypes.count])
                 t += 1
-                if a == "qwen2", ["attn_q", "attn_k", "attn_v"].contains(name) { add("blk.\(l).\(name).bias", [dims[1]], .f32) }
+                if biases ?? (a == "qwen2"), ["attn_q", "attn_k", "attn_v"].contains(name) { add("blk.\(l).\(name).bias", [dims[1]], .f32) }
             }
             add("blk.\(l).ffn_norm.weight", [hidden], .f32)
         }
@@ -193,6 +193,25 @@ final class ConvertTests: XCTestCase {
         XCTAssertEqual(try checkpoint.floats("model.layers.1.self_attn.q_proj.weight"), floats(model, "blk.1.attn_q.weight"))
         XCTAssertEqual(try checkpoint.floats("model.layers.0.self_attn.k_proj.bias"), floats(model, "blk.0.attn_k.bias"))
         XCTAssertEqual(try checkpoint.info("model.layers.0.self_attn.v_proj.bias").shape, [ConvertTests.kvHeads * ConvertTests.headDim])
+    }
+
+    /// LLaMA with attention biases: llama.cpp permuted the q and k biases like their rows.
+    func testLlamaBiasesAreUnpermutedLikeTheirRows() throws {
+        let model = ConvertTests.tinyModel(biases: true)
+        let gguf = dir.appendingPathComponent("bias.gguf"), out = dir.appendingPathComponent("hf")
+        try model.write(to: gguf)
+        _ = try GGUFConversion.convert(gguf: gguf, out: out, dtype: .f32)
+        let checkpoint = try Checkpoint(directory: out)
+        XCTAssertTrue(checkpoint.config.attentionBias)
+        let d = ConvertTests.headDim
+        for (tensor, heads) in [("attn_q", ConvertTests.heads), ("attn_k", ConvertTests.kvHeads)] {
+            let source = floats(model, "blk.1.\(tensor).bias")
+            let converted = try checkpoint.floats("model.layers.1.self_attn.\(tensor == "attn_q" ? "q" : "k")_proj.bias")
+            var expected = [Float](repeating: .nan, count: source.count)
+            for h in 0..<heads { for i in 0..<d / 2 { for a in 0..<2 { expected[h * d + a * d / 2 + i] = source[h * d + 2 * i + a] } } }
+            XCTAssertEqual(converted, expected, tensor)
+        }
+        XCTAssertEqual(try checkpoint.floats("model.layers.0.self_attn.v_proj.bias"), floats(model, "blk.0.attn_v.bias"))
     }
 
     /// The bundled SmolLM2 file, converted by the binary and read back by `inspect`: the README's shape,

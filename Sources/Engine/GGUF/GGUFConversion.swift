@@ -97,8 +97,8 @@ public enum GGUFConversion {
         let kvHeads = file.metadata["\(arch).attention.head_count_kv"] == nil ? heads : try file.int("\(arch).attention.head_count_kv")
         let headDim = file.metadata["\(arch).attention.key_length"] == nil ? (heads > 0 ? hidden / heads : 0)
             : try file.int("\(arch).attention.key_length")
-        let eps = try file.double("\(arch).attention.layer_norm_rms_epsilon")
-        let theta = file.metadata["\(arch).rope.freq_base"] == nil ? 10000 : try file.double("\(arch).rope.freq_base")
+        let eps = try decimal(file, "\(arch).attention.layer_norm_rms_epsilon")
+        let theta = file.metadata["\(arch).rope.freq_base"] == nil ? 10000 : try decimal(file, "\(arch).rope.freq_base")
         let context = file.metadata["\(arch).context_length"] == nil ? 2048 : try file.int("\(arch).context_length")
         if let rotaryDims = file.metadata["\(arch).rope.dimension_count"]?.int, rotaryDims != headDim {
             throw PruneDistError(.unsupported, "\(path): \(arch).rope.dimension_count is \(rotaryDims) but heads have \(headDim) dimensions; partial rotary embeddings are not supported")
@@ -114,20 +114,13 @@ public enum GGUFConversion {
         if let declared = file.metadata["\(arch).vocab_size"]?.int, declared != vocab {
             throw PruneDistError(.shape, "\(path): \(arch).vocab_size is \(declared) but token_embd.weight has \(vocab) rows")
         }
-        // A rounded eps (1e-5 stored as float32 9.9999997e-06) is written as the float32's shortest decimal.
-        let epsValue = file.metadata["\(arch).attention.layer_norm_rms_epsilon"].flatMap { v -> Double? in
-            if case .float32(let f) = v { return Double("\(f)") } else { return nil }
-        } ?? eps
-        let thetaValue = file.metadata["\(arch).rope.freq_base"].flatMap { v -> Double? in
-            if case .float32(let f) = v { return Double("\(f)") } else { return nil }
-        } ?? theta
 
         let tied = !file.contains("output.weight")
         let biasNames = ["attn_q", "attn_k", "attn_v"].map { "blk.0.\($0).bias" }
         let attentionBias = biasNames.allSatisfy(file.contains)
         var config = LlamaConfig(vocabSize: vocab, hiddenSize: hidden, intermediateSize: ffn, numHiddenLayers: layers,
                                  numAttentionHeads: heads, numKeyValueHeads: kvHeads, headDim: headDim,
-                                 rmsNormEps: epsValue, ropeTheta: thetaValue, maxPositionEmbeddings: context,
+                                 rmsNormEps: eps, ropeTheta: theta, maxPositionEmbeddings: context,
                                  tieWordEmbeddings: tied, attentionBias: attentionBias, modelType: arch)
         config.bosTokenId = file.metadata["tokenizer.ggml.bos_token_id"]?.int
         config.eosTokenId = file.metadata["tokenizer.ggml.eos_token_id"]?.int
@@ -184,6 +177,13 @@ public enum GGUFConversion {
         return Plan(config: config, tensors: plans,
                     tokenizerJSON: try tokenizer.tokenizerJSON(), tokenizerConfigJSON: tokenizer.tokenizerConfigJSON(contextLength: context),
                     generationConfigJSON: generationConfig(config))
+    }
+
+    /// A number from the metadata; a float32 is read as the shortest decimal that rounds to it, the value
+    /// the converter started from (1e-5 is stored as 9.99999974e-06, which config.json should not show).
+    static func decimal(_ file: GGUFFile, _ key: String) throws -> Double {
+        if case .float32(let f) = try file.value(key) { return Double("\(f)")! }
+        return try file.double(key)
     }
 
     static func generationConfig(_ config: LlamaConfig) -> Data {
