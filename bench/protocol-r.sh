@@ -2,12 +2,12 @@
 # Protocol R (../shared/data/README.md) on SmolLM2-135M-Instruct: every method at 50 % and 2:4, single process
 # and under mpirun, next to the reference tools' figures (../shared/reference.md).
 #
-#   bench/protocol-r.sh [--methods "magnitude wanda sparsegpt krp"] [--patterns "0.5 2:4"] [--ranks "1 2"]
+#   bench/protocol-r.sh [--methods "krp sparsegpt wanda magnitude"] [--patterns "0.5 2:4"] [--ranks "2 1"]
 #
 # Prints one table row per run; the JSON of every run stays in $PRUNE_DIST_BENCH (default ~/.cache/prune-dist/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-methods="magnitude wanda sparsegpt krp"; patterns="0.5 2:4"; ranks="1 2"
+methods="krp sparsegpt wanda magnitude"; patterns="0.5 2:4"; ranks="2 1"
 while [ $# -gt 0 ]; do
   case "$1" in
     --methods) methods="$2"; shift 2 ;;
@@ -33,8 +33,9 @@ perplexity() { # model seqlen windows
     | python3 -c 'import json,sys; print("%.2f" % json.load(sys.stdin)["perplexity"])'
 }
 
-printf '%-10s %-14s %-5s %9s %9s %10s %12s\n' method pattern ranks ppl@512 ppl@2048 prune_s peak_rss_GiB
-printf '%-10s %-14s %-5s %9s %9s %10s %12s\n' dense - - "$(perplexity "$model" 512 32)" "$(perplexity "$model" 2048 8)" - -
+row() { printf '%-10s %-8s %-5s %9s %9s %8s %8s %13s\n' "$@"; }
+row method pattern ranks ppl@512 ppl@2048 prune_s cpu_s peak_rss_GiB
+row dense - - "$(perplexity "$model" 512 32)" "$(perplexity "$model" 2048 8)" - - -
 for method in $methods; do
   for pattern in $patterns; do
     case "$pattern" in *:*) flag=(--pattern "$pattern") ;; *) flag=(--sparsity "$pattern") ;; esac
@@ -43,12 +44,13 @@ for method in $methods; do
       rm -rf "${out:?}/$name"
       mpirun -n "$n" --bind-to none "$bin" prune --model "$model" --out "$out/$name" --method "$method" "${flag[@]}" \
         --calib "$cache/calib.txt" --samples 128 --seqlen 512 --seed 0 --log-level warning > "$out/$name.log"
-      read -r seconds rss < <(python3 -c '
+      # Wall time, CPU time summed over ranks, and the largest rank's peak RSS.
+      read -r seconds cpu rss < <(python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
-print("%.0f %.2f" % (r["total_seconds"], max(u["peak_rss_bytes"] for u in r["rank_usage"]) / 2**30))' "$out/$name/prune-report.json")
-      printf '%-10s %-14s %-5s %9s %9s %10s %12s\n' "$method" "$pattern" "$n" \
-        "$(perplexity "$out/$name" 512 32)" "$(perplexity "$out/$name" 2048 8)" "$seconds" "$rss"
+u = r["rank_usage"]
+print("%.0f %.0f %.2f" % (r["total_seconds"], sum(x["cpu_seconds"] for x in u), max(x["peak_rss_bytes"] for x in u) / 2**30))' "$out/$name/prune-report.json")
+      row "$method" "$pattern" "$n" "$(perplexity "$out/$name" 512 32)" "$(perplexity "$out/$name" 2048 8)" "$seconds" "$cpu" "$rss"
     done
   done
 done

@@ -20,7 +20,10 @@ struct PerplexityCommand: ParsableCommand {
     var model: String
 
     @Option(name: .long, help: "Token ids: a JSON array of integers, or raw little-endian uint16 if the name ends in .u16.")
-    var tokens: String
+    var tokens: String?
+
+    @Option(name: .long, help: "Plain text, tokenized with the model's tokenizer.json (instead of --tokens).")
+    var text: String?
 
     @Option(name: .long, help: "Tokens per window.")
     var seqlen: Int = 2048
@@ -34,6 +37,7 @@ struct PerplexityCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
+        guard (tokens == nil) != (text == nil) else { throw ValidationError("give exactly one of --tokens FILE and --text FILE") }
         guard seqlen >= 2 else { throw ValidationError("--seqlen must be at least 2, got \(seqlen)") }
         if let maxWindows, maxWindows < 1 { throw ValidationError("--max-windows must be at least 1, got \(maxWindows)") }
     }
@@ -42,7 +46,7 @@ struct PerplexityCommand: ParsableCommand {
         let logger = try global.makeLogger()
         let start = Date()
         let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))
-        let stream = try TokenFile.read(URL(fileURLWithPath: tokens))
+        let stream = try tokenStream(modelDirectory: checkpoint.directory)
         let windows = try Perplexity.windows(tokens: stream, seqlen: seqlen, maxWindows: maxWindows)
         let layers = checkpoint.config.numHiddenLayers
         let perWindow = try Perplexity.windowMeanNLL(checkpoint: checkpoint, windows: windows, seqlen: seqlen) { layer in
@@ -55,11 +59,26 @@ struct PerplexityCommand: ParsableCommand {
             printLine(try jsonLine([
                 "perplexity": perplexity, "mean_nll": log(perplexity), "windows": windows.count, "tokens": evaluated,
                 "seqlen": seqlen, "seconds": seconds, "tokens_per_second": Double(evaluated) / seconds,
-                "model": model, "token_file": tokens,
+                "model": model, (text == nil ? "token_file" : "text_file"): tokens ?? text!,
             ]))
         } else {
             printLine(String(format: "perplexity %.4f over %d windows of %d tokens (%d tokens, %.1f s)",
                              perplexity, windows.count, seqlen, evaluated, seconds))
         }
+    }
+
+    /// The ids to evaluate: read from --tokens, or --text encoded as one stream without special tokens, which is
+    /// how protocol R's `eval_tokens.u16` was made.
+    private func tokenStream(modelDirectory: URL) throws -> [Int] {
+        if let tokens { return try TokenFile.read(URL(fileURLWithPath: tokens)) }
+        let url = URL(fileURLWithPath: text!)
+        let tokenizer = try Tokenizer.load(modelDirectory: modelDirectory)
+        let contents: String
+        do { contents = try String(contentsOf: url, encoding: .utf8) } catch {
+            throw PruneDistError(.data, "\(url.path): cannot read as UTF-8 text (\(error.localizedDescription))")
+        }
+        let ids = tokenizer.encode(contents)
+        guard !ids.isEmpty else { throw PruneDistError(.data, "\(url.path): holds no text to evaluate") }
+        return ids
     }
 }

@@ -141,7 +141,7 @@ final class PruneRun {
         }
 
         // Every rank's report entries and usage, gathered on rank 0.
-        let usage = RunReport.Rank(rank: comm.rank, host: comm.hostName, peakRSSBytes: peakResidentBytes(), sequences: mine.count)
+        let usage = RunReport.Rank(rank: comm.rank, host: comm.hostName, peakRSSBytes: peakResidentBytes(), cpuSeconds: processCPUSeconds(), sequences: mine.count)
         let gathered = try comm.gather(try JSONEncoder().encode(RankPart(linears: linears, usage: usage)), root: 0)
         var report = RunReport(tool: "prune-dist", version: PruneDistVersion.string, model: settings.model.path, output: settings.out.path,
                                method: method.rawValue, pattern: settings.pattern.description, sparsityTarget: settings.pattern.sparsity,

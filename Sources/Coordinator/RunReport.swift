@@ -44,10 +44,13 @@ public struct RunReport: Codable, Sendable {
         public var rank: Int
         public var host: String
         public var peakRSSBytes: Int
+        /// User plus system CPU time of the process: unlike wall time, barely moved by other jobs on the machine.
+        public var cpuSeconds: Double
         public var sequences: Int
         enum CodingKeys: String, CodingKey {
             case rank, host, sequences
             case peakRSSBytes = "peak_rss_bytes"
+            case cpuSeconds = "cpu_seconds"
         }
     }
 
@@ -91,4 +94,12 @@ public func peakResidentBytes() -> Int {
         if fields.count >= 2, let kb = Int(fields[1]) { return kb * 1024 }
     }
     return 0
+}
+
+/// User plus system CPU seconds this process has used so far.
+public func processCPUSeconds() -> Double {
+    var usage = rusage()
+    guard getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage) == 0 else { return 0 }
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
