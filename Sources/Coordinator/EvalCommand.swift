@@ -46,6 +46,9 @@ struct PerplexityCommand: ParsableCommand {
         let logger = try global.makeLogger()
         let start = Date()
         let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))
+        guard seqlen <= checkpoint.config.maxPositionEmbeddings else {
+            throw PruneDistError(.argument, "--seqlen \(seqlen) is beyond the model's context: \(model)/config.json has max_position_embeddings \(checkpoint.config.maxPositionEmbeddings)")
+        }
         let stream = try tokenStream(modelDirectory: checkpoint.directory)
         let windows = try Perplexity.windows(tokens: stream, seqlen: seqlen, maxWindows: maxWindows)
         let layers = checkpoint.config.numHiddenLayers

@@ -48,6 +48,9 @@ final class PruneRun {
         let method = settings.method
         let seqlen = settings.seqlen
         try checkPatternFits(config: config)
+        guard method == .magnitude || seqlen <= config.maxPositionEmbeddings else {
+            throw PruneDistError(.argument, "--seqlen \(seqlen) is beyond the model's context: \(settings.model.appendingPathComponent("config.json").path) has max_position_embeddings \(config.maxPositionEmbeddings)")
+        }
         let plan = OwnershipPlan(config: config, ranks: comm.size, trueSequential: settings.trueSequential,
                                  statisticsPerInput: method == .krp ? 2 : 1)
 
@@ -202,6 +205,10 @@ final class PruneRun {
             }
             if owners.contains(comm.rank) {
                 local.unpack(buffer)
+                if let bad = local.nonFiniteStatistic {
+                    let names = input.linears.map { $0.weightName(layer: layer) }.joined(separator: ", ")
+                    throw PruneDistError(.nonFinite, "the \(bad) of the input of \(names) holds NaN or Inf: calibration activations overflowed float32 in block \(layer) or earlier (check those weights)")
+                }
                 result[input] = local.normalised()
             }
         }

@@ -104,6 +104,15 @@ public struct InputStatistics: Sendable {
         tokens = Int(buffer[h + c + n].rounded())
     }
 
+    /// The first statistic holding NaN or Inf ("Hessian", "cross term", "column norms"), or nil when all are finite.
+    /// Finite weights can still overflow Float32 activations; solving on such a statistic would write NaN weights.
+    public var nonFiniteStatistic: String? {
+        if !hessian.allSatisfy(\.isFinite) { return "Hessian" }
+        if !cross.allSatisfy(\.isFinite) { return "cross term" }
+        if !columnNorms.allSatisfy(\.isFinite) { return "column norms" }
+        return nil
+    }
+
     /// Sums divided by the token count (the statistics the solvers take), with the Hessian symmetric.
     public func normalised() -> InputStatistics {
         var s = self

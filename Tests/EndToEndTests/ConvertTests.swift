@@ -243,6 +243,19 @@ final class ConvertTests: XCTestCase {
         XCTAssertEqual(config["tie_word_embeddings"] as? Bool, true)
         XCTAssertEqual(config["max_position_embeddings"] as? Int, 8192)
         XCTAssertEqual(config["vocab_size"] as? Int, 49_152)
+
+        // `eval perplexity --text` tokenizes with the converted tokenizer.json: the same windows, hence the same
+        // figure, as protocol R's pre-tokenized stream.
+        func perplexity(_ input: [String]) throws -> Double {
+            let run = try PruneDistBinary.run(["eval", "perplexity", "--model", out.path, "--seqlen", "128", "--max-windows", "2", "--json"] + input)
+            XCTAssertEqual(run.status, 0, run.stderr)
+            let line = run.stdout.split(separator: "\n").last.map(String.init) ?? ""
+            return try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["perplexity"] as? Double)
+        }
+        let fromText = try perplexity(["--text", try Fixtures.path("data/wiki/eval.txt").path])
+        XCTAssertEqual(fromText, try perplexity(["--tokens", try Fixtures.path("data/wiki/eval_tokens.u16").path]))
+        XCTAssertGreaterThan(fromText, 5)
+        XCTAssertLessThan(fromText, 40)
     }
 
     // MARK: bad inputs: a precise error, a non-zero exit, no output left

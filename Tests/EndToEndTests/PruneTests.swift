@@ -164,21 +164,41 @@ final class PruneTests: XCTestCase {
         try expectFailure(["--method", "sparsegpt", "--sparsity", "0.5", "--calib", calibration.path, "--samples", "9", "--seqlen", "32"], "holds 4 windows")
         try expectFailure(["--method", "sparsegpt", "--sparsity", "0.5", "--calib", calibration.path, "--samples", "4", "--seqlen", "16"], "--seqlen is 16")
 
-        // A NaN in one weight: named by file and tensor, and nothing written.
-        let poisoned = scratch.appendingPathComponent("poisoned-model")
-        try FileManager.default.createDirectory(at: poisoned, withIntermediateDirectories: true)
+        try expectFailure(["--method", "sparsegpt", "--sparsity", "0.5", "--calib", calibration.path, "--samples", "4", "--seqlen", "512"],
+                          "--seqlen 512 is beyond the model's context")
+
+        // A copy of the model with one tensor altered.
         let source = try Checkpoint(directory: URL(fileURLWithPath: model))
-        let entries = try source.tensorNames.map { SafetensorsWriter.Entry(name: $0, dtype: .f32, shape: try source.info($0).shape) }
-        let writer = try SafetensorsWriter(url: poisoned.appendingPathComponent("model.safetensors"), tensors: entries)
-        let target = LlamaLinear.up.weightName(layer: 1)
-        for name in source.tensorNames {
-            var values = try source.floats(name)
-            if name == target { values[77] = .nan }
-            try writer.append(name, floats: values)
+        func altered(_ folder: String, tensor: String, _ change: (inout [Float]) -> Void) throws -> String {
+            let directory = scratch.appendingPathComponent(folder)
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let entries = try source.tensorNames.map { SafetensorsWriter.Entry(name: $0, dtype: .f32, shape: try source.info($0).shape) }
+            let writer = try SafetensorsWriter(url: directory.appendingPathComponent("model.safetensors"), tensors: entries)
+            for name in source.tensorNames {
+                var values = try source.floats(name)
+                if name == tensor { change(&values) }
+                try writer.append(name, floats: values)
+            }
+            try writer.finish()
+            try FileManager.default.copyItem(at: source.directory.appendingPathComponent("config.json"), to: directory.appendingPathComponent("config.json"))
+            return directory.path
         }
-        try writer.finish()
-        try FileManager.default.copyItem(at: source.directory.appendingPathComponent("config.json"), to: poisoned.appendingPathComponent("config.json"))
-        try expectFailure(["--method", "magnitude", "--sparsity", "0.5"], target, out: "from-poisoned", modelDirectory: poisoned.path)
+
+        // A NaN in one weight: named by file and tensor, and nothing written.
+        let target = LlamaLinear.up.weightName(layer: 1)
+        let poisoned = try altered("poisoned-model", tensor: target) { $0[77] = .nan }
+        try expectFailure(["--method", "magnitude", "--sparsity", "0.5"], target, out: "from-poisoned", modelDirectory: poisoned)
+
+        // Finite weights whose activations overflow float32: the statistic of down_proj's input is not finite. Every
+        // rank of an mpirun job stops, the owner's message names the linear, and nothing is written.
+        let huge = try altered("overflowing-model", tensor: target) { values in for i in values.indices { values[i] *= 1e30 } }
+        let overflowOut = scratch.appendingPathComponent("from-overflowing")
+        let overflow = try PruneDistBinary.mpirun(ranks: 2, ["prune", "--model", huge, "--out", overflowOut.path, "--method", "sparsegpt",
+                                                             "--sparsity", "0.5", "--calib", calibration.path, "--samples", "4", "--seqlen", "32"])
+        XCTAssertNotEqual(overflow.status, 0)
+        XCTAssertTrue(overflow.stderr.contains("of the input of model.layers.1.mlp.down_proj.weight holds NaN or Inf"), overflow.stderr)
+        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: scratch.path)) ?? []
+        XCTAssertFalse(leftovers.contains { $0.contains("from-overflowing") }, "left behind: \(leftovers)")
 
         // An output folder that already holds something is never overwritten.
         let occupied = scratch.appendingPathComponent("occupied")
