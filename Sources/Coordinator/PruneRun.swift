@@ -18,6 +18,10 @@ struct PruneSettings: Sendable {
     var percdamp: Double
     var outputDType: DType?
     var reportURL: URL?
+    /// Continue an interrupted run with the same fingerprint (RunResumption).
+    var resume: Bool = false
+    /// Where ranks get the block weights (every rank reads, or rank 0 reads and broadcasts).
+    var weights: WeightsSource = .shared
 }
 
 /// One prune run on one rank. Every rank runs the same code; the ownership plan decides who solves what.
@@ -63,15 +67,19 @@ final class PruneRun {
         }
         var denseStream: [[Float]]? = method.needsDenseStream ? prunedStream : nil
 
-        let output = comm.rank == 0 ? try OutputCheckpoint(source: checkpoint, out: settings.out, dtype: settings.outputDType) : nil
+        let resumption = try RunResumption.start(settings: settings, checkpoint: checkpoint, comm: comm, logger: logger)
+        let output = resumption.output
+        try replayFinishedBlocks(resumption.firstBlock, journal: resumption.journal, checkpoint: checkpoint, rope: rope,
+                                 prunedStream: &prunedStream, denseStream: &denseStream)
         var linears: [RunReport.Linear] = []
         var blocks: [RunReport.Block] = []
         if comm.rank == 0 {
             logger.info("pruning \(config.numHiddenLayers) blocks with \(method.rawValue), \(settings.pattern), \(windows.count) sequences of \(seqlen) tokens over \(comm.size) rank(s)")
         }
 
-        for layer in 0..<config.numHiddenLayers {
+        for layer in resumption.firstBlock..<config.numHiddenLayers {
             let blockStart = Date()
+            FaultInjection.atBlockStart(rank: comm.rank, host: comm.hostName, layer: layer)
             var statisticsSeconds = 0.0, solveSeconds = 0.0, forwardSeconds = 0.0
             let dense = try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
             var pruned = dense
@@ -129,6 +137,7 @@ final class PruneRun {
             denseTraces = []
             forwardSeconds += Date().timeIntervalSince(t3)
             try output?.writeBlock(layer: layer, linears: Dictionary(uniqueKeysWithValues: LlamaLinear.allCases.map { ($0, pruned.weight($0)) }))
+            try resumption.blockFinished(layer, pruned: pruned)
             let seconds = Date().timeIntervalSince(blockStart)
             blocks.append(RunReport.Block(layer: layer, seconds: seconds, statisticsSeconds: statisticsSeconds,
                                           solveSeconds: solveSeconds, forwardSeconds: forwardSeconds))
@@ -158,6 +167,7 @@ final class PruneRun {
             let zeros = report.linears.reduce(0) { $0 + $1.zeros }, total = report.linears.reduce(0) { $0 + $1.total }
             report.overallSparsity = Double(zeros) / Double(max(total, 1))
             report.totalSeconds = Date().timeIntervalSince(start)
+            resumption.journal?.remove()
             try output!.finish(reportData: try report.jsonData(), reportURL: settings.reportURL)
         }
         try comm.barrier()
@@ -193,7 +203,7 @@ final class PruneRun {
                 local.accumulate(pruned: traces[s].input(input), dense: denseTraces.isEmpty ? nil : denseTraces[s].input(input),
                                  tokens: settings.seqlen)
             }
-            var buffer = local.packed()
+            var buffer = local.takePacked()  // one copy of the sums at a time, not two (docs/decisions.md: memory)
             let owners = plan.statisticOwners(layer: layer, input: input)
             if owners.count == 1 {
                 try comm.reduceSum(&buffer, root: owners[0])
@@ -202,7 +212,9 @@ final class PruneRun {
             }
             if owners.contains(comm.rank) {
                 local.unpack(buffer)
-                result[input] = local.normalised()
+                buffer = []
+                local.normalise()
+                result[input] = local
             }
         }
         return result
