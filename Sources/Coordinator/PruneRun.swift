@@ -47,8 +47,8 @@ final class PruneRun {
 
     func run() throws -> RunReport {
         let start = Date()
-        let checkpoint = try Checkpoint(directory: settings.model)
-        let config = checkpoint.config
+        let weights = try RunWeights(settings: settings, comm: comm)
+        let config = weights.config
         let method = settings.method
         let seqlen = settings.seqlen
         try checkPatternFits(config: config)
@@ -56,20 +56,18 @@ final class PruneRun {
                                  statisticsPerInput: method == .krp ? 2 : 1)
 
         // Every rank draws the same windows and keeps those with index ≡ rank (mod size).
-        let windows: [[Int]] = method == .magnitude ? [] : try CalibrationSource.windows(
-            url: settings.calibration!, modelDirectory: settings.model, samples: settings.samples, seqlen: seqlen, seed: settings.seed)
+        let windows: [[Int]] = method == .magnitude ? [] : try weights.windows(settings: settings)
         let mine = windows.indices.filter { $0 % comm.size == comm.rank }.map { windows[$0] }
         let rope = try RopeTable(config: config, positions: seqlen)
         var prunedStream: [[Float]] = []
-        if !mine.isEmpty {
-            let embedding = try LlamaEmbedding(checkpoint: checkpoint)
+        if !windows.isEmpty, let embedding = try weights.embedding(needed: !mine.isEmpty) {
             prunedStream = try mine.map { try embedding.embed($0) }
         }
         var denseStream: [[Float]]? = method.needsDenseStream ? prunedStream : nil
 
-        let resumption = try RunResumption.start(settings: settings, checkpoint: checkpoint, comm: comm, logger: logger)
+        let resumption = try RunResumption.start(settings: settings, checkpoint: weights.checkpoint, comm: comm, logger: logger)
         let output = resumption.output
-        try replayFinishedBlocks(resumption.firstBlock, journal: resumption.journal, checkpoint: checkpoint, rope: rope,
+        try replayFinishedBlocks(resumption.firstBlock, journal: resumption.journal, weights: weights, rope: rope,
                                  prunedStream: &prunedStream, denseStream: &denseStream)
         var linears: [RunReport.Linear] = []
         var blocks: [RunReport.Block] = []
@@ -81,7 +79,7 @@ final class PruneRun {
             let blockStart = Date()
             FaultInjection.atBlockStart(rank: comm.rank, host: comm.hostName, layer: layer)
             var statisticsSeconds = 0.0, solveSeconds = 0.0, forwardSeconds = 0.0
-            let dense = try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
+            let dense = try weights.block(layer)
             var pruned = dense
             var traces = prunedStream.map { LlamaBlockTrace(input: $0, seqlen: seqlen) }
             var denseTraces: [LlamaBlockTrace] = []

@@ -14,11 +14,12 @@ struct RunResumption {
     /// The first block still to prune; blocks before it are replayed, not pruned.
     let firstBlock: Int
 
-    static func start(settings: PruneSettings, checkpoint: Checkpoint, comm: Communicator, logger: Logger) throws -> RunResumption {
+    /// checkpoint: the model, on rank 0 (the only rank that needs it here)
+    static func start(settings: PruneSettings, checkpoint: Checkpoint?, comm: Communicator, logger: Logger) throws -> RunResumption {
         var first = 0
         var output: OutputCheckpoint? = nil
         var journal: RunJournal? = nil
-        if comm.rank == 0 {
+        if comm.rank == 0, let checkpoint {
             let fingerprint = try RunFingerprint.compute(settings: settings, checkpoint: checkpoint)
             let temporary = OutputCheckpoint.temporaryDirectory(for: settings.out)
             if settings.resume, let earlier = try RunJournal.open(in: temporary, expecting: fingerprint),
@@ -55,10 +56,10 @@ extension PruneRun {
     /// sequences through blocks 0..<count with the pruned weights the run computed (from rank 0's journal,
     /// broadcast), and the dense stream through the dense blocks, exactly as the run itself did.
     /// prunedStream, denseStream: [sequences] of [seqlen, hidden]
-    func replayFinishedBlocks(_ count: Int, journal: RunJournal?, checkpoint: Checkpoint, rope: RopeTable,
+    func replayFinishedBlocks(_ count: Int, journal: RunJournal?, weights: RunWeights, rope: RopeTable,
                               prunedStream: inout [[Float]], denseStream: inout [[Float]]?) throws {
         for layer in 0..<count {
-            let dense = try loadBlockWeights(checkpoint: checkpoint, layer: layer)
+            let dense = try weights.block(layer)
             var pruned = dense
             let saved = comm.rank == 0 ? try journal!.prunedLinears(layer) : [:]
             for linear in LlamaLinear.allCases {
@@ -74,12 +75,7 @@ extension PruneRun {
             if let stream = denseStream {
                 denseStream = stream.map { llamaBlockTrace($0, weights: dense, rope: rope, seqlen: settings.seqlen).output }
             }
-            if comm.rank == 0 { logger.info("block \(layer + 1)/\(checkpoint.config.numHiddenLayers) replayed") }
+            if comm.rank == 0 { logger.info("block \(layer + 1)/\(weights.config.numHiddenLayers) replayed") }
         }
-    }
-
-    /// One block's weights in Float32, from the checkpoint.
-    func loadBlockWeights(checkpoint: Checkpoint, layer: Int) throws -> LlamaBlockWeights {
-        try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
     }
 }
