@@ -160,7 +160,8 @@ struct MemoryPlan: Sendable {
             consider(weights: 2 * blockWeightBytes, statistics: 0,
                      activations: sequences == 0 ? 0 : streamBytes + (denseTraceBytes + tokens * traceElements(upTo: nil) * 4),
                      work: forwardScratch)
-            if request.weightsBroadcast, r == 0 { sent += mappedBlock * log2Ranks }
+            // Broadcast weights travel widened to Float32 (LlamaBlockWeights), as rank 0 holds them.
+            if request.weightsBroadcast, r == 0 { sent += blockWeightBytes * log2Ranks }
             let reads = !request.weightsBroadcast || r == 0
             let privatePeak = peak.weights + peak.statistics + peak.activations + peak.work + MemoryPlan.baseBytes(c)
             result.append(Rank(rank: r, sequences: sequences, weightsBytes: peak.weights, statisticsBytes: peak.statistics,
