@@ -88,7 +88,7 @@ final class MultiHostTests: XCTestCase {
         XCTAssertTrue(BackgroundProcess.waitFor(seconds: 120) { FileManager.default.fileExists(atPath: pidFile.path) },
                       "the run never reached block 1: \(job.stderr)")
         let cut = Date()
-        let down = try PruneDistBinary.launch(URL(fileURLWithPath: "/usr/sbin/ip"), ["-n", "\(id)-sw", "link", "set", "port3", "down"])
+        let down = try PruneDistBinary.launch(URL(fileURLWithPath: "/usr/bin/env"), ["ip", "-n", "\(id)-sw", "link", "set", "port3", "down"])
         XCTAssertEqual(down.status, 0, down.stderr)
         let status = job.wait(seconds: 90)
         let elapsed = Date().timeIntervalSince(cut)
@@ -100,7 +100,7 @@ final class MultiHostTests: XCTestCase {
         // Nothing left running in the namespaces (down.sh would otherwise have to kill it).
         XCTAssertTrue(BackgroundProcess.waitFor(seconds: 20) {
             (1...3).allSatisfy { i in
-                ((try? PruneDistBinary.launch(URL(fileURLWithPath: "/usr/sbin/ip"), ["netns", "pids", "\(self.id)-h\(i)"]))?.stdout ?? "x")
+                ((try? PruneDistBinary.launch(URL(fileURLWithPath: "/usr/bin/env"), ["ip", "netns", "pids", "\(self.id)-h\(i)"]))?.stdout ?? "x")
                     .trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
             }
         }, "processes left in the namespaces")
