@@ -141,8 +141,8 @@ final class PruneRun {
                                           solveSeconds: solveSeconds, forwardSeconds: forwardSeconds))
             if comm.rank == 0 {
                 let elapsed = Date().timeIntervalSince(start)
-                let left = elapsed / Double(layer + 1) * Double(config.numHiddenLayers - layer - 1)
-                let tokensPerSecond = Double(windows.count * seqlen * (layer + 1)) / elapsed
+                let left = elapsed / Double(layer + 1 - resumption.firstBlock) * Double(config.numHiddenLayers - layer - 1)
+                let tokensPerSecond = Double(windows.count * seqlen * (layer + 1 - resumption.firstBlock)) / elapsed
                 logger.info("block \(layer + 1)/\(config.numHiddenLayers) done in \(String(format: "%.1f", seconds)) s; \(String(format: "%.0f", tokensPerSecond)) tokens/s; elapsed \(String(format: "%.0f", elapsed)) s, about \(String(format: "%.0f", left)) s left")
             }
         }
