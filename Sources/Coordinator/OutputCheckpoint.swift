@@ -19,7 +19,9 @@ final class OutputCheckpoint {
     static let copiedFiles = ["generation_config.json", "tokenizer.json", "tokenizer_config.json",
                               "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt"]
 
-    init(source: Checkpoint, out: URL, dtype: DType?) throws {
+    /// - resumeAfter: tensors (in `tensorOrder`) an interrupted run already wrote into `temporary`: keep
+    ///   them and continue after them (`--resume`); 0 starts afresh.
+    init(source: Checkpoint, out: URL, dtype: DType?, resumeAfter: Int = 0) throws {
         self.source = source
         self.out = out
         if let contents = try? FileManager.default.contentsOfDirectory(atPath: out.path), !contents.isEmpty {
@@ -27,8 +29,10 @@ final class OutputCheckpoint {
         }
         let outputDType = dtype ?? source.storageDType
         self.dtype = outputDType
-        temporary = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).partial-\(getpid())")
-        try? FileManager.default.removeItem(at: temporary)
+        // A fixed name, so an interrupted run can be found and resumed (RunJournal).
+        temporary = OutputCheckpoint.temporaryDirectory(for: out)
+        if resumeAfter == 0 { try? FileManager.default.removeItem(at: temporary) }
+        written = resumeAfter
         order = OutputCheckpoint.tensorOrder(source.tensorNames)
         let entries = try order.map { name -> SafetensorsWriter.Entry in
             let info = try source.info(name)
@@ -41,12 +45,25 @@ final class OutputCheckpoint {
             let ratio = Double(outputDType.size) / Double(source.storageDType.size)
             maxShardBytes = max(1, Int(Double(largest) * ratio))
         }
-        writer = try CheckpointWriter(directory: temporary, tensors: entries, maxShardBytes: maxShardBytes)
+        writer = try CheckpointWriter(directory: temporary, tensors: entries, maxShardBytes: maxShardBytes,
+                                      resumable: true, resumeAfter: resumeAfter)
     }
 
     deinit {
-        if !finished { try? FileManager.default.removeItem(at: temporary) }
+        // A run with finished blocks in its journal is kept for --resume (it stays hidden and named partial).
+        if !finished && !RunJournal.hasFinishedBlocks(in: temporary) { try? FileManager.default.removeItem(at: temporary) }
     }
+
+    /// Where a run writing `out` keeps its unfinished output.
+    static func temporaryDirectory(for out: URL) -> URL {
+        out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).partial")
+    }
+
+    /// Tensors written so far (in `tensorOrder`): what a journal records at each block boundary.
+    var tensorsWritten: Int { written }
+
+    /// Makes every tensor written so far durable on disk (before the journal may call the block finished).
+    func sync() throws { try writer.sync() }
 
     /// Embedding first, then each block's tensors (norms, then q k v o gate up down with their biases),
     /// then whatever else the checkpoint holds (final norm, head), so blocks can be written as they finish.

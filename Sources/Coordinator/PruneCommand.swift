@@ -79,6 +79,12 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Sequence length for --eval-text perplexity.")
     var evalSeqlen: Int = 512
 
+    @Flag(name: .long, help: "Continue an interrupted run with the same fingerprint after its last finished block (the same --out).")
+    var resume = false
+
+    @Option(name: .long, help: "Where ranks get weights: shared (every rank reads --model) or broadcast (only rank 0 reads; blocks are broadcast).")
+    var weights: WeightsSource = .shared
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
@@ -111,9 +117,13 @@ struct PruneCommand: ParsableCommand {
         defer { comm.finish() }
         var logger = try global.makeLogger()
         if comm.rank != 0 { logger.logLevel = max(logger.logLevel, .warning) }
-        let settings = try settings()
+        var settings = try settings()
+        settings.resume = resume
+        settings.weights = weights
         let report = try comm.abortingJobOnError {
-            try PruneRun(settings: settings, comm: comm, logger: logger).run()
+            try RunJournal.discardingOnInputError(out: settings.out, rank: comm.rank, resuming: settings.resume) {
+                try PruneRun(settings: settings, comm: comm, logger: logger).run()
+            }
         }
         if comm.rank == 0 {
             printLine(try jsonLine([

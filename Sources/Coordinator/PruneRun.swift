@@ -18,6 +18,10 @@ struct PruneSettings: Sendable {
     var percdamp: Double
     var outputDType: DType?
     var reportURL: URL?
+    /// Continue an interrupted run with the same fingerprint (RunResumption).
+    var resume: Bool = false
+    /// Where ranks get the block weights (every rank reads, or rank 0 reads and broadcasts).
+    var weights: WeightsSource = .shared
 }
 
 /// One prune run on one rank. Every rank runs the same code; the ownership plan decides who solves what.
@@ -43,8 +47,8 @@ final class PruneRun {
 
     func run() throws -> RunReport {
         let start = Date()
-        let checkpoint = try Checkpoint(directory: settings.model)
-        let config = checkpoint.config
+        let weights = try RunWeights(settings: settings, comm: comm)
+        let config = weights.config
         let method = settings.method
         let seqlen = settings.seqlen
         try checkPatternFits(config: config)
@@ -55,28 +59,30 @@ final class PruneRun {
                                  statisticsPerInput: method == .krp ? 2 : 1)
 
         // Every rank draws the same windows and keeps those with index ≡ rank (mod size).
-        let windows: [[Int]] = method == .magnitude ? [] : try CalibrationSource.windows(
-            url: settings.calibration!, modelDirectory: settings.model, samples: settings.samples, seqlen: seqlen, seed: settings.seed)
+        let windows: [[Int]] = method == .magnitude ? [] : try weights.windows(settings: settings)
         let mine = windows.indices.filter { $0 % comm.size == comm.rank }.map { windows[$0] }
         let rope = try RopeTable(config: config, positions: seqlen)
         var prunedStream: [[Float]] = []
-        if !mine.isEmpty {
-            let embedding = try LlamaEmbedding(checkpoint: checkpoint)
+        if !windows.isEmpty, let embedding = try weights.embedding(needed: !mine.isEmpty) {
             prunedStream = try mine.map { try embedding.embed($0) }
         }
         var denseStream: [[Float]]? = method.needsDenseStream ? prunedStream : nil
 
-        let output = comm.rank == 0 ? try OutputCheckpoint(source: checkpoint, out: settings.out, dtype: settings.outputDType) : nil
+        let resumption = try RunResumption.start(settings: settings, checkpoint: weights.checkpoint, comm: comm, logger: logger)
+        let output = resumption.output
+        try replayFinishedBlocks(resumption.firstBlock, journal: resumption.journal, weights: weights, rope: rope,
+                                 prunedStream: &prunedStream, denseStream: &denseStream)
         var linears: [RunReport.Linear] = []
         var blocks: [RunReport.Block] = []
         if comm.rank == 0 {
             logger.info("pruning \(config.numHiddenLayers) blocks with \(method.rawValue), \(settings.pattern), \(windows.count) sequences of \(seqlen) tokens over \(comm.size) rank(s)")
         }
 
-        for layer in 0..<config.numHiddenLayers {
+        for layer in resumption.firstBlock..<config.numHiddenLayers {
             let blockStart = Date()
+            FaultInjection.atBlockStart(rank: comm.rank, host: comm.hostName, layer: layer)
             var statisticsSeconds = 0.0, solveSeconds = 0.0, forwardSeconds = 0.0
-            let dense = try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
+            let dense = try weights.block(layer)
             var pruned = dense
             var traces = prunedStream.map { LlamaBlockTrace(input: $0, seqlen: seqlen) }
             var denseTraces: [LlamaBlockTrace] = []
@@ -132,13 +138,14 @@ final class PruneRun {
             denseTraces = []
             forwardSeconds += Date().timeIntervalSince(t3)
             try output?.writeBlock(layer: layer, linears: Dictionary(uniqueKeysWithValues: LlamaLinear.allCases.map { ($0, pruned.weight($0)) }))
+            try resumption.blockFinished(layer, pruned: pruned)
             let seconds = Date().timeIntervalSince(blockStart)
             blocks.append(RunReport.Block(layer: layer, seconds: seconds, statisticsSeconds: statisticsSeconds,
                                           solveSeconds: solveSeconds, forwardSeconds: forwardSeconds))
             if comm.rank == 0 {
                 let elapsed = Date().timeIntervalSince(start)
-                let left = elapsed / Double(layer + 1) * Double(config.numHiddenLayers - layer - 1)
-                let tokensPerSecond = Double(windows.count * seqlen * (layer + 1)) / elapsed
+                let left = elapsed / Double(layer + 1 - resumption.firstBlock) * Double(config.numHiddenLayers - layer - 1)
+                let tokensPerSecond = Double(windows.count * seqlen * (layer + 1 - resumption.firstBlock)) / elapsed
                 logger.info("block \(layer + 1)/\(config.numHiddenLayers) done in \(String(format: "%.1f", seconds)) s; \(String(format: "%.0f", tokensPerSecond)) tokens/s; elapsed \(String(format: "%.0f", elapsed)) s, about \(String(format: "%.0f", left)) s left")
             }
         }
@@ -161,6 +168,7 @@ final class PruneRun {
             let zeros = report.linears.reduce(0) { $0 + $1.zeros }, total = report.linears.reduce(0) { $0 + $1.total }
             report.overallSparsity = Double(zeros) / Double(max(total, 1))
             report.totalSeconds = Date().timeIntervalSince(start)
+            resumption.journal?.remove()
             try output!.finish(reportData: try report.jsonData(), reportURL: settings.reportURL)
         }
         try comm.barrier()
@@ -196,7 +204,7 @@ final class PruneRun {
                 local.accumulate(pruned: traces[s].input(input), dense: denseTraces.isEmpty ? nil : denseTraces[s].input(input),
                                  tokens: settings.seqlen)
             }
-            var buffer = local.packed()
+            var buffer = local.takePacked()  // one copy of the sums at a time, not two (docs/decisions.md: memory)
             let owners = plan.statisticOwners(layer: layer, input: input)
             if owners.count == 1 {
                 try comm.reduceSum(&buffer, root: owners[0])
@@ -205,11 +213,13 @@ final class PruneRun {
             }
             if owners.contains(comm.rank) {
                 local.unpack(buffer)
+                buffer = []
                 if let bad = local.nonFiniteStatistic {
                     let names = input.linears.map { $0.weightName(layer: layer) }.joined(separator: ", ")
                     throw PruneDistError(.nonFinite, "the \(bad) of the input of \(names) holds NaN or Inf: calibration activations overflowed float32 in block \(layer) or earlier (check those weights)")
                 }
-                result[input] = local.normalised()
+                local.normalise()
+                result[input] = local
             }
         }
         return result

@@ -94,9 +94,40 @@ public struct InputStatistics: Sendable {
         hessian + cross + columnNorms + [Double(tokens)]
     }
 
+    /// `packed()` that releases each sum once it is copied, so packing holds about one extra copy of the
+    /// statistics rather than two (a 70B down_proj's KRP sums are 13 GB): afterwards only `unpack` may follow.
+    public mutating func takePacked() -> [Double] {
+        var buffer: [Double] = []
+        buffer.reserveCapacity(hessian.count + cross.count + columnNorms.count + 1)
+        let (h, c, n) = (hessian.count, cross.count, columnNorms.count)
+        buffer.append(contentsOf: hessian)
+        hessian = []
+        buffer.append(contentsOf: cross)
+        cross = []
+        buffer.append(contentsOf: columnNorms)
+        columnNorms = []
+        buffer.append(Double(tokens))
+        // unpack() reads the sizes from the (now empty) arrays: keep them as capacity-free placeholders.
+        packedSizes = (h, c, n)
+        return buffer
+    }
+
+    /// Sizes of the sums released by `takePacked()`.
+    private var packedSizes: (Int, Int, Int)? = nil
+
+    /// Divides the sums by the token count in place (no copy) and symmetrises the Hessian; see `normalised()`.
+    public mutating func normalise() {
+        symmetrise()
+        let scale = 1 / Double(max(tokens, 1))
+        for i in hessian.indices { hessian[i] *= scale }
+        for i in cross.indices { cross[i] *= scale }
+        for i in columnNorms.indices { columnNorms[i] *= scale }
+    }
+
     /// The inverse of `packed()`, after the buffer has been summed over ranks.
     public mutating func unpack(_ buffer: [Double]) {
-        let h = hessian.count, c = cross.count, n = columnNorms.count
+        let (h, c, n) = packedSizes ?? (hessian.count, cross.count, columnNorms.count)
+        packedSizes = nil
         precondition(buffer.count == h + c + n + 1, "unpack: buffer of \(buffer.count) for \(h + c + n + 1)")
         hessian = Array(buffer[0..<h])
         cross = Array(buffer[h..<(h + c)])

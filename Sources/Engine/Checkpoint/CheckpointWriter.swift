@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Writes the weights of a Hugging Face checkpoint: one `model.safetensors`, or shards
 /// `model-0000i-of-0000n.safetensors` with `model.safetensors.index.json` once the total passes
@@ -17,10 +20,18 @@ public final class CheckpointWriter {
     /// Default shard size: 5 GB, as transformers' `save_pretrained` uses.
     public static let defaultMaxShardBytes = 5_000_000_000
 
+    /// Resumable writers keep their unfinished shard under a fixed hidden name (`.NAME.partial`) and leave it
+    /// on disk when dropped, so a later process can continue it (see `resumeAfter`).
+    private let resumable: Bool
+
+    /// - resumable: unfinished shards keep a fixed name and survive this writer (a run that can be resumed)
+    /// - resumeAfter: the first `resumeAfter` tensors were written by an earlier resumable writer into
+    ///   `directory`: finished shards are kept, the unfinished one is continued after its last such tensor.
     public init(directory: URL, tensors: [SafetensorsWriter.Entry], maxShardBytes: Int = CheckpointWriter.defaultMaxShardBytes,
-                metadata: [String: String] = ["format": "pt"]) throws {
+                metadata: [String: String] = ["format": "pt"], resumable: Bool = false, resumeAfter written: Int = 0) throws {
         self.directory = directory
         self.metadata = metadata
+        self.resumable = resumable || written > 0
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         // Greedy in declaration order, as transformers does: a new shard starts when the next tensor
         // would push the current one past the limit.
@@ -44,6 +55,38 @@ public final class CheckpointWriter {
         }
         self.shardOfTensor = shardOfTensor
         remaining = shards.map(\.count)
+        var before = 0
+        for (i, shard) in shards.enumerated() where written > before {
+            let done = min(written - before, shard.count)
+            let final = directory.appendingPathComponent(shardFileNames[i])
+            if done == shard.count {
+                guard FileManager.default.fileExists(atPath: final.path) else {
+                    throw PruneDistError(.format, "\(final.path): finished shard missing; cannot resume after \(written) tensors")
+                }
+            } else {
+                writers[i] = try SafetensorsWriter(url: final, tensors: shard, metadata: metadata,
+                                                   temporaryURL: temporaryURL(shard: i), resumeAfter: done)
+            }
+            remaining[i] -= done
+            before += shard.count
+        }
+    }
+
+    deinit {
+        if resumable { for writer in writers.values { writer.abandonKeepingFile() } }
+    }
+
+    private func temporaryURL(shard: Int) -> URL? {
+        resumable ? directory.appendingPathComponent(".\(shardFileNames[shard]).partial") : nil
+    }
+
+    /// Makes everything appended so far durable: the open shard's bytes and the folder's renames.
+    public func sync() throws {
+        for writer in writers.values { try writer.sync() }
+        let fd = open(directory.path, O_RDONLY)
+        guard fd >= 0 else { throw PruneDistError(.io, "\(directory.path): cannot open to sync: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw PruneDistError(.io, "\(directory.path): fsync failed: \(String(cString: strerror(errno)))") }
     }
 
     private func writer(for name: String) throws -> SafetensorsWriter {
@@ -52,7 +95,7 @@ public final class CheckpointWriter {
         }
         if let w = writers[shard] { return w }
         let w = try SafetensorsWriter(url: directory.appendingPathComponent(shardFileNames[shard]),
-                                      tensors: shards[shard], metadata: metadata)
+                                      tensors: shards[shard], metadata: metadata, temporaryURL: temporaryURL(shard: shard))
         writers[shard] = w
         return w
     }

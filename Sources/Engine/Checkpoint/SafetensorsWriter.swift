@@ -30,7 +30,11 @@ public final class SafetensorsWriter {
     private var next = 0
     private var finished = false
 
-    public init(url: URL, tensors: [Entry], metadata: [String: String] = [:]) throws {
+    /// - temporaryURL: where the file is written until `finish()` (default: a hidden name with this process's id)
+    /// - resumeAfter: continue a file an earlier process left at `temporaryURL` after its first `resumeAfter`
+    ///   tensors: its header must be the one these tensors give; anything after those tensors is cut off.
+    public init(url: URL, tensors: [Entry], metadata: [String: String] = [:], temporaryURL: URL? = nil,
+                resumeAfter written: Int = 0) throws {
         self.url = url
         self.entries = tensors
         var seen = Set<String>()
@@ -39,17 +43,57 @@ public final class SafetensorsWriter {
                 throw PruneDistError(.argument, "\(url.path): tensor name \(entry.name) is declared twice or reserved")
             }
         }
-        temporaryURL = url.deletingLastPathComponent()
+        self.temporaryURL = temporaryURL ?? url.deletingLastPathComponent()
             .appendingPathComponent(".\(url.lastPathComponent).partial-\(getpid())")
-        fd = open(temporaryURL.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else {
-            throw PruneDistError(.io, "\(temporaryURL.path): cannot create: \(String(cString: strerror(errno)))")
-        }
         var header = Array(SafetensorsWriter.headerJSON(tensors, metadata: metadata).utf8)
         while header.count % 8 != 0 { header.append(UInt8(ascii: " ")) }
         var length = UInt64(header.count).littleEndian
+        if written > 0 {
+            precondition(written <= tensors.count)
+            fd = open(self.temporaryURL.path, O_RDWR)
+            guard fd >= 0 else {
+                throw PruneDistError(.io, "\(self.temporaryURL.path): cannot reopen to resume: \(String(cString: strerror(errno)))")
+            }
+            let prefix = withUnsafeBytes(of: &length) { Array($0) } + header
+            var found = [UInt8](repeating: 0, count: prefix.count)
+            let n = pread(fd, &found, prefix.count, 0)
+            guard n == prefix.count, found == prefix else {
+                close(fd)
+                throw PruneDistError(.format, "\(self.temporaryURL.path): its header is not the one this run declares; cannot resume into it")
+            }
+            let end = prefix.count + tensors[0..<written].reduce(0) { $0 + $1.byteCount }
+            var status = stat()
+            guard fstat(fd, &status) == 0, Int(status.st_size) >= end else {
+                close(fd)
+                throw PruneDistError(.format, "\(self.temporaryURL.path): holds fewer bytes than its first \(written) tensors need (\(end))")
+            }
+            guard ftruncate(fd, off_t(end)) == 0, lseek(fd, off_t(end), SEEK_SET) == off_t(end) else {
+                close(fd)
+                throw PruneDistError(.io, "\(self.temporaryURL.path): cannot cut back to \(end) bytes: \(String(cString: strerror(errno)))")
+            }
+            next = written
+            return
+        }
+        fd = open(self.temporaryURL.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else {
+            throw PruneDistError(.io, "\(self.temporaryURL.path): cannot create: \(String(cString: strerror(errno)))")
+        }
         try withUnsafeBytes(of: &length) { try writeAll($0) }
         try header.withUnsafeBytes { try writeAll($0) }
+    }
+
+    /// Flushes what has been appended so far to disk (a resumable run's block boundary).
+    public func sync() throws {
+        guard fsync(fd) == 0 else {
+            throw PruneDistError(.io, "\(temporaryURL.path): fsync failed: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Closes the file without removing it, so a later process can resume it.
+    public func abandonKeepingFile() {
+        guard !finished else { return }
+        close(fd)
+        finished = true
     }
 
     public convenience init(url: URL, tensors: [(name: String, dtype: DType, shape: [Int])], metadata: [String: String] = [:]) throws {

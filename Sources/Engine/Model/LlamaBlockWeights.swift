@@ -45,6 +45,26 @@ public struct LlamaBlockWeights: Sendable {
         }
     }
 
+    /// Zero weights and unit norms of the given widths, no biases: to be filled by the caller (e.g. from a
+    /// broadcast by the rank that read the checkpoint).
+    public init(zerosWithConfig config: LlamaConfig, layer: Int) {
+        let widths = config.widths(ofLayer: layer)
+        self.layer = layer
+        hiddenSize = config.hiddenSize
+        headDim = config.headDim
+        numAttentionHeads = widths.numAttentionHeads
+        numKeyValueHeads = widths.numKeyValueHeads
+        intermediateSize = widths.intermediateSize
+        rmsNormEps = Float(config.rmsNormEps)
+        inputNorm = [Float](repeating: 1, count: hiddenSize)
+        postAttentionNorm = inputNorm
+        weights = [:]
+        biases = [:]
+        for linear in LlamaLinear.allCases {
+            weights[linear] = [Float](repeating: 0, count: linear.shape(config: config, layer: layer).reduce(1, *))
+        }
+    }
+
     /// Random weights of the given widths, for benchmarks and tests: N(0, 1/in) linears, norms near 1.
     public init(randomWithConfig config: LlamaConfig, layer: Int, seed: UInt64) {
         let widths = config.widths(ofLayer: layer)

@@ -14,6 +14,15 @@ public struct LlamaEmbedding: Sendable {
         table = try checkpoint.floatsCheckedFinite(LlamaTensorNames.embedding, shape: [config.vocabSize, config.hiddenSize])
     }
 
+    /// A table read elsewhere (e.g. broadcast from the rank that read the checkpoint).
+    /// - table: [vocab, hidden]
+    public init(table: [Float], vocabSize: Int, hiddenSize: Int) {
+        precondition(table.count == vocabSize * hiddenSize, "LlamaEmbedding: \(table.count) values for [\(vocabSize), \(hiddenSize)]")
+        self.vocabSize = vocabSize
+        self.hiddenSize = hiddenSize
+        self.table = table
+    }
+
     /// - ids: [tokens]
     /// - Returns: [tokens, hidden]
     public func embed(_ ids: [Int]) throws -> [Float] {

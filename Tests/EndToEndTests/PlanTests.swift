@@ -1,0 +1,76 @@
+import Engine
+import Foundation
+import TestSupport
+import XCTest
+
+/// `prune-dist plan`: its prediction against the peak resident size a real run reports, refusal with the
+/// numbers when a run cannot fit, and the 70B case the design must make feasible.
+final class PlanTests: XCTestCase {
+    private var scratch: URL!
+
+    override func setUpWithError() throws { scratch = try Fixtures.temporaryDirectory("plan") }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: scratch) }
+
+    private func json(_ result: PruneDistBinary.Result) throws -> [String: Any] {
+        let line = try XCTUnwrap(result.stdout.split(separator: "\n").last { $0.hasPrefix("{") }, result.stdout + result.stderr)
+        return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+    }
+
+    /// Predicted resident size (page cache kept, as VmHWM counts it) within 15 % of the measured peak on
+    /// every rank, for KRP at 1 and 2 ranks.
+    func testPredictionMatchesMeasuredPeakOnTinyLlama() throws {
+        let model = try Fixtures.path("fixtures/tiny-llama").path
+        var random = SplitMix64(seed: 9)
+        let windows = (0..<16).map { _ in (0..<64).map { _ in Int(random.next() % 512) } }
+        let calibration = scratch.appendingPathComponent("calib.json")
+        try JSONSerialization.data(withJSONObject: windows).write(to: calibration)
+        for ranks in [1, 2] {
+            let out = scratch.appendingPathComponent("out-\(ranks)")
+            let arguments = ["prune", "--model", model, "--out", out.path, "--method", "krp", "--sparsity", "0.5",
+                             "--calib", calibration.path, "--samples", "16", "--seqlen", "64", "--log-level", "warning"]
+            let run = try PruneDistBinary.mpirun(ranks: ranks, arguments)
+            XCTAssertEqual(run.status, 0, run.stderr)
+            let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("prune-report.json"))) as? [String: Any])
+            let usage = try XCTUnwrap(report["rank_usage"] as? [[String: Any]])
+            let plan = try json(try PruneDistBinary.run(["plan", "--model", model, "--ranks", String(ranks), "--mem-per-rank", "1G",
+                                                         "--samples", "16", "--seqlen", "64", "--method", "krp", "--json"]))
+            let predicted = try XCTUnwrap(plan["per_rank"] as? [[String: Any]])
+            XCTAssertEqual(predicted.count, ranks)
+            for entry in usage {
+                let rank = try XCTUnwrap(entry["rank"] as? Int)
+                let measured = Double(try XCTUnwrap(entry["peak_rss_bytes"] as? Int))
+                let prediction = Double(try XCTUnwrap(predicted[rank]["resident_with_page_cache_bytes"] as? Int))
+                XCTAssertLessThan(abs(prediction - measured) / measured, 0.15,
+                                  "rank \(rank) of \(ranks): predicted \(prediction), measured \(measured)")
+            }
+        }
+    }
+
+    /// A limit below the need: non-zero exit, the table still printed, and the error naming rank and bytes.
+    func testRefusesWhenItCannotFit() throws {
+        let model = try Fixtures.path("fixtures/tiny-llama").path
+        let result = try PruneDistBinary.run(["plan", "--model", model, "--ranks", "2", "--mem-per-rank", "20M",
+                                              "--samples", "16", "--seqlen", "64"])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stdout.contains("does not fit: rank"), result.stdout)
+        XCTAssertTrue(result.stderr.contains("does not fit: rank 0 needs"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("but --mem-per-rank is 20.0 MiB (20971520 bytes)"), result.stderr)
+    }
+
+    /// LLaMA-2-70B, 128 × 2048 calibration, KRP: fits on 8 ranks of 64 GB; 405B does not, and says so.
+    func testLlama70BFitsOnEightRanksOf64G() throws {
+        let config = Fixtures.packageRoot.appendingPathComponent("cluster/llama-2-70b.json").path
+        let result = try PruneDistBinary.run(["plan", "--config", config, "--ranks", "8", "--mem-per-rank", "64G",
+                                              "--samples", "128", "--seqlen", "2048", "--method", "krp"])
+        XCTAssertEqual(result.status, 0, result.stdout + result.stderr)
+        XCTAssertTrue(result.stdout.contains("fits: the largest rank needs"), result.stdout)
+        let fewer = try PruneDistBinary.run(["plan", "--config", config, "--ranks", "2", "--mem-per-rank", "64G",
+                                             "--samples", "128", "--seqlen", "2048", "--method", "krp"])
+        XCTAssertNotEqual(fewer.status, 0, fewer.stdout)
+        let big = Fixtures.packageRoot.appendingPathComponent("cluster/llama-3.1-405b.json").path
+        let huge = try PruneDistBinary.run(["plan", "--config", big, "--ranks", "8", "--mem-per-rank", "64G",
+                                            "--samples", "128", "--seqlen", "2048", "--json"])
+        XCTAssertNotEqual(huge.status, 0)
+        XCTAssertEqual(try json(huge)["fits"] as? Bool, false)
+    }
+}

@@ -1,0 +1,73 @@
+import Engine
+import Foundation
+import TestSupport
+import XCTest
+
+/// `prune --weights broadcast`: only rank 0 reads the model and the calibration data; the result is the
+/// same bytes as every rank reading a shared directory.
+final class WeightsBroadcastTests: XCTestCase {
+    private var scratch: URL!
+
+    override func setUpWithError() throws { scratch = try Fixtures.temporaryDirectory("broadcast") }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: scratch) }
+
+    private func calibration() throws -> URL {
+        var random = SplitMix64(seed: 5)
+        let windows = (0..<16).map { _ in (0..<64).map { _ in Int(random.next() % 512) } }
+        let url = scratch.appendingPathComponent("calib.json")
+        try JSONSerialization.data(withJSONObject: windows).write(to: url)
+        return url
+    }
+
+    private func arguments(model: String, calib: String, out: URL, method: String = "krp") -> [String] {
+        ["prune", "--model", model, "--out", out.path, "--method", method, "--sparsity", "0.5",
+         "--calib", calib, "--samples", "16", "--seqlen", "64", "--log-level", "warning"]
+    }
+
+    private func assertSameModelFiles(_ a: URL, _ b: URL, file: StaticString = #filePath, line: UInt = #line) throws {
+        let names = try FileManager.default.contentsOfDirectory(atPath: a.path).filter { $0 != "prune-report.json" }.sorted()
+        XCTAssertEqual(names, try FileManager.default.contentsOfDirectory(atPath: b.path).filter { $0 != "prune-report.json" }.sorted(), file: file, line: line)
+        XCTAssertTrue(names.contains { $0.hasSuffix(".safetensors") }, file: file, line: line)
+        for name in names {
+            XCTAssertEqual(try Data(contentsOf: a.appendingPathComponent(name)), try Data(contentsOf: b.appendingPathComponent(name)),
+                           "\(name) differs", file: file, line: line)
+        }
+    }
+
+    func testBroadcastEqualsSharedAtTwoAndFourRanks() throws {
+        let calib = try calibration().path
+        for (model, ranks) in [("fixtures/tiny-llama", 2), ("fixtures/tiny-llama-bf16-sharded", 4)] {
+            let path = try Fixtures.path(model).path
+            let shared = scratch.appendingPathComponent("shared-\(ranks)")
+            let broadcast = scratch.appendingPathComponent("broadcast-\(ranks)")
+            let a = try PruneDistBinary.mpirun(ranks: ranks, arguments(model: path, calib: calib, out: shared))
+            XCTAssertEqual(a.status, 0, a.stderr)
+            let b = try PruneDistBinary.mpirun(ranks: ranks, arguments(model: path, calib: calib, out: broadcast) + ["--weights", "broadcast"])
+            XCTAssertEqual(b.status, 0, b.stderr)
+            try assertSameModelFiles(shared, broadcast)
+        }
+    }
+
+    /// Rank 1 is given paths that do not exist (an MPMD launch): with broadcast it never opens them.
+    func testOnlyRankZeroReadsTheModel() throws {
+        let calib = try calibration().path
+        let model = try Fixtures.path("fixtures/tiny-llama").path
+        let missing = scratch.appendingPathComponent("not-here").path
+        let shared = scratch.appendingPathComponent("shared")
+        XCTAssertEqual(try PruneDistBinary.mpirun(ranks: 2, arguments(model: model, calib: calib, out: shared)).status, 0)
+        let out = scratch.appendingPathComponent("out")
+        func mpmd(_ extra: [String]) throws -> PruneDistBinary.Result {
+            try PruneDistBinary.launch(URL(fileURLWithPath: "/usr/bin/mpirun"),
+                ["--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader,tcp",
+                 "-n", "1", PruneDistBinary.executable.path] + arguments(model: model, calib: calib, out: out) + extra
+                + [":", "-n", "1", PruneDistBinary.executable.path] + arguments(model: missing, calib: missing, out: out) + extra)
+        }
+        let broadcast = try mpmd(["--weights", "broadcast"])
+        XCTAssertEqual(broadcast.status, 0, broadcast.stderr)
+        try assertSameModelFiles(shared, out)
+        try FileManager.default.removeItem(at: out)
+        let sharedMissing = try mpmd([])
+        XCTAssertNotEqual(sharedMissing.status, 0, "rank 1 should fail to read \(missing) without broadcast")
+        XCTAssertTrue(sharedMissing.stderr.contains("not-here"), sharedMissing.stderr)
+    }
+}
