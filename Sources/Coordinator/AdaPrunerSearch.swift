@@ -105,8 +105,7 @@ final class AdaPrunerSearch {
     /// Pool documents split (deterministically from the search seed) into held-out objective windows and the
     /// documents calibration subsets are drawn from.
     private func splitPool() throws -> (calibration: [[Int]], objective: [[Int]], heldOutDocuments: Int) {
-        let tokenizer = try Tokenizer.load(modelDirectory: settings.model)
-        let documents = tokenizer.encode(try CalibrationData.documents(search.pool)).filter { $0.count >= search.minDocumentTokens }
+        let documents = try poolDocuments().filter { $0.count >= search.minDocumentTokens }
         var order = Array(documents.indices)
         var random = SplitMix64(seed: UInt64(bitPattern: Int64(search.searchSeed)) ^ 0x504F_4F4C)
         for i in stride(from: order.count - 1, to: 0, by: -1) {
@@ -126,6 +125,26 @@ final class AdaPrunerSearch {
             throw PruneDistError(.data, "\(search.pool.path): \(documents.count) documents of ≥ \(search.minDocumentTokens) tokens are too few for \(search.objectiveWindows) held-out windows of \(L) tokens and a calibration pool")
         }
         return (order[used...].map { documents[$0] }, objective, used)
+    }
+
+    /// The pool's documents as token ids: a JSON array of arrays of ids is taken as the documents themselves
+    /// (models without a tokenizer, tests); text and JSONL are split into documents and tokenized one by one.
+    private func poolDocuments() throws -> [[Int]] {
+        let url = search.pool
+        if url.pathExtension == "json" {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [[NSNumber]] else {
+                throw PruneDistError(.data, "\(url.path): a .json pool must be an array of documents, each an array of token ids")
+            }
+            let vocab = checkpoint.config.vocabSize
+            return try object.enumerated().map { index, ids in
+                guard ids.allSatisfy({ $0.intValue >= 0 && $0.intValue < vocab }) else {
+                    throw PruneDistError(.data, "\(url.path): document \(index) holds a token id outside 0..<\(vocab)")
+                }
+                return ids.map(\.intValue)
+            }
+        }
+        let tokenizer = try Tokenizer.load(modelDirectory: settings.model)
+        return tokenizer.encode(try CalibrationData.documents(url))
     }
 
     func run() throws -> Result {

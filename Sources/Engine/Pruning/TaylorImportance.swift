@@ -100,6 +100,15 @@ public enum TaylorImportance {
         public var intermediate: Int
         /// per linear, per term: [rows] (q, k, v, gate, up) or [columns] (o, down)
         public var terms: [LlamaLinear: [TaylorTerm: [Double]]]
+
+        public init(layer: Int, headDim: Int, heads: Int, kvHeads: Int, intermediate: Int, terms: [LlamaLinear: [TaylorTerm: [Double]]]) {
+            self.layer = layer
+            self.headDim = headDim
+            self.heads = heads
+            self.kvHeads = kvHeads
+            self.intermediate = intermediate
+            self.terms = terms
+        }
     }
 
     public static func blockTerms(block: LlamaBlockWeights, gradients: BlockGradientSums) -> BlockTerms {
