@@ -135,7 +135,8 @@ extension PruneCommand {
             printLine(try jsonLine([
                 "output": settings.out.path, "method": result.method, "ratio": result.ratio,
                 "parameters_before": result.parametersBefore, "parameters_after": result.parametersAfter,
-                "block_linear_fraction_removed": result.blockLinearFractionRemoved, "seconds": result.totalSeconds,
+                "block_linear_fraction_removed": result.blockLinearFractionRemoved,
+                "pruned_blocks_fraction_removed": result.prunedBlocksFractionRemoved, "seconds": result.totalSeconds,
                 "ranks": result.ranks, "samples": result.samples, "seqlen": result.seqlen,
             ]))
         }

@@ -57,6 +57,8 @@ struct StructuredReport: Codable, Sendable {
     /// Parameters of the blocks' linears before, and the fraction of them removed
     var blockLinearParametersBefore: Int
     var blockLinearFractionRemoved: Double
+    /// The fraction removed of the pruned blocks' linears only (reference.md's "block-linear parameters removed")
+    var prunedBlocksFractionRemoved: Double
     var layerWidths: [Widths]
     var kept: [StructuredKeep]
     /// Importance of every group of the pruned blocks (the chosen configuration's)
@@ -71,6 +73,7 @@ struct StructuredReport: Codable, Sendable {
         case blockStart = "block_start", blockEnd = "block_end", calibrationLoss = "calibration_loss"
         case parametersBefore = "parameters_before", parametersAfter = "parameters_after", parametersRemoved = "parameters_removed"
         case blockLinearParametersBefore = "block_linear_parameters_before", blockLinearFractionRemoved = "block_linear_fraction_removed"
+        case prunedBlocksFractionRemoved = "pruned_blocks_fraction_removed"
         case layerWidths = "layer_widths", gradientSeconds = "gradient_seconds", totalSeconds = "total_seconds", rankUsage = "rank_usage"
     }
 }
@@ -148,7 +151,7 @@ final class StructuredPruneRun {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try StructuredOutputCheckpoint.write(source: checkpoint, keeps: keeps, out: settings.out, dtype: settings.outputDType,
                                                  reportData: try encoder.encode(report), reportURL: settings.reportURL)
-            logger.info("removed \(report.parametersRemoved) parameters (\(String(format: "%.1f", 100 * report.blockLinearFractionRemoved)) % of the block linears): \(report.parametersBefore) → \(report.parametersAfter)")
+            logger.info("removed \(report.parametersRemoved) parameters (\(String(format: "%.1f", 100 * report.blockLinearFractionRemoved)) % of all block linears, \(String(format: "%.1f", 100 * report.prunedBlocksFractionRemoved)) % of the pruned blocks'): \(report.parametersBefore) → \(report.parametersAfter)")
         }
         try comm.barrier()
         return report
@@ -158,7 +161,7 @@ final class StructuredPruneRun {
                             scores: [StructuredGroupScores]) throws -> StructuredReport {
         let config = checkpoint.config
         let before = try checkpoint.tensorNames.reduce(0) { $0 + (try checkpoint.info($1)).count }
-        var linearBefore = 0, linearAfter = 0
+        var linearBefore = 0, linearAfter = 0, prunedBefore = 0
         var widths: [StructuredReport.Widths] = []
         for layer in 0..<config.numHiddenLayers {
             let w0 = config.widths(ofLayer: layer)
@@ -169,6 +172,11 @@ final class StructuredPruneRun {
             linearAfter += StructuredPruning.linearParameters(hidden: config.hiddenSize, headDim: config.headDim, heads: w1.numAttentionHeads,
                                                               kvHeads: w1.numKeyValueHeads, intermediate: w1.intermediateSize,
                                                               attentionBias: config.attentionBias)
+            if blocks.contains(layer) {
+                prunedBefore += StructuredPruning.linearParameters(hidden: config.hiddenSize, headDim: config.headDim, heads: w0.numAttentionHeads,
+                                                                   kvHeads: w0.numKeyValueHeads, intermediate: w0.intermediateSize,
+                                                                   attentionBias: config.attentionBias)
+            }
             widths.append(.init(layer: layer, heads: w1.numAttentionHeads, kvHeads: w1.numKeyValueHeads, intermediate: w1.intermediateSize))
         }
         let removed = linearBefore - linearAfter
@@ -179,6 +187,7 @@ final class StructuredPruneRun {
                                 parametersBefore: before, parametersAfter: before - removed, parametersRemoved: removed,
                                 blockLinearParametersBefore: linearBefore,
                                 blockLinearFractionRemoved: Double(removed) / Double(max(linearBefore, 1)),
+                                prunedBlocksFractionRemoved: Double(removed) / Double(max(prunedBefore, 1)),
                                 layerWidths: widths, kept: keeps.keys.sorted().map { keeps[$0]! }, scores: scores,
                                 gradientSeconds: 0, totalSeconds: 0, rankUsage: [], search: nil)
     }

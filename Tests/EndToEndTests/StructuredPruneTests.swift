@@ -111,6 +111,32 @@ final class StructuredPruneTests: XCTestCase {
         XCTAssertEqual(try pruned.info("model.layers.2.mlp.gate_proj.weight").shape, [120, 64])
     }
 
+    /// The equal-width checkpoint loads in Hugging Face transformers and gives our logits. Skipped (saying so)
+    /// only when python3 cannot import transformers and torch.
+    func testEqualWidthsLoadInTransformers() throws {
+        let probe = try PruneDistBinary.launch(URL(fileURLWithPath: "/usr/bin/env"), ["python3", "-c", "import transformers, torch"])
+        if probe.status != 0 {
+            throw XCTSkip("Hugging Face transformers (with torch) is not installed for python3: the load check did not run")
+        }
+        let (url, _) = try prune(["--method", "llm-pruner", "--ratio", "0.6", "--block-start", "0", "--block-end", "2"], out: "hf")
+        var random = SplitMix64(seed: 8)
+        let ids = (0..<32).map { _ in Int(random.next() % 512) }
+        let script = """
+        import json, sys, torch, transformers
+        model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1], torch_dtype=torch.float32)
+        ids = torch.tensor([json.loads(sys.argv[2])])
+        with torch.no_grad():
+            print(json.dumps(model(ids).logits[0].flatten().tolist()))
+        """
+        let result = try PruneDistBinary.launch(URL(fileURLWithPath: "/usr/bin/env"),
+                                                ["python3", "-c", script, url.path, "\(ids)"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let theirs = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [Double]
+        let ours = try logits(try Checkpoint(directory: url), ids: ids, seqlen: 32)
+        XCTAssertEqual(theirs.count, ours.count)
+        XCTAssertLessThan(zip(theirs, ours).map { abs($0 - Double($1)) }.max() ?? 1, 1e-4)
+    }
+
     /// One process, mpirun -n 2 and -n 4 keep the same groups; importances (functions of the summed gradients)
     /// agree within 1e-6 relative; for el1 and el2.
     func testRanksChooseTheSameGroups() throws {
