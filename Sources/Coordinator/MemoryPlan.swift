@@ -82,6 +82,7 @@ struct MemoryPlan: Sendable {
         case .magnitude, .wanda: perInput = 0
         case .sparsegpt: perInput = 1
         case .krp: perInput = 2
+        case .llmPruner, .adapruner: preconditionFailure("plan: structured methods are refused by PlanCommand")
         }
         let streams = request.method.needsDenseStream ? 2 : 1
         func inputWidth(_ input: LlamaLinearInput) -> Int {
@@ -151,6 +152,7 @@ struct MemoryPlan: Sendable {
                     case .krp: work = 4 * m * n * 8 + n * n * 8 + m * n * 5
                     case .sparsegpt: work = 2 * m * n * 8 + n * n * 8 + m * n * 5
                     case .wanda, .magnitude: work = m * n * 12
+                    case .llmPruner, .adapruner: preconditionFailure("plan: structured methods are refused by PlanCommand")
                     }
                     consider(weights: 2 * blockWeightBytes, statistics: held, activations: activations, work: work)
                     sent += m * n * 4 * log2Ranks

@@ -49,6 +49,7 @@ struct PlanCommand: ParsableCommand {
         guard ranks > 0 else { throw ValidationError("--ranks must be positive, got \(ranks)") }
         guard parseByteSize(memPerRank) != nil else { throw ValidationError("--mem-per-rank must be a size like 64G or 500M, got \(memPerRank)") }
         guard samples > 0, seqlen > 1 else { throw ValidationError("--samples must be positive and --seqlen at least 2") }
+        guard !method.isStructured else { throw ValidationError("plan models the unstructured runs (magnitude, wanda, sparsegpt, krp); --method \(method.rawValue) is not modelled yet") }
     }
 
     func run() throws {

@@ -6,6 +6,10 @@ import Worker
 /// The pruning methods prune-dist runs.
 public enum PruneMethod: String, CaseIterable, ExpressibleByArgument, Codable, Sendable {
     case magnitude, wanda, sparsegpt, krp
+    /// Structured (whole heads and MLP channels, Taylor importance from gradients): StructuredPruneRun.
+    case llmPruner = "llm-pruner", adapruner
+
+    var isStructured: Bool { self == .llmPruner || self == .adapruner }
 
     /// Which statistics of each linear input the method needs.
     var statistics: StatisticsNeeds {
@@ -14,6 +18,7 @@ public enum PruneMethod: String, CaseIterable, ExpressibleByArgument, Codable, S
         case .wanda: return StatisticsNeeds(columnNorms: true)
         case .sparsegpt: return StatisticsNeeds(hessian: true)
         case .krp: return StatisticsNeeds(hessian: true, cross: true)
+        case .llmPruner, .adapruner: return .none
         }
     }
 
@@ -85,9 +90,12 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Where ranks get weights: shared (every rank reads --model) or broadcast (only rank 0 reads; blocks are broadcast).")
     var weights: WeightsSource = .shared
 
+    @OptionGroup var structured: StructuredPruneOptions
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
+        if method.isStructured { return try validateStructured() }
         do {
             _ = try SparsityPattern.parse(sparsity: sparsity, pattern: pattern)
         } catch let error as PruneDistError {
@@ -113,6 +121,7 @@ struct PruneCommand: ParsableCommand {
     }
 
     func run() throws {
+        if method.isStructured { return try runStructured() }
         let comm = try MPICommunicator.start()
         defer { comm.finish() }
         var logger = try global.makeLogger()

@@ -245,6 +245,8 @@ final class PruneRun {
             case .krp:
                 result = try pruneKRP(weight: weight, shape: shape, hessian: statistics!.hessian, crossTerm: statistics!.cross,
                                       pattern: settings.pattern, blocksize: settings.blocksize, percdamp: settings.percdamp)
+            case .llmPruner, .adapruner:
+                throw PruneDistError(.argument, "structured methods run in StructuredPruneRun, not per linear")
             }
         } catch let error as PruneDistError {
             throw PruneDistError(error.kind, "\(name): \(error.message)")

@@ -58,7 +58,7 @@ public enum CalibrationData {
     }
 
     /// documents: [d][n_d] token ids; returns [samples][seqlen]
-    static func drawWindows(from documents: [[Int]], samples: Int, seqlen: Int, seed: UInt64,
+    public static func drawWindows(from documents: [[Int]], samples: Int, seqlen: Int, seed: UInt64,
                             source: String, what: String) throws -> [[Int]] {
         let available = documents.reduce(0) { $0 + $1.count }
         guard available >= samples * seqlen else {
@@ -108,7 +108,7 @@ public enum CalibrationData {
 
     /// The documents of a text source: JSONL lines' "text" fields, or blank-line-separated stretches of plain
     /// text with surrounding whitespace removed. Empty documents are dropped.
-    static func documents(_ url: URL) throws -> [String] {
+    public static func documents(_ url: URL) throws -> [String] {
         let text = try readText(url)
         if isJSONL(url) {
             var documents = [String]()

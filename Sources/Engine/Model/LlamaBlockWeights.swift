@@ -87,6 +87,31 @@ public struct LlamaBlockWeights: Sendable {
         }
     }
 
+    /// A block from explicit tensors, e.g. after structured pruning has removed heads and channels.
+    /// - weights: [out, in] per linear, every linear present, shapes as `shape(_:)` gives for these widths
+    /// - biases: [out] per linear that has one
+    public init(layer: Int, hiddenSize: Int, headDim: Int, numAttentionHeads: Int, numKeyValueHeads: Int,
+                intermediateSize: Int, rmsNormEps: Float, inputNorm: [Float], postAttentionNorm: [Float],
+                weights: [LlamaLinear: [Float]], biases: [LlamaLinear: [Float]]) {
+        self.layer = layer
+        self.hiddenSize = hiddenSize
+        self.headDim = headDim
+        self.numAttentionHeads = numAttentionHeads
+        self.numKeyValueHeads = numKeyValueHeads
+        self.intermediateSize = intermediateSize
+        self.rmsNormEps = rmsNormEps
+        self.inputNorm = inputNorm
+        self.postAttentionNorm = postAttentionNorm
+        self.weights = weights
+        self.biases = biases
+        for linear in LlamaLinear.allCases {
+            let shape = self.shape(linear)
+            precondition(weights[linear]?.count == shape[0] * shape[1],
+                         "LlamaBlockWeights: \(linear.rawValue) has \(weights[linear]?.count ?? 0) values, expected \(shape)")
+            precondition(biases[linear] == nil || biases[linear]!.count == shape[0], "LlamaBlockWeights: \(linear.rawValue) bias size")
+        }
+    }
+
     public func weight(_ linear: LlamaLinear) -> [Float] { weights[linear]! }
     public func bias(_ linear: LlamaLinear) -> [Float]? { biases[linear] }
 

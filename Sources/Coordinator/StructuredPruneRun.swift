@@ -1,0 +1,237 @@
+import Engine
+import Foundation
+import Logging
+import Worker
+
+/// Everything a structured prune run (LLM-Pruner, AdaPruner) needs, resolved from the command line.
+struct StructuredPruneSettings: Sendable {
+    var model: URL
+    var out: URL
+    var method: PruneMethod
+    var ratio: Double
+    var importance: TaylorTerm
+    var aggregation: GroupAggregation
+    var calibration: URL
+    var samples: Int
+    var seqlen: Int
+    var seed: Int
+    /// nil: LLM-Pruner's default, blocks 4..N−3
+    var blocks: ClosedRange<Int>?
+    var outputDType: DType?
+    var reportURL: URL?
+    var search: AdaPrunerSettings?
+}
+
+/// The JSON report of a structured prune run.
+struct StructuredReport: Codable, Sendable {
+    struct Widths: Codable, Sendable {
+        var layer: Int
+        var heads: Int
+        var kvHeads: Int
+        var intermediate: Int
+        enum CodingKeys: String, CodingKey {
+            case layer, heads, intermediate
+            case kvHeads = "kv_heads"
+        }
+    }
+
+    var tool = "prune-dist"
+    var version = PruneDistVersion.string
+    var model: String
+    var output: String
+    var method: String
+    var ratio: Double
+    var importance: String?
+    var aggregation: String
+    var samples: Int
+    var seqlen: Int
+    var seed: Int
+    var ranks: Int
+    var blockStart: Int
+    var blockEnd: Int
+    /// Mean NLL of the calibration batch the gradients were taken on
+    var calibrationLoss: Double?
+    var parametersBefore: Int
+    var parametersAfter: Int
+    var parametersRemoved: Int
+    /// Parameters of the blocks' linears before, and the fraction of them removed
+    var blockLinearParametersBefore: Int
+    var blockLinearFractionRemoved: Double
+    /// The fraction removed of the pruned blocks' linears only (reference.md's "block-linear parameters removed")
+    var prunedBlocksFractionRemoved: Double
+    var layerWidths: [Widths]
+    var kept: [StructuredKeep]
+    /// Importance of every group of the pruned blocks (the chosen configuration's)
+    var scores: [StructuredGroupScores]
+    var gradientSeconds: Double
+    var totalSeconds: Double
+    var rankUsage: [RunReport.Rank]
+    var search: AdaPrunerReport?
+
+    enum CodingKeys: String, CodingKey {
+        case tool, version, model, output, method, ratio, importance, aggregation, samples, seqlen, seed, ranks, kept, scores, search
+        case blockStart = "block_start", blockEnd = "block_end", calibrationLoss = "calibration_loss"
+        case parametersBefore = "parameters_before", parametersAfter = "parameters_after", parametersRemoved = "parameters_removed"
+        case blockLinearParametersBefore = "block_linear_parameters_before", blockLinearFractionRemoved = "block_linear_fraction_removed"
+        case prunedBlocksFractionRemoved = "pruned_blocks_fraction_removed"
+        case layerWidths = "layer_widths", gradientSeconds = "gradient_seconds", totalSeconds = "total_seconds", rankUsage = "rank_usage"
+    }
+}
+
+/// One structured prune run on one rank: gradients of the calibration loss split over ranks and summed onto
+/// rank 0, which scores the groups of every pruned block and chooses what to keep; the choice is broadcast,
+/// and rank 0 writes the smaller checkpoint and the report.
+final class StructuredPruneRun {
+    let settings: StructuredPruneSettings
+    let comm: Communicator
+    let logger: Logger
+
+    init(settings: StructuredPruneSettings, comm: Communicator, logger: Logger) {
+        self.settings = settings
+        self.comm = comm
+        self.logger = logger
+    }
+
+    func run() throws -> StructuredReport {
+        let start = Date()
+        let checkpoint = try Checkpoint(directory: settings.model)
+        let config = checkpoint.config
+        let blocks = try settings.blocks ?? StructuredPruning.defaultBlocks(layers: config.numHiddenLayers)
+        guard blocks.lowerBound >= 0, blocks.upperBound < config.numHiddenLayers else {
+            throw PruneDistError(.argument, "blocks \(blocks.lowerBound)..\(blocks.upperBound) are outside the model's 0..\(config.numHiddenLayers - 1)")
+        }
+        let keeps: [Int: StructuredKeep]
+        var scores: [StructuredGroupScores] = []
+        var loss: Double?
+        var gradientSeconds = 0.0
+        var searchReport: AdaPrunerReport?
+        var samples = settings.samples, seed = settings.seed
+        var importance: String? = settings.importance.rawValue
+        if let search = settings.search {
+            let result = try AdaPrunerSearch(settings: settings, search: search, checkpoint: checkpoint, blocks: blocks,
+                                             comm: comm, logger: logger).run()
+            keeps = result.keeps
+            scores = result.scores
+            searchReport = result.report
+            gradientSeconds = result.report.trials.reduce(0) { $0 + $1.gradientSeconds }
+            samples = result.report.best.samples
+            seed = result.report.best.calibrationSeed
+            importance = nil
+        } else {
+            let windows = try CalibrationSource.windows(url: settings.calibration, modelDirectory: settings.model,
+                                                        samples: settings.samples, seqlen: settings.seqlen, seed: settings.seed)
+            if comm.rank == 0 {
+                logger.info("llm-pruner: \(settings.importance.rawValue) importance, ratio \(settings.ratio), blocks \(blocks.lowerBound)..\(blocks.upperBound), \(windows.count) sequences of \(settings.seqlen) tokens over \(comm.size) rank(s)")
+            }
+            let t = Date()
+            let terms = try TaylorTermsOverRanks.compute(checkpoint: checkpoint, windows: windows, seqlen: settings.seqlen,
+                                                         blocks: blocks, fisher: settings.importance == .el2, comm: comm)
+            gradientSeconds = Date().timeIntervalSince(t)
+            loss = terms.meanNLL
+            let chosen = try TaylorTermsOverRanks.choose(terms: terms, mix: .single(settings.importance),
+                                                         aggregation: settings.aggregation, ratio: settings.ratio, comm: comm)
+            keeps = chosen.keeps
+            scores = chosen.scores
+        }
+
+        let usage = RunReport.Rank(rank: comm.rank, host: comm.hostName, peakRSSBytes: peakResidentBytes(),
+                                   cpuSeconds: processCPUSeconds(), sequences: 0)
+        let gathered = try comm.gather(try JSONEncoder().encode(usage), root: 0)
+        var report = try makeReport(checkpoint: checkpoint, keeps: keeps, blocks: blocks, scores: scores)
+        report.samples = samples
+        report.seed = seed
+        report.importance = importance
+        report.calibrationLoss = loss
+        report.gradientSeconds = gradientSeconds
+        report.search = searchReport
+        if comm.rank == 0 {
+            report.rankUsage = try gathered.map { try JSONDecoder().decode(RunReport.Rank.self, from: $0) }
+            report.totalSeconds = Date().timeIntervalSince(start)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try StructuredOutputCheckpoint.write(source: checkpoint, keeps: keeps, out: settings.out, dtype: settings.outputDType,
+                                                 reportData: try encoder.encode(report), reportURL: settings.reportURL)
+            logger.info("removed \(report.parametersRemoved) parameters (\(String(format: "%.1f", 100 * report.blockLinearFractionRemoved)) % of all block linears, \(String(format: "%.1f", 100 * report.prunedBlocksFractionRemoved)) % of the pruned blocks'): \(report.parametersBefore) → \(report.parametersAfter)")
+        }
+        try comm.barrier()
+        return report
+    }
+
+    private func makeReport(checkpoint: Checkpoint, keeps: [Int: StructuredKeep], blocks: ClosedRange<Int>,
+                            scores: [StructuredGroupScores]) throws -> StructuredReport {
+        let config = checkpoint.config
+        let before = try checkpoint.tensorNames.reduce(0) { $0 + (try checkpoint.info($1)).count }
+        var linearBefore = 0, linearAfter = 0, prunedBefore = 0
+        var widths: [StructuredReport.Widths] = []
+        for layer in 0..<config.numHiddenLayers {
+            let w0 = config.widths(ofLayer: layer)
+            let w1 = StructuredOutputCheckpoint.layerWidths(config: config, layer: layer, keep: keeps[layer])
+            linearBefore += StructuredPruning.linearParameters(hidden: config.hiddenSize, headDim: config.headDim, heads: w0.numAttentionHeads,
+                                                               kvHeads: w0.numKeyValueHeads, intermediate: w0.intermediateSize,
+                                                               attentionBias: config.attentionBias)
+            linearAfter += StructuredPruning.linearParameters(hidden: config.hiddenSize, headDim: config.headDim, heads: w1.numAttentionHeads,
+                                                              kvHeads: w1.numKeyValueHeads, intermediate: w1.intermediateSize,
+                                                              attentionBias: config.attentionBias)
+            if blocks.contains(layer) {
+                prunedBefore += StructuredPruning.linearParameters(hidden: config.hiddenSize, headDim: config.headDim, heads: w0.numAttentionHeads,
+                                                                   kvHeads: w0.numKeyValueHeads, intermediate: w0.intermediateSize,
+                                                                   attentionBias: config.attentionBias)
+            }
+            widths.append(.init(layer: layer, heads: w1.numAttentionHeads, kvHeads: w1.numKeyValueHeads, intermediate: w1.intermediateSize))
+        }
+        let removed = linearBefore - linearAfter
+        return StructuredReport(model: settings.model.path, output: settings.out.path, method: settings.method.rawValue,
+                                ratio: settings.ratio, importance: settings.importance.rawValue, aggregation: settings.aggregation.rawValue,
+                                samples: settings.samples, seqlen: settings.seqlen, seed: settings.seed, ranks: comm.size,
+                                blockStart: blocks.lowerBound, blockEnd: blocks.upperBound, calibrationLoss: nil,
+                                parametersBefore: before, parametersAfter: before - removed, parametersRemoved: removed,
+                                blockLinearParametersBefore: linearBefore,
+                                blockLinearFractionRemoved: Double(removed) / Double(max(linearBefore, 1)),
+                                prunedBlocksFractionRemoved: Double(removed) / Double(max(prunedBefore, 1)),
+                                layerWidths: widths, kept: keeps.keys.sorted().map { keeps[$0]! }, scores: scores,
+                                gradientSeconds: 0, totalSeconds: 0, rankUsage: [], search: nil)
+    }
+}
+
+/// The per-structure Taylor terms of the pruned blocks, from gradients computed over every rank (held on rank 0),
+/// and the choice of kept groups made from them on rank 0 and broadcast.
+enum TaylorTermsOverRanks {
+    struct Terms {
+        /// On rank 0 only: by layer
+        var blocks: [Int: TaylorImportance.BlockTerms]
+        var meanNLL: Double
+        var sequences: Int
+    }
+
+    /// windows: every rank's [count][seqlen]; rank r differentiates those with index ≡ r (mod size)
+    static func compute(checkpoint: Checkpoint, windows: [[Int]], seqlen: Int, blocks: ClosedRange<Int>, fisher: Bool,
+                        comm: Communicator) throws -> Terms {
+        let mine = windows.indices.filter { $0 % comm.size == comm.rank }.map { windows[$0] }
+        var terms: [Int: TaylorImportance.BlockTerms] = [:]
+        let result = try DistributedGradients.compute(checkpoint: checkpoint, mine: mine, seqlen: seqlen, totalSequences: windows.count,
+                                                      perSequenceSquares: fisher, layers: Set(blocks), comm: comm, root: 0) { sums in
+            let block = try LlamaBlockWeights(checkpoint: checkpoint, layer: sums.layer, checkFinite: true)
+            terms[sums.layer] = TaylorImportance.blockTerms(block: block, gradients: sums)
+        }
+        return Terms(blocks: terms, meanNLL: result.nllSum / Double(result.predictions), sequences: windows.count)
+    }
+
+    /// The kept groups of every pruned block (on every rank) and their scores (on rank 0).
+    static func choose(terms: Terms, mix: ImportanceMix, aggregation: GroupAggregation, ratio: Double,
+                       comm: Communicator) throws -> (keeps: [Int: StructuredKeep], scores: [StructuredGroupScores]) {
+        var scores: [StructuredGroupScores] = []
+        var keeps: [StructuredKeep] = []
+        if comm.rank == 0 {
+            for layer in terms.blocks.keys.sorted() {
+                let blockTerms = terms.blocks[layer]!
+                let s = TaylorImportance.groupScores(terms: blockTerms, mix: mix, aggregation: aggregation)
+                scores.append(s)
+                keeps.append(TaylorImportance.keep(scores: s, heads: blockTerms.heads, headDim: blockTerms.headDim, ratio: ratio))
+            }
+        }
+        var data = comm.rank == 0 ? try JSONEncoder().encode(keeps) : Data()
+        try comm.broadcast(&data, root: 0)
+        keeps = try JSONDecoder().decode([StructuredKeep].self, from: data)
+        return (Dictionary(uniqueKeysWithValues: keeps.map { ($0.layer, $0) }), scores)
+    }
+}

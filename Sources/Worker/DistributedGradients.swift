@@ -1,0 +1,63 @@
+import Engine
+import Foundation
+
+/// Gradients of the mean next-token NLL over a calibration batch split across ranks.
+///
+/// Every rank runs the streamed backward (one block's weights at a time) on its own sequences with the loss
+/// divided by the *global* number of predictions, so the ranks' gradients are token-weighted shares that sum to
+/// the whole batch's gradient. For each block in `layers` (last block first, as the backward produces them) the
+/// linears' gradients, and the per-sequence squares when asked for, are summed in Double onto `root` only:
+/// the importance scores are formed there. Other ranks get nothing back.
+public enum DistributedGradients {
+    public struct Result: Sendable {
+        /// Σ NLL over the whole batch and the number of predictions (on every rank)
+        public var nllSum: Double
+        public var predictions: Int
+    }
+
+    /// - mine: this rank's sequences, [count][seqlen] (may be empty)
+    /// - totalSequences: the whole batch's number of sequences (over every rank)
+    /// - onBlock: called on `root` with each reduced block, last block first
+    public static func compute(checkpoint: Checkpoint, mine: [[Int]], seqlen: Int, totalSequences: Int,
+                               perSequenceSquares: Bool, layers: Set<Int>, comm: Communicator, root: Int = 0,
+                               onBlock: (BlockGradientSums) throws -> Void) throws -> Result {
+        let config = checkpoint.config
+        let predictions = totalSequences * (seqlen - 1)
+        func reduce(layer: Int, _ tensors: [LlamaLinear: [Float]], squares: [LlamaLinear: [Float]]?) throws {
+            guard layers.contains(layer) else { return }
+            var gradients: [LlamaLinear: [Double]] = [:]
+            var squared: [LlamaLinear: [Double]]? = perSequenceSquares ? [:] : nil
+            for linear in LlamaLinear.allCases {
+                let shape = linear.shape(config: config, layer: layer)
+                let count = shape[0] * shape[1]
+                var buffer = tensors[linear].map { $0.map(Double.init) } ?? [Double](repeating: 0, count: count)
+                try comm.reduceSum(&buffer, root: root)
+                gradients[linear] = buffer
+                if perSequenceSquares {
+                    var s = squares?[linear].map { $0.map(Double.init) } ?? [Double](repeating: 0, count: count)
+                    try comm.reduceSum(&s, root: root)
+                    squared![linear] = s
+                }
+            }
+            if comm.rank == root {
+                try onBlock(BlockGradientSums(layer: layer, gradients: gradients, squaredPerSequence: squared, sequences: totalSequences))
+            }
+        }
+
+        var nll = [0.0]
+        if mine.isEmpty {
+            // Nothing to differentiate here, but every reduction must still be joined, in the same order.
+            for layer in stride(from: config.numHiddenLayers - 1, through: 0, by: -1) {
+                try reduce(layer: layer, [:], squares: nil)
+            }
+        } else {
+            let model = try llamaGradientsStreamed(checkpoint: checkpoint, ids: mine.flatMap { $0 }, seqlen: seqlen,
+                                                   lossDivisor: Double(predictions), perSequenceSquares: perSequenceSquares) { block in
+                try reduce(layer: block.layer, block.weights, squares: block.squaredPerSequence)
+            }
+            nll[0] = model.nllSum
+        }
+        try comm.allreduceSum(&nll)
+        return Result(nllSum: nll[0], predictions: predictions)
+    }
+}
