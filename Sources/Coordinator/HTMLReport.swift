@@ -122,7 +122,7 @@ enum HTMLReport {
 
     /// Plot geometry: the SVG's size and the inner plotting area.
     private struct Frame {
-        var width = 560.0, height = 260.0, left = 56.0, right = 16.0, top = 14.0, bottom = 40.0
+        var width = 560.0, height = 280.0, left = 56.0, right = 16.0, top = 34.0, bottom = 40.0
         var plotWidth: Double { width - left - right }
         var plotHeight: Double { height - top - bottom }
     }
@@ -179,8 +179,8 @@ enum HTMLReport {
             for (layer, value) in series {
                 s += "<circle class=\"block-mark\" cx=\"\(fmt(x(Double(layer))))\" cy=\"\(fmt(y(value)))\" r=\"3\" fill=\"\(colour)\"><title>\(escape("\(runs[i].label): block \(layer) sparsity \(String(format: "%.5f", value))"))</title></circle>"
             }
-            s += "<rect x=\"\(fmt(f.left + 10 + Double(i) * 170))\" y=\"\(fmt(f.top + 2))\" width=\"10\" height=\"10\" fill=\"\(colour)\"/>"
-            s += "<text x=\"\(fmt(f.left + 24 + Double(i) * 170))\" y=\"\(fmt(f.top + 11))\">\(escape(String(runs[i].label.prefix(26))))</text>"
+            s += "<rect x=\"\(fmt(f.left + 10 + Double(i) * 170))\" y=\"8\" width=\"10\" height=\"10\" fill=\"\(colour)\"/>"
+            s += "<text x=\"\(fmt(f.left + 24 + Double(i) * 170))\" y=\"17\">\(escape(String(runs[i].label.prefix(26))))</text>"
         }
         return s + "</svg>\n"
     }
@@ -208,7 +208,7 @@ enum HTMLReport {
         let cell = 44.0, rowHeight = max(6.0, min(16.0, 420 / Double(max(blocks, 1)))), left = 40.0, top = 30.0
         var f = Frame()
         f.width = left + cell * Double(used.count) + 70
-        f.height = top + rowHeight * Double(blocks) + 10
+        f.height = max(top + rowHeight * Double(blocks) + 10, top + 150)
         var s = svgOpen(id, f, label: "sparsity per linear")
         for (c, name) in used.enumerated() {
             let short = name.split(separator: ".").last.map { String($0.replacingOccurrences(of: "_proj", with: "")) } ?? name
@@ -221,6 +221,9 @@ enum HTMLReport {
         for entry in report.linears {
             let c = used.firstIndex(of: kind(entry)) ?? 0
             s += "<rect class=\"linear-mark\" x=\"\(fmt(left + cell * Double(c) + 1))\" y=\"\(fmt(top + rowHeight * Double(entry.layer) + 0.5))\" width=\"\(fmt(cell - 2))\" height=\"\(fmt(rowHeight - 1))\" fill=\"\(sparsityColour(entry.sparsity))\"><title>\(escape("\(entry.name): sparsity \(String(format: "%.5f", entry.sparsity)) (\(entry.zeros) of \(entry.total)), rank \(entry.owner)"))</title></rect>"
+            if rowHeight >= 12 {
+                s += "<text x=\"\(fmt(left + cell * (Double(c) + 0.5)))\" y=\"\(fmt(top + rowHeight * (Double(entry.layer) + 0.5) + 3))\" text-anchor=\"middle\" style=\"font-size: 9px; fill: \(entry.sparsity > 0.55 ? "#fff" : "#222")\">\(String(format: "%.3f", entry.sparsity))</text>"
+            }
         }
         // Colour key.
         let keyX = left + cell * Double(used.count) + 14
@@ -247,7 +250,7 @@ enum HTMLReport {
         let positive = entries.flatMap { [$0.errorBefore, $0.errorAfter] }.compactMap { $0 }.filter { $0 > 0 && $0.isFinite }
         var s = svgOpen(id, f, label: "reconstruction error per linear")
         guard let minimum = positive.min(), let maximum = positive.max() else {
-            return s + "<text x=\"\(fmt(f.width / 2))\" y=\"\(fmt(f.height / 2))\" text-anchor=\"middle\">no reconstruction errors in this report</text></svg>\n"
+            return s + "<text x=\"\(fmt(f.width / 2))\" y=\"\(fmt(f.height / 2))\" text-anchor=\"middle\">no reconstruction errors in this report (the method computes none)</text></svg>\n"
         }
         let low = Foundation.floor(log10(minimum)), high = max(Foundation.ceil(log10(maximum)), low + 1)
         let x = { (i: Double) in f.left + (entries.count <= 1 ? f.plotWidth / 2 : i / Double(entries.count - 1) * f.plotWidth) }
@@ -272,7 +275,7 @@ enum HTMLReport {
         }
         for (c, name) in columns.prefix(palette.count).enumerated() {
             let short = name.split(separator: ".").last.map { String($0.replacingOccurrences(of: "_proj", with: "")) } ?? name
-            s += "<circle cx=\"\(fmt(f.left + 14 + Double(c) * 62))\" cy=\"\(fmt(f.top + 6))\" r=\"3\" fill=\"\(palette[c])\"/><text x=\"\(fmt(f.left + 20 + Double(c) * 62))\" y=\"\(fmt(f.top + 10))\">\(escape(short))</text>"
+            s += "<circle cx=\"\(fmt(f.left + 14 + Double(c) * 62))\" cy=\"13\" r=\"3\" fill=\"\(palette[c])\"/><text x=\"\(fmt(f.left + 20 + Double(c) * 62))\" y=\"17\">\(escape(short))</text>"
         }
         return s + "</svg>\n"
     }
@@ -300,7 +303,7 @@ enum HTMLReport {
             }
         }
         for (i, part) in parts.enumerated() {
-            s += "<rect x=\"\(fmt(f.left + 10 + Double(i) * 90))\" y=\"\(fmt(f.top + 2))\" width=\"10\" height=\"10\" fill=\"\(part.1)\"/><text x=\"\(fmt(f.left + 24 + Double(i) * 90))\" y=\"\(fmt(f.top + 11))\">\(part.0)</text>"
+            s += "<rect x=\"\(fmt(f.left + 10 + Double(i) * 90))\" y=\"8\" width=\"10\" height=\"10\" fill=\"\(part.1)\"/><text x=\"\(fmt(f.left + 24 + Double(i) * 90))\" y=\"17\">\(part.0)</text>"
         }
         return s + "</svg>\n"
     }
