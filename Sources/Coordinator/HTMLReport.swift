@@ -68,7 +68,7 @@ enum HTMLReport {
         html += row("method") { $0.method }
         html += row("pattern") { $0.pattern }
         html += row("sparsity (target / reached)") { String(format: "%.4f / %.5f", $0.sparsityTarget, $0.overallSparsity) }
-        html += row("calibration") { "\($0.samples) × \($0.seqlen) tokens, seed \($0.seed)" + ($0.trueSequential ? ", true-sequential" : "") }
+        html += row("calibration") { $0.samples == 0 ? "none" : "\($0.samples) × \($0.seqlen) tokens, seed \($0.seed)" + ($0.trueSequential ? ", true-sequential" : "") }
         html += row("ranks") { "\($0.ranks)" }
         html += row("wall time") { String(format: "%.1f s", $0.totalSeconds) }
         html += row("CPU time, all ranks") { String(format: "%.1f s", $0.rankUsage.map(\.cpuSeconds).reduce(0, +)) }
@@ -172,6 +172,7 @@ enum HTMLReport {
         }
         var s = svgOpen("block-sparsity", f, label: "sparsity per block")
         s += axes(f, xTicks: blockTicks(blocks, x), yTicks: yTicks, xLabel: "block", yLabel: "sparsity")
+        var legendX = f.left + 10  // legend entries advance by their label's width (about 6.2 px a character)
         for (i, series) in perRun.enumerated() {
             let colour = palette[i % palette.count]
             let points = series.map { "\(fmt(x(Double($0.0)))),\(fmt(y($0.1)))" }.joined(separator: " ")
@@ -179,8 +180,10 @@ enum HTMLReport {
             for (layer, value) in series {
                 s += "<circle class=\"block-mark\" cx=\"\(fmt(x(Double(layer))))\" cy=\"\(fmt(y(value)))\" r=\"3\" fill=\"\(colour)\"><title>\(escape("\(runs[i].label): block \(layer) sparsity \(String(format: "%.5f", value))"))</title></circle>"
             }
-            s += "<rect x=\"\(fmt(f.left + 10 + Double(i) * 170))\" y=\"8\" width=\"10\" height=\"10\" fill=\"\(colour)\"/>"
-            s += "<text x=\"\(fmt(f.left + 24 + Double(i) * 170))\" y=\"17\">\(escape(String(runs[i].label.prefix(26))))</text>"
+            let legend = String(runs[i].label.prefix(40))
+            s += "<rect x=\"\(fmt(legendX))\" y=\"8\" width=\"10\" height=\"10\" fill=\"\(colour)\"/>"
+            s += "<text x=\"\(fmt(legendX + 14))\" y=\"17\">\(escape(legend))</text>"
+            legendX += 30 + 6.2 * Double(legend.count)
         }
         return s + "</svg>\n"
     }
