@@ -105,6 +105,13 @@ struct PruneCommand: ParsableCommand {
         if let evalTasks { do { _ = try DistributedEvaluation.parseTasks(evalTasks) } catch let error as PruneDistError { throw ValidationError(error.message) } }
         guard evalSeqlen >= 2 else { throw ValidationError("--eval-seqlen must be at least 2, got \(evalSeqlen)") }
         if let evalLimit, evalLimit < 1 { throw ValidationError("--eval-limit must be at least 1, got \(evalLimit)") }
+        // Evaluation inputs are checked now rather than after a long run.
+        if let evalText, !FileManager.default.fileExists(atPath: evalText) { throw ValidationError("--eval-text \(evalText): no such file") }
+        if let evalTasks, let evalData, let tasks = try? DistributedEvaluation.parseTasks(evalTasks) {
+            for task in tasks where !FileManager.default.fileExists(atPath: URL(fileURLWithPath: evalData).appendingPathComponent(task.fileName).path) {
+                throw ValidationError("--eval-data \(evalData): no \(task.fileName) for task \(task.rawValue)")
+            }
+        }
         if let dtype, DType(torchName: dtype) == nil || !(DType(torchName: dtype)!.isWeightType) {
             throw ValidationError("--dtype must be bf16, f16 or f32, got \(dtype)")
         }

@@ -110,5 +110,13 @@ final class RunReportTests: XCTestCase {
                                               "--eval-tasks", "piqa"])
         XCTAssertNotEqual(result.status, 0)
         XCTAssertTrue(result.stderr.contains("--eval-data"), result.stderr)
+        let missingText = try PruneDistBinary.run(["prune", "--model", "m", "--out", "o", "--method", "magnitude", "--sparsity", "0.5",
+                                                   "--eval-text", scratch.appendingPathComponent("none.txt").path])
+        XCTAssertNotEqual(missingText.status, 0)
+        XCTAssertTrue(missingText.stderr.contains("none.txt"), missingText.stderr)
+        let missingTask = try PruneDistBinary.run(["prune", "--model", "m", "--out", "o", "--method", "magnitude", "--sparsity", "0.5",
+                                                   "--eval-tasks", "piqa", "--eval-data", scratch.path])
+        XCTAssertNotEqual(missingTask.status, 0)
+        XCTAssertTrue(missingTask.stderr.contains("piqa.validation.jsonl"), missingTask.stderr)
     }
 }
