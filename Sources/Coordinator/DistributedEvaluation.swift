@@ -126,7 +126,15 @@ enum DistributedEvaluation {
         for (d, document) in documents.enumerated() {
             firstSequence.append(sequences.count)
             for (context, continuation) in zip(document.contexts, document.continuations) {
-                let pair = ScoredSequence(context: context, continuation: continuation, encode: encode)
+                var pair = ScoredSequence(context: context, continuation: continuation, encode: encode)
+                // Longer than the model's positions: the harness keeps the last tokens (left truncation).
+                let overflow = pair.ids.count - checkpoint.config.maxPositionEmbeddings
+                if overflow > 0 {
+                    guard pair.continuationStart - overflow >= 1 else {
+                        throw PruneDistError(.data, "\(file.path): document \(d + 1): a choice has \(pair.ids.count - pair.continuationStart) tokens, too many for the model's \(checkpoint.config.maxPositionEmbeddings) positions (task \(task.rawValue))")
+                    }
+                    pair = ScoredSequence(ids: Array(pair.ids[overflow...]), continuationStart: pair.continuationStart - overflow)
+                }
                 guard pair.continuationStart >= 1 else {
                     throw PruneDistError(.data, "\(file.path): document \(d + 1) has an empty context (task \(task.rawValue)); nothing to condition on")
                 }

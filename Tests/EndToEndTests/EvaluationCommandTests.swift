@@ -96,6 +96,20 @@ final class EvaluationCommandTests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("\(file.path): line 3") && bad.stderr.contains("\"answer\""), bad.stderr)
     }
 
+    /// A context longer than the model's 256 positions is cut from the left, as the harness does.
+    func testLongContextsAreTruncatedFromTheLeft() throws {
+        let model = try TinyEvaluationFixture.model(in: scratch)
+        let folder = scratch.appendingPathComponent("long")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let passage = String(repeating: "the cat sat on the mat. ", count: 40)  // about 600 byte tokens
+        let rows = (0..<3).map { i in "{\"question\": \"is it \(i)\", \"passage\": \"\(passage)\", \"answer\": \(i == 1)}" }
+        try Data(rows.joined(separator: "\n").utf8).write(to: folder.appendingPathComponent("boolq.validation.jsonl"))
+        let result = try PruneDistBinary.run(["eval", "zeroshot", "--model", model.path, "--data", folder.path, "--tasks", "boolq",
+                                              "--json", "--log-level", "warning"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertEqual((try lastJSON(result)["tasks"] as? [String: [String: Any]])?["boolq"]?["documents"] as? Int, 3)
+    }
+
     /// Windows shared out over ranks give the one-process perplexity exactly.
     func testPerplexityIsTheSameOnOneTwoAndFourRanks() throws {
         var random = SplitMix64(seed: 11)
