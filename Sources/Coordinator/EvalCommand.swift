@@ -1,20 +1,22 @@
 import ArgumentParser
 import Engine
 import Foundation
+import Worker
 
 /// `prune-dist eval`: how good a (pruned) model is.
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Evaluate a model: perplexity on a token stream.",
-        subcommands: [PerplexityCommand.self])
+        abstract: "Evaluate a model: perplexity on a token stream, zero-shot accuracy on multiple-choice tasks.",
+        subcommands: [PerplexityCommand.self, ZeroShotCommand.self])
 }
 
 /// `prune-dist eval perplexity`: exp of the mean over non-overlapping windows of each window's mean next-token NLL.
 struct PerplexityCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "perplexity",
-        abstract: "Perplexity over non-overlapping windows of a token stream.")
+        abstract: "Perplexity over non-overlapping windows of a token stream.",
+        discussion: "Under mpirun, window w is evaluated on rank w mod size; the result is the same as one process's.")
 
     @Option(name: .long, help: "Hugging Face model directory (config.json + safetensors).")
     var model: String
@@ -43,30 +45,35 @@ struct PerplexityCommand: ParsableCommand {
     }
 
     func run() throws {
-        let logger = try global.makeLogger()
+        let comm = try MPICommunicator.start()
+        defer { comm.finish() }
+        var logger = try global.makeLogger()
+        if comm.rank != 0 { logger.logLevel = max(logger.logLevel, .warning) }
         let start = Date()
-        let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))
-        guard seqlen <= checkpoint.config.maxPositionEmbeddings else {
-            throw PruneDistError(.argument, "--seqlen \(seqlen) is beyond the model's context: \(model)/config.json has max_position_embeddings \(checkpoint.config.maxPositionEmbeddings)")
+        let (perplexity, windows) = try comm.abortingJobOnError { () throws -> (Double, Int) in
+            let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))
+            guard seqlen <= checkpoint.config.maxPositionEmbeddings else {
+                throw PruneDistError(.argument, "--seqlen \(seqlen) is beyond the model's context: \(model)/config.json has max_position_embeddings \(checkpoint.config.maxPositionEmbeddings)")
+            }
+            let stream = try tokenStream(modelDirectory: checkpoint.directory)
+            let layers = checkpoint.config.numHiddenLayers
+            return try DistributedEvaluation.perplexity(checkpoint: checkpoint, tokens: stream, seqlen: seqlen,
+                                                        maxWindows: maxWindows, comm: comm) { layer in
+                logger.debug("block \(layer + 1)/\(layers) done")
+            }
         }
-        let stream = try tokenStream(modelDirectory: checkpoint.directory)
-        let windows = try Perplexity.windows(tokens: stream, seqlen: seqlen, maxWindows: maxWindows)
-        let layers = checkpoint.config.numHiddenLayers
-        let perWindow = try Perplexity.windowMeanNLL(checkpoint: checkpoint, windows: windows, seqlen: seqlen) { layer in
-            logger.debug("block \(layer + 1)/\(layers) done")
-        }
-        let perplexity = Perplexity.perplexity(windowMeanNLL: perWindow)
+        guard comm.rank == 0 else { return }
         let seconds = Date().timeIntervalSince(start)
-        let evaluated = windows.count * seqlen
+        let evaluated = windows * seqlen
         if json {
             printLine(try jsonLine([
-                "perplexity": perplexity, "mean_nll": log(perplexity), "windows": windows.count, "tokens": evaluated,
-                "seqlen": seqlen, "seconds": seconds, "tokens_per_second": Double(evaluated) / seconds,
+                "perplexity": perplexity, "mean_nll": log(perplexity), "windows": windows, "tokens": evaluated,
+                "seqlen": seqlen, "seconds": seconds, "tokens_per_second": Double(evaluated) / seconds, "ranks": comm.size,
                 "model": model, (text == nil ? "token_file" : "text_file"): tokens ?? text!,
             ]))
         } else {
             printLine(String(format: "perplexity %.4f over %d windows of %d tokens (%d tokens, %.1f s)",
-                             perplexity, windows.count, seqlen, evaluated, seconds))
+                             perplexity, windows, seqlen, evaluated, seconds))
         }
     }
 
@@ -74,7 +81,11 @@ struct PerplexityCommand: ParsableCommand {
     /// how protocol R's `eval_tokens.u16` was made.
     private func tokenStream(modelDirectory: URL) throws -> [Int] {
         if let tokens { return try TokenFile.read(URL(fileURLWithPath: tokens)) }
-        let url = URL(fileURLWithPath: text!)
+        return try PerplexityCommand.encodeTextFile(URL(fileURLWithPath: text!), modelDirectory: modelDirectory)
+    }
+
+    /// A text file encoded as one stream without special tokens (also used by `prune --eval-text`).
+    static func encodeTextFile(_ url: URL, modelDirectory: URL) throws -> [Int] {
         let tokenizer = try Tokenizer.load(modelDirectory: modelDirectory)
         let contents: String
         do { contents = try String(contentsOf: url, encoding: .utf8) } catch {

@@ -84,6 +84,15 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Sequence length for --eval-text perplexity.")
     var evalSeqlen: Int = 512
 
+    @Option(name: .long, help: "Zero-shot tasks to evaluate the result on, e.g. boolq,piqa,hellaswag (or all); needs --eval-data.")
+    var evalTasks: String?
+
+    @Option(name: .long, help: "Folder of zero-shot task files for --eval-tasks.")
+    var evalData: String?
+
+    @Option(name: .long, help: "Evaluate only the first N documents of each --eval-tasks task.")
+    var evalLimit: Int?
+
     @Flag(name: .long, help: "Continue an interrupted run with the same fingerprint after its last finished block (the same --out).")
     var resume = false
 
@@ -106,6 +115,17 @@ struct PruneCommand: ParsableCommand {
         guard blocksize > 0 else { throw ValidationError("--blocksize must be positive") }
         guard percdamp > 0 else { throw ValidationError("--percdamp must be positive") }
         if method != .magnitude, calib == nil { throw ValidationError("--method \(method.rawValue) needs calibration data: --calib FILE") }
+        if evalTasks != nil, evalData == nil { throw ValidationError("--eval-tasks needs --eval-data DIR (the task files)") }
+        if let evalTasks { do { _ = try DistributedEvaluation.parseTasks(evalTasks) } catch let error as PruneDistError { throw ValidationError(error.message) } }
+        guard evalSeqlen >= 2 else { throw ValidationError("--eval-seqlen must be at least 2, got \(evalSeqlen)") }
+        if let evalLimit, evalLimit < 1 { throw ValidationError("--eval-limit must be at least 1, got \(evalLimit)") }
+        // Evaluation inputs are checked now rather than after a long run.
+        if let evalText, !FileManager.default.fileExists(atPath: evalText) { throw ValidationError("--eval-text \(evalText): no such file") }
+        if let evalTasks, let evalData, let tasks = try? DistributedEvaluation.parseTasks(evalTasks) {
+            for task in tasks where !FileManager.default.fileExists(atPath: URL(fileURLWithPath: evalData).appendingPathComponent(task.fileName).path) {
+                throw ValidationError("--eval-data \(evalData): no \(task.fileName) for task \(task.rawValue)")
+            }
+        }
         if let dtype, DType(torchName: dtype) == nil || !(DType(torchName: dtype)!.isWeightType) {
             throw ValidationError("--dtype must be bf16, f16 or f32, got \(dtype)")
         }
@@ -129,16 +149,30 @@ struct PruneCommand: ParsableCommand {
         var settings = try settings()
         settings.resume = resume
         settings.weights = weights
-        let report = try comm.abortingJobOnError {
+        var report = try comm.abortingJobOnError {
             try RunJournal.discardingOnInputError(out: settings.out, rank: comm.rank, resuming: settings.resume) {
                 try PruneRun(settings: settings, comm: comm, logger: logger).run()
+            }
+        }
+        // The result evaluated over the same ranks, then the JSON and HTML reports (re)written by rank 0.
+        let evaluation = PruneRunEvaluation(text: evalText.map { URL(fileURLWithPath: $0) }, seqlen: evalSeqlen,
+                                            tasks: try evalTasks.map(DistributedEvaluation.parseTasks) ?? [],
+                                            data: evalData.map { URL(fileURLWithPath: $0) }, limit: evalLimit)
+        try comm.abortingJobOnError {
+            if !evaluation.isEmpty {
+                let result = try evaluation.evaluate(model: settings.out, comm: comm, logger: logger)
+                report.evaluation = result.entries
+                if comm.rank == 0 { result.lines.forEach(printLine) }
+            }
+            if comm.rank == 0 {
+                try RunReportFiles.write(report, jsonURLs: [settings.out.appendingPathComponent("prune-report.json")] + (settings.reportURL.map { [$0] } ?? []))
             }
         }
         if comm.rank == 0 {
             printLine(try jsonLine([
                 "output": settings.out.path, "method": report.method, "pattern": report.pattern,
                 "overall_sparsity": report.overallSparsity, "seconds": report.totalSeconds, "ranks": report.ranks,
-                "samples": report.samples, "seqlen": report.seqlen,
+                "samples": report.samples, "seqlen": report.seqlen, "evaluation": report.evaluation ?? [:],
             ]))
         }
     }

@@ -44,19 +44,27 @@ public enum Perplexity {
     }
 
     /// Each window's mean next-token NLL, layer by layer over all windows so each block is read once.
+    /// Each window goes through a block and the head on its own: GEMM rounding depends on the row count,
+    /// so this makes a window's value the same bits whichever other windows (or ranks) are evaluated.
     /// - windows: [windows][seqlen] token ids
     /// - Returns: [windows]
     public static func windowMeanNLL(checkpoint: Checkpoint, windows: [[Int]], seqlen: Int,
                                      onBlock: ((Int) -> Void)? = nil) throws -> [Double] {
         if windows.isEmpty { return [] }
+        for (w, window) in windows.enumerated() where window.count != seqlen {
+            throw PruneDistError(.argument, "perplexity window \(w) holds \(window.count) tokens, not \(seqlen)")
+        }
         let embedding = try LlamaEmbedding(checkpoint: checkpoint)
         let head = try LlamaHead(checkpoint: checkpoint, embedding: embedding)
-        let ids = windows.flatMap { $0 }
-        let forward = try llamaForward(checkpoint: checkpoint, embedding: embedding, ids: ids, seqlen: seqlen, onBlock: onBlock)
-        let nll = head.nextTokenNLL(hidden: forward.lastHidden, ids: ids, seqlen: seqlen)
-        let perWindow = seqlen - 1
-        return (0..<windows.count).map { w in
-            nll[(w * perWindow)..<((w + 1) * perWindow)].reduce(0, +) / Double(perWindow)
+        let rope = try RopeTable(config: checkpoint.config, positions: seqlen)
+        var hidden = try windows.map { try embedding.embed($0) }
+        for layer in 0..<checkpoint.config.numHiddenLayers {
+            let weights = try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
+            for w in hidden.indices { llamaBlockForward(&hidden[w], weights: weights, rope: rope, seqlen: seqlen) }
+            onBlock?(layer)
+        }
+        return zip(windows, hidden).map { window, last in
+            head.nextTokenNLL(hidden: last, ids: window, seqlen: seqlen).reduce(0, +) / Double(seqlen - 1)
         }
     }
 

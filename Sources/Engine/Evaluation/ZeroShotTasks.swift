@@ -52,10 +52,12 @@ public enum ZeroShotTask: String, CaseIterable, Sendable {
             throw PruneDistError(.io, "\(url.path): cannot read task file (\(error.localizedDescription))")
         }
         var documents: [ZeroShotDocument] = []
-        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
+        // Blank lines are skipped but still counted, so errors name the line an editor shows.
+        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             if let limit, documents.count >= limit { break }
+            if line.allSatisfy(\.isWhitespace) { continue }
             guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                throw PruneDistError(.data, "\(url.path): line \(index + 1) is not a JSON object")
+                throw PruneDistError(.data, "\(url.path): line \(index + 1) is not a JSON object (task \(rawValue))")
             }
             do {
                 documents.append(try document(object))
@@ -63,21 +65,50 @@ public enum ZeroShotTask: String, CaseIterable, Sendable {
                 throw PruneDistError(.data, "\(url.path): line \(index + 1): \(error.message) (task \(rawValue))")
             }
         }
-        guard !documents.isEmpty else { throw PruneDistError(.data, "\(url.path): no documents") }
+        guard !documents.isEmpty else {
+            throw PruneDistError(.data, "\(url.path): line 1: the file holds no documents (empty or blank; task \(rawValue) expects one JSON object per line)")
+        }
         return documents
     }
 
     private struct FieldError: Error { let message: String }
 
     private func string(_ object: [String: Any], _ key: String) throws -> String {
-        guard let value = object[key] as? String else { throw FieldError(message: "field \"\(key)\" missing or not a string") }
+        guard let raw = object[key] else { throw FieldError(message: "field \"\(key)\" missing") }
+        guard let value = raw as? String else { throw FieldError(message: "field \"\(key)\" is \(ZeroShotTask.describe(raw)), expected a string") }
         return value
     }
 
     private func integer(_ object: [String: Any], _ key: String) throws -> Int {
-        if let value = object[key] as? Int { return value }
-        if let value = object[key] as? String, let number = Int(value) { return number }
-        throw FieldError(message: "field \"\(key)\" missing or not an integer")
+        guard let raw = object[key] else { throw FieldError(message: "field \"\(key)\" missing") }
+        // JSON true/false arrive as NSNumber and would otherwise read as 1/0.
+        if let number = raw as? NSNumber, !ZeroShotTask.isBoolean(number), let value = raw as? Int { return value }
+        if let value = raw as? String, let number = Int(value) { return number }
+        throw FieldError(message: "field \"\(key)\" is \(ZeroShotTask.describe(raw)), expected an integer")
+    }
+
+    private func boolean(_ object: [String: Any], _ key: String) throws -> Bool {
+        guard let raw = object[key] else { throw FieldError(message: "field \"\(key)\" missing") }
+        guard let number = raw as? NSNumber, ZeroShotTask.isBoolean(number) else {
+            throw FieldError(message: "field \"\(key)\" is \(ZeroShotTask.describe(raw)), expected true or false")
+        }
+        return number.boolValue
+    }
+
+    /// JSON true/false: Foundation gives them the "c" (char) objCType; JSON numbers are "i", "q" or "d".
+    static func isBoolean(_ number: NSNumber) -> Bool {
+        String(cString: number.objCType) == "c"
+    }
+
+    /// A JSON value's kind and text, for error messages.
+    static func describe(_ value: Any) -> String {
+        if let number = value as? NSNumber {
+            return isBoolean(number) ? "the boolean \(number.boolValue)" : "the number \(number)"
+        }
+        if let string = value as? String { return "the string \"\(string.prefix(40))\"" }
+        if value is NSNull { return "null" }
+        if value is [Any] { return "a list" }
+        return "an object"
     }
 
     private func strings(_ object: [String: Any], _ key: String) throws -> [String] {
@@ -95,7 +126,7 @@ public enum ZeroShotTask: String, CaseIterable, Sendable {
     private func document(_ o: [String: Any]) throws -> ZeroShotDocument {
         switch self {
         case .boolq:
-            guard let answer = o["answer"] as? Bool else { throw FieldError(message: "field \"answer\" missing or not a boolean") }
+            let answer = try boolean(o, "answer")
             return try shared("\(try string(o, "passage"))\nQuestion: \(try string(o, "question"))?\nAnswer:", ["no", "yes"], gold: answer ? 1 : 0)
         case .piqa:
             return try shared("Question: \(try string(o, "goal"))\nAnswer:", [try string(o, "sol1"), try string(o, "sol2")], gold: try integer(o, "label"))
@@ -128,7 +159,7 @@ public enum ZeroShotTask: String, CaseIterable, Sendable {
 
     /// HellaSwag's cleaning: WikiHow "[title]" markers become sentence breaks, other bracketed artefacts go.
     public static func hellaswagClean(_ text: String) -> String {
-        var text = text.trimmingCharacters(in: .whitespaces)
+        var text = text.trimmingCharacters(in: .whitespacesAndNewlines)  // Python's str.strip()
         text = text.replacingOccurrences(of: " [title]", with: ". ")
         text = text.replacingOccurrences(of: #"\[.*?\]"#, with: "", options: .regularExpression)
         text = text.replacingOccurrences(of: "  ", with: " ")
@@ -149,16 +180,27 @@ public struct ScoredSequence: Sendable, Equatable {
         self.continuationStart = continuationStart
     }
 
+    /// The harness's `_encode_pair`: trailing whitespace of the context (Python's `rstrip()`) joins the
+    /// continuation; the continuation's tokens are those of `encode(context + continuation)` past the
+    /// context's own token count, and the model reads `encode(context)` followed by them (which differs from
+    /// the whole encoding when a token would straddle the boundary).
     public init(context: String, continuation: String, encode: (String) -> [Int]) {
-        var context = context, continuation = continuation
-        let spaces = context.count - String(context.reversed().drop { $0 == " " }).count
-        if spaces > 0 {
-            continuation = String(context.suffix(spaces)) + continuation
-            context = String(context.dropLast(spaces))
+        var context = Array(context.unicodeScalars), continuation = continuation
+        var kept = context.count
+        while kept > 0 && context[kept - 1].properties.isWhitespace { kept -= 1 }
+        if kept < context.count {
+            var moved = String.UnicodeScalarView()
+            moved.append(contentsOf: context[kept...])
+            continuation = String(moved) + continuation
+            context.removeSubrange(kept...)
         }
-        let whole = encode(context + continuation)
-        let contextIDs = encode(context)
-        ids = whole
-        continuationStart = min(contextIDs.count, whole.count - 1)
+        var contextView = String.UnicodeScalarView()
+        contextView.append(contentsOf: context)
+        let contextText = String(contextView)
+        let whole = encode(contextText + continuation)
+        let contextIDs = encode(contextText)
+        let continuationIDs = whole.count > contextIDs.count ? Array(whole[contextIDs.count...]) : []
+        ids = contextIDs + continuationIDs
+        continuationStart = contextIDs.count
     }
 }
