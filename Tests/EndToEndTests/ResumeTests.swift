@@ -31,18 +31,6 @@ final class ResumeTests: XCTestCase {
             ?? PruneDistBinary.run(arguments, environment: environment)
     }
 
-    /// Every file of `a` equals the same file of `b`, byte for byte (the run report holds timings: skipped).
-    private func assertSameFiles(_ a: URL, _ b: URL, file: StaticString = #filePath, line: UInt = #line) throws {
-        let names = try FileManager.default.contentsOfDirectory(atPath: a.path).filter { $0 != "prune-report.json" }.sorted()
-        let others = try FileManager.default.contentsOfDirectory(atPath: b.path).filter { $0 != "prune-report.json" }.sorted()
-        XCTAssertEqual(names, others, file: file, line: line)
-        XCTAssertTrue(names.contains { $0.hasSuffix(".safetensors") }, file: file, line: line)
-        for name in names {
-            XCTAssertEqual(try Data(contentsOf: a.appendingPathComponent(name)), try Data(contentsOf: b.appendingPathComponent(name)),
-                           "\(name) differs", file: file, line: line)
-        }
-    }
-
     private func partial(_ out: URL) -> URL {
         out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).partial")
     }
@@ -68,7 +56,7 @@ final class ResumeTests: XCTestCase {
         XCTAssertTrue(resumed.stderr.contains("block 3/3 done"), resumed.stderr)
         XCTAssertFalse(resumed.stderr.contains("block 1/3 done"), "finished blocks were pruned again: \(resumed.stderr)")
         XCTAssertFalse(FileManager.default.fileExists(atPath: partial(out).path))
-        try assertSameFiles(reference, out)
+        XCTAssertEqual(try checkpointFileDifferences(reference, out), [])
     }
 
     /// kill -9 of a rank while block 1 runs, then resume: still the uninterrupted bytes.
@@ -91,7 +79,7 @@ final class ResumeTests: XCTestCase {
         XCTAssertNotEqual(job.wait(seconds: 60), 0)
         XCTAssertEqual(try journalBlocks(out), 1)
         XCTAssertEqual(try run(ranks: 2, try arguments(out: out, extra: ["--resume"])).status, 0)
-        try assertSameFiles(reference, out)
+        XCTAssertEqual(try checkpointFileDifferences(reference, out), [])
     }
 
     /// bf16 output in two shards (the resume files keep the Float32 weights later blocks were computed with),
@@ -106,7 +94,7 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(try journalBlocks(out), 2)
         let resumed = try run(ranks: nil, try arguments(model: model, out: out, extra: ["--resume"]))
         XCTAssertEqual(resumed.status, 0, resumed.stderr)
-        try assertSameFiles(reference, out)
+        XCTAssertEqual(try checkpointFileDifferences(reference, out), [])
     }
 
     /// Another seed is another run: refused, naming what changed; the interrupted run's files stay.
