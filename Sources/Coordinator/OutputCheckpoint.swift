@@ -115,10 +115,20 @@ final class OutputCheckpoint {
         var configObject = try JSONSerialization.jsonObject(with: Data(contentsOf: source.directory.appendingPathComponent("config.json"))) as? [String: Any] ?? [:]
         if configObject["dtype"] != nil { configObject["dtype"] = dtype.torchName }
         configObject["torch_dtype"] = configObject["dtype"] == nil ? dtype.torchName : nil
-        let configData = try JSONSerialization.data(withJSONObject: configObject, options: [.prettyPrinted, .sortedKeys])
+        try OutputCheckpoint.completeFolder(temporary, into: out, config: configObject, source: source.directory, reportData: reportData)
+        finished = true
+        if let reportData, let reportURL {
+            try writeFileAtomically(reportData, to: reportURL)
+        }
+    }
+
+    /// The last step of every output checkpoint: config.json, the tokenizer and generation files copied from
+    /// `source`, the report, then the finished folder renamed to `out` (which may only be an empty folder).
+    static func completeFolder(_ temporary: URL, into out: URL, config: [String: Any], source: URL, reportData: Data?) throws {
+        let configData = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
         try writeFileAtomically(configData, to: temporary.appendingPathComponent("config.json"))
-        for name in OutputCheckpoint.copiedFiles {
-            let from = source.directory.appendingPathComponent(name)
+        for name in copiedFiles {
+            let from = source.appendingPathComponent(name)
             if FileManager.default.fileExists(atPath: from.path) {
                 try FileManager.default.copyItem(at: from, to: temporary.appendingPathComponent(name))
             }
@@ -126,15 +136,11 @@ final class OutputCheckpoint {
         if let reportData {
             try writeFileAtomically(reportData, to: temporary.appendingPathComponent("prune-report.json"))
         }
-        try? FileManager.default.removeItem(at: out)  // only an empty folder can be here (checked in init)
+        try? FileManager.default.removeItem(at: out)
         do {
             try FileManager.default.moveItem(at: temporary, to: out)
         } catch {
             throw PruneDistError(.io, "\(out.path): cannot move the finished checkpoint into place: \(error.localizedDescription)")
-        }
-        finished = true
-        if let reportData, let reportURL {
-            try writeFileAtomically(reportData, to: reportURL)
         }
     }
 }

@@ -88,23 +88,7 @@ enum StructuredOutputCheckpoint {
                  "intermediate_size": $0.intermediateSize]
             }
         }
-        let configData = try JSONSerialization.data(withJSONObject: configObject, options: [.prettyPrinted, .sortedKeys])
-        try writeFileAtomically(configData, to: temporary.appendingPathComponent("config.json"))
-        for name in OutputCheckpoint.copiedFiles {
-            let from = source.directory.appendingPathComponent(name)
-            if FileManager.default.fileExists(atPath: from.path) {
-                try FileManager.default.copyItem(at: from, to: temporary.appendingPathComponent(name))
-            }
-        }
-        if let reportData {
-            try writeFileAtomically(reportData, to: temporary.appendingPathComponent("prune-report.json"))
-        }
-        try? FileManager.default.removeItem(at: out)  // only an empty folder can be here (checked above)
-        do {
-            try FileManager.default.moveItem(at: temporary, to: out)
-        } catch {
-            throw PruneDistError(.io, "\(out.path): cannot move the finished checkpoint into place: \(error.localizedDescription)")
-        }
+        try OutputCheckpoint.completeFolder(temporary, into: out, config: configObject, source: source.directory, reportData: reportData)
         finished = true
         if let reportData, let reportURL { try writeFileAtomically(reportData, to: reportURL) }
     }
