@@ -224,8 +224,7 @@ final class ConvertTests: XCTestCase {
         XCTAssertTrue(result.stdout.contains("134515008 parameters"), result.stdout)
         let inspect = try PruneDistBinary.run(["inspect", "--model", out.path, "--json"])
         XCTAssertEqual(inspect.status, 0, inspect.stderr)
-        let last = inspect.stdout.split(separator: "\n").last.map(String.init) ?? ""
-        let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+        let report = try inspect.lastJSON()
         XCTAssertEqual(report["parameters"] as? Int, 134_515_008)
         let linears = try XCTUnwrap(report["linears"] as? [String: [String: Any]])
         XCTAssertEqual(linears.count, 210)
@@ -249,8 +248,7 @@ final class ConvertTests: XCTestCase {
         func perplexity(_ input: [String]) throws -> Double {
             let run = try PruneDistBinary.run(["eval", "perplexity", "--model", out.path, "--seqlen", "128", "--max-windows", "2", "--json"] + input)
             XCTAssertEqual(run.status, 0, run.stderr)
-            let line = run.stdout.split(separator: "\n").last.map(String.init) ?? ""
-            return try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["perplexity"] as? Double)
+            return try XCTUnwrap(try run.lastJSON()["perplexity"] as? Double)
         }
         let fromText = try perplexity(["--text", try Fixtures.path("data/wiki/eval.txt").path])
         XCTAssertEqual(fromText, try perplexity(["--tokens", try Fixtures.path("data/wiki/eval_tokens.u16").path]))

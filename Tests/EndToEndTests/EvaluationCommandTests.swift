@@ -15,10 +15,6 @@ final class EvaluationCommandTests: XCTestCase {
         try? FileManager.default.removeItem(at: scratch)
     }
 
-    private func lastJSON(_ result: PruneDistBinary.Result) throws -> [String: Any] {
-        let last = result.stdout.split(separator: "\n").last.map(String.init) ?? ""
-        return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any], result.stdout + result.stderr)
-    }
 
     private func counts(_ object: [String: Any]) throws -> [String: [Int]] {
         let tasks = try XCTUnwrap(object["tasks"] as? [String: [String: Any]])
@@ -34,13 +30,13 @@ final class EvaluationCommandTests: XCTestCase {
                          "--tasks", "boolq,piqa,hellaswag,winogrande,arc_easy,arc_challenge,openbookqa,sst2", "--batch-tokens", "96"]
         let single = try PruneDistBinary.run(arguments)
         XCTAssertEqual(single.status, 0, single.stderr)
-        let one = try lastJSON(single)
+        let one = try single.lastJSON()
         XCTAssertEqual(try counts(one).count, 8)
         XCTAssertTrue(single.stdout.contains("average of 7 tasks"), single.stdout)
         for ranks in [2, 4] {
             let result = try PruneDistBinary.mpirun(ranks: ranks, arguments)
             XCTAssertEqual(result.status, 0, result.stderr)
-            let many = try lastJSON(result)
+            let many = try result.lastJSON()
             XCTAssertEqual(try counts(many), try counts(one), "\(ranks) ranks")
             XCTAssertEqual(many["average_acc"] as? Double, one["average_acc"] as? Double, "\(ranks) ranks")
             XCTAssertEqual(many["ranks"] as? Int, ranks)
@@ -74,7 +70,7 @@ final class EvaluationCommandTests: XCTestCase {
         let limited = try PruneDistBinary.run(["eval", "zeroshot", "--model", model.path, "--data", tasks.path, "--tasks", "piqa",
                                                "--limit", "5", "--json", "--log-level", "warning"])
         XCTAssertEqual(limited.status, 0, limited.stderr)
-        XCTAssertEqual(try counts(try lastJSON(limited))["piqa"]?[0], 5)
+        XCTAssertEqual(try counts(try limited.lastJSON())["piqa"]?[0], 5)
     }
 
     func testZeroShotRefusesUnknownTasksAndMissingFiles() throws {
@@ -107,7 +103,7 @@ final class EvaluationCommandTests: XCTestCase {
         let result = try PruneDistBinary.run(["eval", "zeroshot", "--model", model.path, "--data", folder.path, "--tasks", "boolq",
                                               "--json", "--log-level", "warning"])
         XCTAssertEqual(result.status, 0, result.stderr)
-        XCTAssertEqual((try lastJSON(result)["tasks"] as? [String: [String: Any]])?["boolq"]?["documents"] as? Int, 3)
+        XCTAssertEqual((try result.lastJSON()["tasks"] as? [String: [String: Any]])?["boolq"]?["documents"] as? Int, 3)
     }
 
     /// Windows shared out over ranks give the one-process perplexity exactly.
@@ -120,12 +116,12 @@ final class EvaluationCommandTests: XCTestCase {
                          "--seqlen", "24", "--json"]
         let single = try PruneDistBinary.run(arguments)
         XCTAssertEqual(single.status, 0, single.stderr)
-        let expected = try XCTUnwrap(try lastJSON(single)["perplexity"] as? Double)
-        XCTAssertEqual(try lastJSON(single)["windows"] as? Int, 7)
+        let expected = try XCTUnwrap(try single.lastJSON()["perplexity"] as? Double)
+        XCTAssertEqual(try single.lastJSON()["windows"] as? Int, 7)
         for ranks in [2, 4] {
             let result = try PruneDistBinary.mpirun(ranks: ranks, arguments)
             XCTAssertEqual(result.status, 0, result.stderr)
-            XCTAssertEqual(try lastJSON(result)["perplexity"] as? Double, expected, "\(ranks) ranks: bit-identical")
+            XCTAssertEqual(try result.lastJSON()["perplexity"] as? Double, expected, "\(ranks) ranks: bit-identical")
             XCTAssertEqual(result.stdout.split(separator: "\n").count, 1, "only rank 0 prints")
         }
     }

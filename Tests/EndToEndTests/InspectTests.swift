@@ -22,8 +22,7 @@ final class InspectTests: XCTestCase {
 
         let result = try PruneDistBinary.run(["inspect", "--model", out.path, "--json"])
         XCTAssertEqual(result.status, 0, result.stderr)
-        let last = result.stdout.split(separator: "\n").last.map(String.init) ?? ""
-        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+        let object = try result.lastJSON()
         let linears = try XCTUnwrap(object["linears"] as? [String: [String: Any]])
         XCTAssertEqual(linears.count, 21)
         XCTAssertEqual(linears[target]?["zeros"] as? Int, (172 * 64 + 2) / 3)

@@ -10,10 +10,6 @@ final class PerplexityCommandTests: XCTestCase {
         return try reference.int64s("input_ids").map(Int.init)
     }
 
-    private func lastJSON(_ result: PruneDistBinary.Result) throws -> [String: Any] {
-        let last = result.stdout.split(separator: "\n").last.map(String.init) ?? ""
-        return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any], result.stdout)
-    }
 
     /// The fixture's two sequences as one 32-token stream, in both token-file formats.
     func testPerplexityOfGoldenStreamIsExpOfGoldenMeanNLL() throws {
@@ -30,7 +26,7 @@ final class PerplexityCommandTests: XCTestCase {
             let result = try PruneDistBinary.run(["eval", "perplexity", "--model", Fixtures.path("fixtures/tiny-llama").path,
                                                   "--tokens", file.path, "--seqlen", "16", "--json"])
             XCTAssertEqual(result.status, 0, result.stderr)
-            let object = try lastJSON(result)
+            let object = try result.lastJSON()
             let perplexity = try XCTUnwrap(object["perplexity"] as? Double)
             XCTAssertEqual(perplexity, expected, accuracy: 1e-4 * expected, file.lastPathComponent)
             XCTAssertEqual(object["windows"] as? Int, 2)
@@ -43,7 +39,7 @@ final class PerplexityCommandTests: XCTestCase {
         XCTAssertEqual(result.status, 0, result.stderr)
         let reference = try SafetensorsFile(url: Fixtures.path("fixtures/tiny-llama-reference.safetensors"))
         let first = try reference.floats("nll_per_token")[0..<15].reduce(0.0) { $0 + Double($1) } / 15
-        XCTAssertEqual(try XCTUnwrap(try lastJSON(result)["perplexity"] as? Double), Foundation.exp(first), accuracy: 1e-4 * Foundation.exp(first))
+        XCTAssertEqual(try XCTUnwrap(try result.lastJSON()["perplexity"] as? Double), Foundation.exp(first), accuracy: 1e-4 * Foundation.exp(first))
     }
 
     func testBadTokenFilesAreClearErrors() throws {

@@ -16,10 +16,6 @@ final class RunReportTests: XCTestCase {
         try? FileManager.default.removeItem(at: scratch)
     }
 
-    private func lastJSON(_ result: PruneDistBinary.Result) throws -> [String: Any] {
-        let last = result.stdout.split(separator: "\n").last.map(String.init) ?? ""
-        return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any], result.stdout + result.stderr)
-    }
 
     private func calibration() throws -> URL {
         var random = SplitMix64(seed: 3)
@@ -64,7 +60,7 @@ final class RunReportTests: XCTestCase {
             let result = ranks == 1 ? try PruneDistBinary.run(arguments) : try PruneDistBinary.mpirun(ranks: ranks, arguments)
             XCTAssertEqual(result.status, 0, result.stderr)
             XCTAssertTrue(result.stdout.contains("perplexity ") && result.stdout.contains("average of 3 tasks"), result.stdout)
-            let printed = try XCTUnwrap(try lastJSON(result)["evaluation"] as? [String: Double])
+            let printed = try XCTUnwrap(try result.lastJSON()["evaluation"] as? [String: Double])
 
             // The report in the checkpoint and the one asked for hold the evaluation; both have their HTML twin.
             for json in [out.appendingPathComponent("prune-report.json"), report] {
@@ -81,12 +77,12 @@ final class RunReportTests: XCTestCase {
             let zeroshot = try PruneDistBinary.run(["eval", "zeroshot", "--model", out.path, "--data", tasks.path,
                                                     "--tasks", "piqa,winogrande,arc_easy", "--limit", "10", "--json", "--log-level", "warning"])
             XCTAssertEqual(zeroshot.status, 0, zeroshot.stderr)
-            let standalone = try XCTUnwrap(try lastJSON(zeroshot)["tasks"] as? [String: [String: Any]])
+            let standalone = try XCTUnwrap(try zeroshot.lastJSON()["tasks"] as? [String: [String: Any]])
             for task in ["piqa", "winogrande", "arc_easy"] {
                 XCTAssertEqual(printed["zeroshot.\(task).acc"], standalone[task]?["acc"] as? Double, task)
             }
             let perplexity = try PruneDistBinary.run(["eval", "perplexity", "--model", out.path, "--text", text.path, "--seqlen", "64", "--json"])
-            XCTAssertEqual(try lastJSON(perplexity)["perplexity"] as? Double, printed["perplexity"])
+            XCTAssertEqual(try perplexity.lastJSON()["perplexity"] as? Double, printed["perplexity"])
             reports.append(report)
             evaluations.append(printed)
         }

@@ -6,6 +6,15 @@ public enum PruneDistBinary {
         public let status: Int32
         public let stdout: String
         public let stderr: String
+
+        /// The JSON object a `--json` command prints as its last JSON line; the error carries both streams.
+        public func lastJSON() throws -> [String: Any] {
+            guard let line = stdout.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
+                  let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+                throw PruneDistBinaryError(message: "no JSON object on the last JSON line of stdout:\n\(stdout)\nstderr:\n\(stderr)")
+            }
+            return object
+        }
     }
 
     /// The built executable: SwiftPM places it in the same folder as the test bundle.
@@ -75,4 +84,10 @@ public enum PruneDistBinary {
                       stdout: String(decoding: outData, as: UTF8.self),
                       stderr: String(decoding: errData, as: UTF8.self))
     }
+}
+
+/// A run's output was not what a test helper could read.
+public struct PruneDistBinaryError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
 }
