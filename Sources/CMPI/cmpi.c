@@ -55,3 +55,14 @@ void cmpi_processor_name(char *buf, int len) {
     memcpy(buf, name, (size_t)n);
     buf[n] = 0;
 }
+
+int cmpi_comm_split(MPI_Comm parent, int color, int key, MPI_Comm *out) {
+    *out = MPI_COMM_NULL;
+    int code = MPI_Comm_split(parent, color, key, out);
+    if (code != MPI_SUCCESS) return code;
+    code = MPI_Comm_set_errhandler(*out, MPI_ERRORS_RETURN);
+    if (code != MPI_SUCCESS) MPI_Comm_free(out);
+    return code;
+}
+
+int cmpi_comm_free(MPI_Comm *comm) { return MPI_Comm_free(comm); }

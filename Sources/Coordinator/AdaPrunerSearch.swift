@@ -24,6 +24,9 @@ struct AdaPrunerSettings: Sendable {
     var objectiveSeqlen: Int
     var gamma: Double
     var startupTrials: Int
+    /// K: trials the TPE proposes per round (constant liar), evaluated side by side on min(K, ranks) rank groups.
+    /// The search depends on the seed and K, not on the number of ranks.
+    var parallelTrials: Int = 1
 }
 
 /// Every trial of the search, the chosen one, and how the search was run.
@@ -39,10 +42,13 @@ struct AdaPrunerReport: Codable, Sendable {
         var objectivePerplexity: Double
         var gradientSeconds: Double
         var objectiveSeconds: Double
-        /// Gradients of this calibration subset were already computed by an earlier trial
+        /// Gradients of this calibration subset were already computed by an earlier trial of the same group
         var reusedGradients: Bool
+        /// The round (K trials proposed together) and the rank group that evaluated it
+        var round: Int
+        var group: Int
         enum CodingKeys: String, CodingKey {
-            case index, samples, alphas, betas, coefficients
+            case index, samples, alphas, betas, coefficients, round, group
             case calibrationSeed = "calibration_seed", objectivePerplexity = "objective_perplexity"
             case gradientSeconds = "gradient_seconds", objectiveSeconds = "objective_seconds", reusedGradients = "reused_gradients"
         }
@@ -63,21 +69,30 @@ struct AdaPrunerReport: Codable, Sendable {
     var terms: [String]
     var betaChoices: [String: [Double]]
     var parallelism: String
+    /// K, and the world ranks of each group (G = groups.count)
+    var parallelTrials: Int
+    var groups: [[Int]]
+    /// The chosen configuration's gradients computed again over every rank (nil: the single group's were reused)
+    var finalGradientSeconds: Double?
     var seconds: Double
 
     enum CodingKeys: String, CodingKey {
-        case trials, best, pool, gamma, terms, parallelism, seconds
+        case trials, best, pool, gamma, terms, parallelism, seconds, groups
+        case parallelTrials = "parallel_trials", finalGradientSeconds = "final_gradient_seconds"
         case searchSeed = "search_seed", poolDocuments = "pool_documents", heldOutDocuments = "held_out_documents"
         case objectiveWindows = "objective_windows", objectiveSeqlen = "objective_seqlen", startupTrials = "startup_trials"
         case sampleChoices = "sample_choices", seedChoices = "seed_choices", betaChoices = "beta_choices"
     }
 }
 
-/// The search: TPE over (calibration seed, calibration size, α's, β's). Trials run one after another; inside a
-/// trial the gradients and the objective's forward passes are split over every rank. The first trial is
-/// LLM-Pruner's own configuration (element-wise first order alone, `--samples` sequences), so the search can
-/// only return something at least as good on the objective. The objective is the perplexity, on held-out pool
-/// documents, of the model pruned with the trial's configuration (never the evaluation text).
+/// The search: TPE over (calibration seed, calibration size, α's, β's), in rounds of K = `parallelTrials` trials.
+/// Each round the TPE proposes K points by the constant liar; the ranks, split into min(K, ranks) groups of
+/// consecutive ranks, evaluate them side by side (a trial's gradients and objective forward passes split over its
+/// group's ranks), and the results are shared with every rank and observed in trial order. So the search follows
+/// from (seed, K) alone. The first trial is LLM-Pruner's own configuration (element-wise first order alone,
+/// `--samples` sequences), so the search can only return something at least as good on the objective. The
+/// objective is the perplexity, on held-out pool documents, of the model pruned with the trial's configuration
+/// (never the evaluation text). The chosen configuration is then pruned over all ranks.
 final class AdaPrunerSearch {
     let settings: StructuredPruneSettings
     let search: AdaPrunerSettings
@@ -157,63 +172,48 @@ final class AdaPrunerSearch {
         dimensions += terms.map { .choice(count: search.betaChoices[$0]!.count) }
         var tpe = TreeParzenEstimator(dimensions: dimensions, seed: UInt64(bitPattern: Int64(search.searchSeed)),
                                       gamma: search.gamma, startupTrials: search.startupTrials)
+        let groups = try AdaPrunerTrialGroups(batch: search.parallelTrials, world: comm)
         if comm.rank == 0 {
-            logger.info("adapruner: \(search.trials) trials over \(terms.map(\.rawValue).joined(separator: ", ")), calibration pool of \(pool.calibration.count) documents, objective on \(pool.objective.count) held-out windows of \(search.objectiveSeqlen) tokens (\(pool.heldOutDocuments) documents); trials sequential, each over \(comm.size) rank(s)")
+            logger.info("adapruner: \(search.trials) trials over \(terms.map(\.rawValue).joined(separator: ", ")), calibration pool of \(pool.calibration.count) documents, objective on \(pool.objective.count) held-out windows of \(search.objectiveSeqlen) tokens (\(pool.heldOutDocuments) documents); rounds of \(groups.batch) trial(s) on \(groups.count) group(s) of ranks \(groups.members)")
         }
+
+        // LLM-Pruner's own configuration: el1 alone (α = 1, its first β), the requested number of samples.
+        var first = [0, Double(search.sampleChoices.firstIndex(of: settings.samples) ?? 0)]
+        first += terms.map { $0 == .el1 ? 1 : 0 }
+        first += terms.map { _ in 0 }
 
         var cache: [String: TaylorTermsOverRanks.Terms] = [:]
         var trials: [AdaPrunerReport.Trial] = []
-        var trialKeeps: [[Int: StructuredKeep]] = []
-        var mixes: [ImportanceMix] = []
-        for index in 0..<search.trials {
-            var point: [Double]
-            if index == 0 {
-                // LLM-Pruner's own configuration: el1 alone (α = 1, its first β), the requested number of samples.
-                point = [0, Double(search.sampleChoices.firstIndex(of: settings.samples) ?? 0)]
-                point += terms.map { $0 == .el1 ? 1 : 0 }
-                point += terms.map { _ in 0 }
-            } else {
-                point = comm.rank == 0 ? tpe.suggest() : [Double](repeating: 0, count: dimensions.count)
+        for (round, roundStart) in stride(from: 0, to: search.trials, by: groups.batch).enumerated() {
+            let indices = roundStart..<min(roundStart + groups.batch, search.trials)
+            // Rank 0 proposes, so every rank evaluates exactly the same points.
+            var flat = [Double](repeating: 0, count: indices.count * dimensions.count)
+            if comm.rank == 0 {
+                let points = roundStart == 0 ? [first] + tpe.suggestBatch(count: indices.count - 1, pending: [first])
+                                             : tpe.suggestBatch(count: indices.count)
+                flat = points.flatMap { $0 }
             }
-            try comm.broadcast(&point, root: 0)
-            let seed = search.searchSeed &* 1_000_003 &+ Int(point[0])
-            let samples = search.sampleChoices[Int(point[1])]
-            var alphas: [String: Double] = [:], betas: [String: Double] = [:], coefficients: [TaylorTerm: Double] = [:]
-            for (t, term) in terms.enumerated() {
-                let alpha = point[2 + t], beta = search.betaChoices[term]![Int(point[2 + terms.count + t])]
-                alphas[term.rawValue] = alpha
-                betas[term.rawValue] = beta
-                coefficients[term] = alpha * beta
-            }
-            if coefficients.values.allSatisfy({ $0 == 0 }) { coefficients[terms[0]] = 1e-12 }  // all α zero: any order is as good
-            let mix = ImportanceMix(coefficients)
+            try comm.broadcast(&flat, root: 0)
+            let points = indices.indices.map { Array(flat[($0 * dimensions.count)..<(($0 + 1) * dimensions.count)]) }
 
-            let t0 = Date()
-            let key = "\(seed):\(samples)"
-            let reused = cache[key] != nil
-            if !reused {
-                let windows = try CalibrationData.drawWindows(from: pool.calibration, samples: samples, seqlen: settings.seqlen,
-                                                              seed: UInt64(bitPattern: Int64(seed)), source: search.pool.path,
-                                                              what: "pool tokens")
-                cache[key] = try TaylorTermsOverRanks.compute(checkpoint: checkpoint, windows: windows, seqlen: settings.seqlen,
-                                                              blocks: blocks, fisher: terms.contains(.el2), comm: comm)
+            var mine: [AdaPrunerReport.Trial] = []
+            for index in groups.mine(of: indices) {
+                mine.append(try evaluate(index: index, point: points[index - roundStart], round: round, group: groups.group,
+                                         pool: pool, cache: &cache, comm: groups.comm))
             }
-            let gradientSeconds = Date().timeIntervalSince(t0)
-            let chosen = try TaylorTermsOverRanks.choose(terms: cache[key]!, mix: mix, aggregation: settings.aggregation,
-                                                         ratio: settings.ratio, comm: comm)
-            let t1 = Date()
-            let ppl = try objective(keeps: chosen.keeps, windows: pool.objective)
-            let trial = AdaPrunerReport.Trial(index: index, calibrationSeed: seed, samples: samples, alphas: alphas, betas: betas,
-                                              coefficients: Dictionary(uniqueKeysWithValues: coefficients.map { ($0.key.rawValue, $0.value) }),
-                                              objectivePerplexity: ppl, gradientSeconds: gradientSeconds,
-                                              objectiveSeconds: Date().timeIntervalSince(t1), reusedGradients: reused)
-            trials.append(trial)
-            trialKeeps.append(chosen.keeps)
-            mixes.append(mix)
-            tpe.observe(point, loss: ppl)
+            let results = try groups.share(mine, world: comm)
+            guard results.map(\.index) == Array(indices) else {
+                throw PruneDistError(.communication, "adapruner round \(round): trials \(results.map(\.index)) came back from the groups, expected \(Array(indices))")
+            }
+            for trial in results {
+                trials.append(trial)
+                tpe.observe(points[trial.index - roundStart], loss: trial.objectivePerplexity)
+            }
             if comm.rank == 0 {
                 let best = trials.map(\.objectivePerplexity).min()!
-                logger.info("trial \(index + 1)/\(search.trials): seed \(seed), \(samples) samples, mix \(trial.coefficients.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.3g", $0.value))" }.joined(separator: " ")): objective ppl \(String(format: "%.3f", ppl)) (best \(String(format: "%.3f", best))), \(String(format: "%.0f", Date().timeIntervalSince(t0))) s")
+                for trial in results {
+                    logger.info("trial \(trial.index + 1)/\(search.trials) (round \(round + 1), group \(trial.group)): seed \(trial.calibrationSeed), \(trial.samples) samples, mix \(trial.coefficients.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.3g", $0.value))" }.joined(separator: " ")): objective ppl \(String(format: "%.3f", trial.objectivePerplexity)) (best \(String(format: "%.3f", best))), \(String(format: "%.0f", trial.gradientSeconds + trial.objectiveSeconds)) s")
+                }
             }
         }
         // Rank 0's choice for all, so ranks cannot disagree over the last bits of a reduced perplexity.
@@ -221,22 +221,86 @@ final class AdaPrunerSearch {
         try comm.broadcast(&chosenIndex, root: 0)
         let bestIndex = Int(chosenIndex[0])
         let best = trials[bestIndex]
-        let bestTerms = cache["\(best.calibrationSeed):\(best.samples)"]!
-        let scores = try TaylorTermsOverRanks.choose(terms: bestTerms, mix: mixes[bestIndex], aggregation: settings.aggregation,
-                                                     ratio: settings.ratio, comm: comm).scores
+
+        // The chosen configuration over every rank: one group's terms are on that group's rank 0 only.
+        let bestKey = "\(best.calibrationSeed):\(best.samples)"
+        var finalGradientSeconds: Double?
+        let bestTerms: TaylorTermsOverRanks.Terms
+        if groups.count == 1 {
+            bestTerms = cache[bestKey]!
+        } else {
+            cache = [:]
+            let t = Date()
+            bestTerms = try gradientTerms(seed: best.calibrationSeed, samples: best.samples, pool: pool, comm: comm)
+            finalGradientSeconds = Date().timeIntervalSince(t)
+        }
+        let chosen = try TaylorTermsOverRanks.choose(terms: bestTerms, mix: mix(best), aggregation: settings.aggregation,
+                                                     ratio: settings.ratio, comm: comm)
         let report = AdaPrunerReport(trials: trials, best: best, searchSeed: search.searchSeed, pool: search.pool.path,
                                      poolDocuments: pool.calibration.count, heldOutDocuments: pool.heldOutDocuments,
                                      objectiveWindows: pool.objective.count, objectiveSeqlen: search.objectiveSeqlen,
                                      gamma: search.gamma, startupTrials: search.startupTrials, sampleChoices: search.sampleChoices,
                                      seedChoices: search.seedChoices, terms: terms.map(\.rawValue),
                                      betaChoices: Dictionary(uniqueKeysWithValues: search.betaChoices.map { ($0.key.rawValue, $0.value) }),
-                                     parallelism: "trials run one after another; each trial's gradients and objective forward passes are split over all \(comm.size) rank(s)",
+                                     parallelism: "rounds of \(groups.batch) trial(s) proposed by TPE with the constant liar; the round's trials run side by side on \(groups.count) group(s) of consecutive ranks, each trial's gradients and objective forward passes split over its group's ranks; the chosen configuration is pruned over all \(comm.size) rank(s)",
+                                     parallelTrials: groups.batch, groups: groups.members, finalGradientSeconds: finalGradientSeconds,
                                      seconds: Date().timeIntervalSince(start))
-        return Result(keeps: trialKeeps[bestIndex], scores: scores, report: report)
+        return Result(keeps: chosen.keeps, scores: chosen.scores, report: report)
     }
 
-    /// Perplexity of the pruned model on the held-out windows, the windows split over ranks.
-    private func objective(keeps: [Int: StructuredKeep], windows: [[Int]]) throws -> Double {
+    /// One trial on this rank's group: the point's calibration subset (gradients cached per subset), its mix,
+    /// the pruned model's objective perplexity. The record is complete on the group's rank 0.
+    private func evaluate(index: Int, point: [Double], round: Int, group: Int,
+                          pool: (calibration: [[Int]], objective: [[Int]], heldOutDocuments: Int),
+                          cache: inout [String: TaylorTermsOverRanks.Terms], comm: Communicator) throws -> AdaPrunerReport.Trial {
+        let terms = search.terms
+        let seed = search.searchSeed &* 1_000_003 &+ Int(point[0])
+        let samples = search.sampleChoices[Int(point[1])]
+        var alphas: [String: Double] = [:], betas: [String: Double] = [:], coefficients: [String: Double] = [:]
+        for (t, term) in terms.enumerated() {
+            let alpha = point[2 + t], beta = search.betaChoices[term]![Int(point[2 + terms.count + t])]
+            alphas[term.rawValue] = alpha
+            betas[term.rawValue] = beta
+            coefficients[term.rawValue] = alpha * beta
+        }
+        var trial = AdaPrunerReport.Trial(index: index, calibrationSeed: seed, samples: samples, alphas: alphas, betas: betas,
+                                          coefficients: coefficients, objectivePerplexity: 0, gradientSeconds: 0,
+                                          objectiveSeconds: 0, reusedGradients: false, round: round, group: group)
+        let t0 = Date()
+        let key = "\(seed):\(samples)"
+        trial.reusedGradients = cache[key] != nil
+        if !trial.reusedGradients {
+            cache[key] = try gradientTerms(seed: seed, samples: samples, pool: pool, comm: comm)
+        }
+        trial.gradientSeconds = Date().timeIntervalSince(t0)
+        let chosen = try TaylorTermsOverRanks.choose(terms: cache[key]!, mix: mix(trial), aggregation: settings.aggregation,
+                                                     ratio: settings.ratio, comm: comm)
+        let t1 = Date()
+        trial.objectivePerplexity = try objective(keeps: chosen.keeps, windows: pool.objective, comm: comm)
+        trial.objectiveSeconds = Date().timeIntervalSince(t1)
+        return trial
+    }
+
+    /// The structure scores' mix of a trial: Σ_t α_t β_t term_t.
+    private func mix(_ trial: AdaPrunerReport.Trial) -> ImportanceMix {
+        var coefficients: [TaylorTerm: Double] = [:]
+        for term in search.terms { coefficients[term] = trial.coefficients[term.rawValue]! }
+        if coefficients.values.allSatisfy({ $0 == 0 }) { coefficients[search.terms[0]] = 1e-12 }  // all α zero: any order is as good
+        return ImportanceMix(coefficients)
+    }
+
+    /// Taylor terms of a calibration subset of the pool, gradients over `comm`'s ranks (terms on its rank 0).
+    private func gradientTerms(seed: Int, samples: Int, pool: (calibration: [[Int]], objective: [[Int]], heldOutDocuments: Int),
+                               comm: Communicator) throws -> TaylorTermsOverRanks.Terms {
+        let windows = try CalibrationData.drawWindows(from: pool.calibration, samples: samples, seqlen: settings.seqlen,
+                                                      seed: UInt64(bitPattern: Int64(seed)), source: search.pool.path,
+                                                      what: "pool tokens")
+        return try TaylorTermsOverRanks.compute(checkpoint: checkpoint, windows: windows, seqlen: settings.seqlen,
+                                                blocks: blocks, fisher: search.terms.contains(.el2), comm: comm)
+    }
+
+    /// Perplexity of the pruned model on the held-out windows, the windows split over `comm`'s ranks.
+    private func objective(keeps: [Int: StructuredKeep], windows: [[Int]], comm: Communicator) throws -> Double {
         let mine = windows.indices.filter { $0 % comm.size == comm.rank }.map { windows[$0] }
         let local = try structuredPrunedNLL(checkpoint: checkpoint, keeps: keeps, windows: mine, seqlen: search.objectiveSeqlen)
         var sums = [local.nllSum, Double(local.predictions)]

@@ -64,6 +64,9 @@ struct StructuredPruneOptions: ParsableArguments {
 
     @Option(name: .long, help: "AdaPruner: trials drawn at random before TPE proposes (the first trial is always LLM-Pruner el1).")
     var startupTrials: Int = 6
+
+    @Option(name: .long, help: "AdaPruner: K, trials proposed per TPE round (constant liar) and run side by side on min(K, ranks) groups of ranks. The search depends on --search-seed and K only, not on the number of ranks; 1 runs trials one after another.")
+    var parallelTrials: Int = 4
 }
 
 extension PruneCommand {
@@ -96,6 +99,7 @@ extension PruneCommand {
                 throw ValidationError("--seed-choices, --objective-windows, --min-document-tokens must be positive and --objective-seqlen at least 2")
             }
             guard s.gamma > 0, s.gamma < 1 else { throw ValidationError("--gamma must be in (0, 1)") }
+            guard s.parallelTrials >= 1 else { throw ValidationError("--parallel-trials must be at least 1, got \(s.parallelTrials)") }
             _ = try searchSettings()
         }
     }
@@ -116,7 +120,7 @@ extension PruneCommand {
                                  betaChoices: [.vector: try numbers(s.betaVector, "--beta-vector"), .el1: try numbers(s.betaEl1, "--beta-el1"),
                                                .el2: try numbers(s.betaEl2, "--beta-el2")],
                                  objectiveWindows: s.objectiveWindows, objectiveSeqlen: s.objectiveSeqlen, gamma: s.gamma,
-                                 startupTrials: s.startupTrials)
+                                 startupTrials: s.startupTrials, parallelTrials: s.parallelTrials)
     }
 
     func runStructured() throws {

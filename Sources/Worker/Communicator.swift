@@ -49,6 +49,11 @@ public protocol Communicator: AnyObject, Sendable {
 
     /// Ends the whole job with `code`: the other ranks are stopped instead of waiting for this one.
     func abort(code: Int32)
+
+    /// MPI_Comm_split: a collective every rank calls. The ranks passing the same `color` (≥ 0) form one new
+    /// communicator, ranked by `key` (ties by rank here); its collectives involve only those ranks and work
+    /// like this one's, and its `abort(code:)` still ends the whole job.
+    func split(color: Int, key: Int) throws -> Communicator
 }
 
 extension Communicator {

@@ -13,6 +13,8 @@ public final class InMemoryCommunicator: Communicator, @unchecked Sendable {
     public let size: Int
     public var hostName: String { "in-memory" }
     private let exchange: Exchange
+    /// Splits this rank has made so far: ranks make them in the same order, so the count names one split.
+    private var splits = 0
 
     private init(rank: Int, exchange: Exchange) {
         self.rank = rank
@@ -118,8 +120,23 @@ public final class InMemoryCommunicator: Communicator, @unchecked Sendable {
 
     /// Marks the job aborted: every rank waiting in, or later entering, a collective throws, and `run`
     /// throws. Unlike MPI_Abort this returns, since the ranks are threads of the test process.
+    /// On a communicator made by `split` it aborts the whole run's job all the same.
     public func abort(code: Int32) {
         exchange.abort(rank, code: code)
+    }
+
+    /// The ranks of equal color meet in a new exchange of their own, ranked by (key, rank); the other groups'
+    /// collectives never wait for them. A failure or abort anywhere in the run stops every group.
+    public func split(color: Int, key: Int) throws -> Communicator {
+        guard color >= 0, abs(Double(color)) < 0x1p53, abs(Double(key)) < 0x1p53 else {
+            throw communicationError("split", "color must be ≥ 0 and color and key below 2^53 in magnitude, got color \(color) key \(key)")
+        }
+        let all = try exchange.collect(rank, Contribution(operation: "split", root: nil, payload: .doubles([Double(color), Double(key)])))
+        let pairs = try doublesOfEqualCount(all, "split").map { (color: Int($0[0]), key: Int($0[1])) }
+        let members = pairs.indices.filter { pairs[$0].color == color }.sorted { (pairs[$0].key, $0) < (pairs[$1].key, $1) }
+        let group = exchange.child(split: splits, color: color, members: members)
+        splits += 1
+        return InMemoryCommunicator(rank: members.firstIndex(of: rank)!, exchange: group)
     }
 
     // MARK: helpers
@@ -164,9 +181,14 @@ private struct Contribution: Sendable {
     }
 }
 
-/// The meeting point of all ranks of one `run`.
+/// The meeting point of all ranks of one `run`, or of one group made by `split` (a child exchange).
 private final class Exchange: @unchecked Sendable {
     let size: Int
+    /// For a child: the exchange it was split from, and the parent rank of each of its ranks
+    private weak var parent: Exchange?
+    private let members: [Int]
+    /// Groups split from this exchange, by "split number:color"
+    private var children: [String: Exchange] = [:]
     private let condition = NSCondition()
     private var pending: [Contribution?]
     private var arrived = 0
@@ -177,9 +199,39 @@ private final class Exchange: @unchecked Sendable {
     private var firstFailure: Error?
     private var firstFailureIsAbortBy: Int?
 
-    init(size: Int) {
+    init(size: Int, parent: Exchange? = nil, members: [Int]? = nil) {
         self.size = size
+        self.parent = parent
+        self.members = members ?? Array(0..<size)
         pending = Array(repeating: nil, count: size)
+    }
+
+    /// The group exchange of split number `split` and `color`, made by whichever member asks first.
+    /// members: parent ranks in the group's rank order
+    func child(split: Int, color: Int, members: [Int]) -> Exchange {
+        condition.lock()
+        defer { condition.unlock() }
+        let name = "\(split):\(color)"
+        if let existing = children[name] { return existing }
+        let made = Exchange(size: members.count, parent: self, members: members)
+        if let stop { made.stopAll(stop) }
+        children[name] = made
+        return made
+    }
+
+    private var childList: [Exchange] {
+        condition.lock()
+        defer { condition.unlock() }
+        return Array(children.values)
+    }
+
+    /// Stops this exchange and every group split from it: ranks waiting in, or entering, a collective throw.
+    private func stopAll(_ reason: (rank: Int, reason: String)) {
+        condition.lock()
+        if stop == nil { stop = reason }
+        condition.broadcast()
+        condition.unlock()
+        for child in childList { child.stopAll(reason) }
     }
 
     var failure: Error? {
@@ -229,6 +281,9 @@ private final class Exchange: @unchecked Sendable {
         finishedRanks.append(rank)
         condition.broadcast()
         condition.unlock()
+        for child in childList {
+            if let groupRank = child.members.firstIndex(of: rank) { child.rankFinished(groupRank) }
+        }
     }
 
     func rankFailed(_ rank: Int, _ failure: Error) {
@@ -239,19 +294,28 @@ private final class Exchange: @unchecked Sendable {
             firstFailureIsAbortBy = nil
         }
         if stop == nil { stop = (rank, "rank \(rank) failed: \(failure)") }
+        let reason = stop!
         condition.broadcast()
         condition.unlock()
+        for child in childList { child.stopAll(reason) }
     }
 
+    /// An abort in a group is the whole run's: it is recorded, with the run's rank number, at the top.
     func abort(_ rank: Int, code: Int32) {
+        if let parent {
+            parent.abort(members[rank], code: code)
+            return
+        }
         condition.lock()
         if stop == nil { stop = (rank, "rank \(rank) aborted the job with code \(code)") }
         if firstFailure == nil {
             firstFailure = PruneDistError(.communication, "rank \(rank) of \(size) aborted the job with code \(code)")
             firstFailureIsAbortBy = rank
         }
+        let reason = stop!
         condition.broadcast()
         condition.unlock()
+        for child in childList { child.stopAll(reason) }
     }
 
     private func throwIfStopped(_ rank: Int, _ operation: String) throws {

@@ -12,7 +12,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     public let rank: Int
     public let size: Int
     public let hostName: String
+    /// MPI_COMM_WORLD, or for a communicator made by `split` the sub-communicator (freed on deinit)
     private let world: MPI_Comm
+    private let isSplit: Bool
 
     /// Longest single MPI message, in elements. Int32.max is MPI's limit; smaller values bound MPI's
     /// internal temporary buffers and let tests exercise the piecewise path with small buffers.
@@ -38,11 +40,20 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     }
     private static let registry = Registry()
 
-    private init(world: MPI_Comm, rank: Int, size: Int, hostName: String) {
+    private init(world: MPI_Comm, rank: Int, size: Int, hostName: String, isSplit: Bool = false) {
         self.world = world
         self.rank = rank
         self.size = size
         self.hostName = hostName
+        self.isSplit = isSplit
+    }
+
+    /// A sub-communicator is freed when its last reference goes; after MPI_Finalize there is nothing to free
+    /// (and MPI calls are not allowed).
+    deinit {
+        guard isSplit, cmpi_is_initialized() != 0, cmpi_is_finalized() == 0 else { return }
+        var handle: MPI_Comm? = world
+        _ = cmpi_comm_free(&handle)
     }
 
     /// Initialises MPI (MPI_THREAD_MULTIPLE requested) the first time and returns the process's
@@ -246,6 +257,31 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         return result
     }
 
+    // MARK: split
+
+    /// MPI_Comm_split: a collective over this communicator. The new communicator inherits the message limit.
+    public func split(color: Int, key: Int) throws -> Communicator {
+        try begin("split")
+        guard color >= 0, color <= Int(Int32.max), let key32 = Int32(exactly: key) else {
+            throw communicationError("split", "color must be in 0...\(Int32.max) and key an Int32, got color \(color) key \(key)")
+        }
+        var handle: MPI_Comm? = nil
+        try check(cmpi_comm_split(world, Int32(color), key32, &handle), "split")
+        guard let handle else { throw communicationError("split", "MPI_Comm_split returned no communicator") }
+        var subRank: Int32 = 0, subSize: Int32 = 0
+        let rankCode = MPI_Comm_rank(handle, &subRank), sizeCode = MPI_Comm_size(handle, &subSize)
+        guard rankCode == cmpi_success(), sizeCode == cmpi_success() else {
+            var owned: MPI_Comm? = handle
+            _ = cmpi_comm_free(&owned)
+            try check(rankCode, "split (MPI_Comm_rank)")
+            try check(sizeCode, "split (MPI_Comm_size)")
+            return self  // not reached: one of the codes is an error
+        }
+        let result = MPICommunicator(world: handle, rank: Int(subRank), size: Int(subSize), hostName: hostName, isSplit: true)
+        result.maxElementsPerMessage = maxElementsPerMessage
+        return result
+    }
+
     // MARK: control
 
     public func barrier() throws {
@@ -255,8 +291,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
     public func abort(code: Int32) {
         fflush(nil)
-        if cmpi_is_initialized() != 0 && cmpi_is_finalized() == 0 {
-            _ = MPI_Abort(world, code)
+        // MPI_COMM_WORLD even on a sub-communicator: the whole job ends, not only this rank's group.
+        if cmpi_is_initialized() != 0 && cmpi_is_finalized() == 0, let everyone = cmpi_comm_world() {
+            _ = MPI_Abort(everyone, code)
         }
         exit(code)
     }

@@ -35,5 +35,10 @@ int cmpi_set_errors_return(MPI_Comm comm);
 void cmpi_error_string(int code, char *buf, int len);
 // Host name of this process as MPI sees it.
 void cmpi_processor_name(char *buf, int len);
+// MPI_Comm_split of parent into the ranks of equal color, ordered by key (ties by parent rank); *out gets
+// the new communicator with MPI_ERRORS_RETURN set. Returns the MPI error code (*out is MPI_COMM_NULL on error).
+int cmpi_comm_split(MPI_Comm parent, int color, int key, MPI_Comm *out);
+// MPI_Comm_free of a communicator made by cmpi_comm_split. Returns the MPI error code.
+int cmpi_comm_free(MPI_Comm *comm);
 
 #endif

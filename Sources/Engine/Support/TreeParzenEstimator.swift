@@ -60,6 +60,26 @@ public struct TreeParzenEstimator: Sendable {
         return best
     }
 
+    /// `count` points to evaluate at once, by the constant liar (Ginsbourger et al. 2010, "CL-max"): each
+    /// proposal, and each of the `pending` points already chosen but not yet evaluated, is observed with the
+    /// worst loss seen so far before the next proposal, so a batch spreads out instead of repeating one point.
+    /// The lies are dropped afterwards; only the random state moves on. With count 1 and nothing pending
+    /// this is `suggest()`. Start-up counts the lies, so trial i of a search draws from the prior exactly
+    /// when i < startupTrials, whatever the batch size.
+    public mutating func suggestBatch(count: Int, pending: [[Double]] = []) -> [[Double]] {
+        let lie = observations.map(\.loss).max() ?? 0
+        var liar = self
+        for point in pending { liar.observe(point, loss: lie) }
+        var batch: [[Double]] = []
+        for _ in 0..<count {
+            let point = liar.suggest()
+            batch.append(point)
+            liar.observe(point, loss: lie)
+        }
+        random = liar.random
+        return batch
+    }
+
     private mutating func drawPrior(_ dimension: Dimension) -> Double {
         switch dimension {
         case let .uniform(lower, upper): return lower + (upper - lower) * random.nextUnit()
