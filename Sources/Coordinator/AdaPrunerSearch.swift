@@ -194,7 +194,7 @@ final class AdaPrunerSearch {
                 flat = points.flatMap { $0 }
             }
             try comm.broadcast(&flat, root: 0)
-            let points = indices.indices.map { Array(flat[($0 * dimensions.count)..<(($0 + 1) * dimensions.count)]) }
+            let points = (0..<indices.count).map { Array(flat[($0 * dimensions.count)..<(($0 + 1) * dimensions.count)]) }
 
             var mine: [AdaPrunerReport.Trial] = []
             for index in groups.mine(of: indices) {

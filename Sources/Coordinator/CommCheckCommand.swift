@@ -37,11 +37,15 @@ struct CommCheckCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Longest MPI message in elements (default 2^27), small to exercise piecewise messages.", visibility: .hidden))
     var maxMessageElements: Int?
 
+    @Option(name: .long, help: ArgumentHelp("Test hook: split the ranks into this many groups of consecutive ranks (Communicator.split) and run the checks in every group at once.", visibility: .hidden))
+    var splitGroups: Int?
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
         guard megabytes >= 0 else { throw ValidationError("--megabytes must be 0 or more, got \(megabytes)") }
         guard repetitions >= 1 else { throw ValidationError("--repetitions must be at least 1, got \(repetitions)") }
+        if let splitGroups, splitGroups < 1 { throw ValidationError("--split-groups must be at least 1, got \(splitGroups)") }
         if let maxMessageElements, !(1...Int(Int32.max)).contains(maxMessageElements) {
             throw ValidationError("--max-message-elements must be in 1...\(Int32.max), got \(maxMessageElements)")
         }
@@ -51,19 +55,41 @@ struct CommCheckCommand: ParsableCommand {
         _ = try global.makeLogger()
         let comm = try MPICommunicator.start()
         if let maxMessageElements { comm.maxElementsPerMessage = maxMessageElements }
+        var groupFailures: [String] = []
         let report = try comm.abortingJobOnError {
-            if comm.rank == failRank {
-                throw PruneDistError(.communication, "comm-check: rank \(comm.rank) failing on purpose (--fail-rank \(comm.rank))")
+            guard let splitGroups else {
+                if comm.rank == failRank {
+                    throw PruneDistError(.communication, "comm-check: rank \(comm.rank) failing on purpose (--fail-rank \(comm.rank))")
+                }
+                return try CommunicationCheck(megabytes: megabytes, repetitions: repetitions, perturbRank: perturbRank).run(comm)
             }
-            return try CommunicationCheck(megabytes: megabytes, repetitions: repetitions, perturbRank: perturbRank).run(comm)
+            // Each group checks its own communicator; a failure inside a group must still end the whole job.
+            let group = comm.rank * splitGroups / comm.size
+            let sub = try comm.split(color: group, key: comm.rank)
+            let report = try sub.abortingJobOnError {
+                if comm.rank == failRank {
+                    throw PruneDistError(.communication, "comm-check: rank \(comm.rank) failing on purpose (--fail-rank \(comm.rank))")
+                }
+                return try CommunicationCheck(megabytes: megabytes, repetitions: repetitions, perturbRank: perturbRank).run(sub)
+            }
+            let mine = sub.rank == 0 ? report.failures.map { "group \(group): \($0)" }.joined(separator: "\n") : ""
+            groupFailures = try comm.gather(Data(mine.utf8), root: 0).flatMap {
+                String(decoding: $0, as: UTF8.self).split(separator: "\n").map(String.init)
+            }
+            return report
         }
         comm.finish()
         if comm.rank == 0 {
             var object = report.jsonObject()
             object["max_message_elements"] = comm.maxElementsPerMessage
+            if let splitGroups {
+                object["split_groups"] = splitGroups
+                object["failures"] = groupFailures
+                object["ok"] = groupFailures.isEmpty
+            }
             printLine(json ? try jsonLine(object) : report.text())
         }
-        if !report.ok { throw ExitCode.failure }
+        if !report.ok || !groupFailures.isEmpty { throw ExitCode.failure }
     }
 }
 

@@ -82,6 +82,28 @@ final class MPIRunTests: XCTestCase {
         XCTAssertFalse(result.stdout.contains("\"ok\""), "no report from a failed job:\n\(result.stdout)")
     }
 
+    /// Four ranks split into two groups of two (Communicator.split over MPI_Comm_split): every check passes
+    /// inside each group at once, and a failing rank inside a group still ends the whole job, not only its group.
+    func testCommCheckInSplitGroups() throws {
+        let result = try PruneDistBinary.mpirun(ranks: 4, ["comm-check", "--megabytes", "1", "--json", "--split-groups", "2"])
+        try assertPassed(result, ranks: 2)
+        XCTAssertEqual(try report(result)["split_groups"] as? Int, 2)
+
+        let limit = 120
+        let start = Date()
+        let failed = try PruneDistBinary.launch(
+            URL(fileURLWithPath: "/usr/bin/timeout"),
+            ["--kill-after=10", String(limit), "/usr/bin/mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "4",
+             "--mca", "btl", "self,vader,tcp", PruneDistBinary.executable.path,
+             "comm-check", "--megabytes", "0", "--json", "--split-groups", "2", "--fail-rank", "3"])
+        XCTAssertNotEqual(failed.status, 0)
+        XCTAssertNotEqual(failed.status, 124, "the job hung until timeout killed it")
+        XCTAssertLessThan(Date().timeIntervalSince(start), Double(limit - 10))
+        XCTAssertTrue(failed.stderr.contains("prune-dist: rank 1 of 2 on "), failed.stderr)
+        XCTAssertTrue(failed.stderr.contains("comm-check: rank 3 failing on purpose (--fail-rank 3)"), failed.stderr)
+        XCTAssertFalse(failed.stdout.contains("\"ok\""), "no report from a failed job:\n\(failed.stdout)")
+    }
+
     /// Alone (no mpirun), a failing rank is an ordinary error: message and exit 1.
     func testFailingSingleRankExitsWithItsError() throws {
         let result = try PruneDistBinary.run(["comm-check", "--megabytes", "0", "--fail-rank", "0"])

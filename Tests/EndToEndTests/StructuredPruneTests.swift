@@ -185,11 +185,57 @@ final class StructuredPruneTests: XCTestCase {
         XCTAssertEqual(try keeps(one), try keeps(two))
     }
 
+    /// --parallel-trials 2: rounds of two trials, run by two rank groups side by side when there are two ranks or
+    /// more. One process, mpirun -n 2 and -n 4 make the same search (same points, perplexities within 1e-6), choose
+    /// the same trial and write the same checkpoint; the report says which round and group ran each trial.
+    func testParallelTrialsGiveTheSameSearchOnAnyNumberOfRanks() throws {
+        var random = SplitMix64(seed: 23)
+        let documents = (0..<40).map { d in (0..<(40 + d % 7 * 10)).map { _ in Int(random.next() % 512) } }
+        let pool = scratch.appendingPathComponent("pool.json")
+        try JSONSerialization.data(withJSONObject: documents).write(to: pool)
+        let args = ["--method", "adapruner", "--ratio", "0.4", "--block-start", "0", "--block-end", "2", "--trials", "5",
+                    "--startup-trials", "2", "--pool", pool.path, "--min-document-tokens", "40", "--sample-choices", "4,8",
+                    "--seed-choices", "3", "--objective-windows", "4", "--objective-seqlen", "32", "--terms", "vector,el1",
+                    "--parallel-trials", "2", "--search-seed", "5"]
+        let runs: [(Int, (url: URL, report: [String: Any]))] = try [1, 2, 4].map { ranks in
+            (ranks, try prune(ranks: ranks == 1 ? nil : ranks, args, out: "par\(ranks)"))
+        }
+        let reference = runs[0].1.report["search"] as! [String: Any]
+        let referenceTrials = reference["trials"] as! [[String: Any]]
+        XCTAssertEqual(referenceTrials.map { $0["round"] as! Int }, [0, 0, 1, 1, 2])
+        for (ranks, run) in runs {
+            let search = run.report["search"] as! [String: Any]
+            let trials = search["trials"] as! [[String: Any]]
+            XCTAssertEqual(search["parallel_trials"] as? Int, 2)
+            let groups = search["groups"] as! [[Int]]
+            XCTAssertEqual(groups, ranks == 1 ? [[0]] : ranks == 2 ? [[0], [1]] : [[0, 1], [2, 3]], "\(ranks) ranks")
+            XCTAssertEqual(trials.map { $0["index"] as! Int }, Array(0..<5))
+            XCTAssertEqual(trials.map { $0["round"] as! Int }, [0, 0, 1, 1, 2])
+            // Trial g of each round on group g: the two trials of a round ran on different groups.
+            XCTAssertEqual(trials.map { $0["group"] as! Int }, ranks == 1 ? [0, 0, 0, 0, 0] : [0, 1, 0, 1, 0], "\(ranks) ranks")
+            XCTAssertEqual(trials[0]["coefficients"] as! [String: Double], ["vector": 0, "el1": 1])
+            for (a, b) in zip(referenceTrials, trials) {
+                XCTAssertEqual(a["calibration_seed"] as! Int, b["calibration_seed"] as! Int, "\(ranks) ranks, trial \(a["index"] as! Int)")
+                XCTAssertEqual(a["samples"] as! Int, b["samples"] as! Int)
+                XCTAssertEqual(a["coefficients"] as! [String: Double], b["coefficients"] as! [String: Double])
+                let p = a["objective_perplexity"] as! Double
+                XCTAssertEqual(p, b["objective_perplexity"] as! Double, accuracy: 1e-6 * p, "\(ranks) ranks, trial \(a["index"] as! Int)")
+            }
+            XCTAssertEqual((search["best"] as! [String: Any])["index"] as? Int, (reference["best"] as! [String: Any])["index"] as? Int)
+            XCTAssertEqual(ranks > 1, search["final_gradient_seconds"] != nil, "the chosen configuration is pruned over all ranks")
+            XCTAssertEqual(try checkpointFileDifferences(runs[0].1.url, run.url), [], "\(ranks) ranks")
+        }
+        // The search explores: no two trials of the batch got the same point.
+        let points = referenceTrials.map { "\($0["calibration_seed"] as! Int) \($0["samples"] as! Int) \($0["coefficients"] as! [String: Double])" }
+        XCTAssertEqual(Set(points).count, points.count, "\(points)")
+    }
+
     func testBadRequestsAreRefused() throws {
         let out = scratch.appendingPathComponent("bad").path
         for (args, message) in [(["--method", "llm-pruner"], "--ratio"),
                                 (["--method", "llm-pruner", "--ratio", "0.2", "--sparsity", "0.5"], "--sparsity"),
-                                (["--method", "llm-pruner", "--ratio", "0.2"], "blocks 4..N−3")] {
+                                (["--method", "llm-pruner", "--ratio", "0.2"], "blocks 4..N−3"),
+                                (["--method", "adapruner", "--ratio", "0.2", "--parallel-trials", "0"], "--parallel-trials must be at least 1")] {
             let result = try PruneDistBinary.run(["prune", "--model", try model().path, "--out", out, "--calib", try calibration().path,
                                                   "--samples", "8", "--seqlen", "32"] + args)
             XCTAssertNotEqual(result.status, 0, "\(args)")
