@@ -72,13 +72,11 @@ struct AdaPrunerReport: Codable, Sendable {
     /// K, and the world ranks of each group (G = groups.count)
     var parallelTrials: Int
     var groups: [[Int]]
-    /// The chosen configuration's gradients computed again over every rank (nil: the single group's were reused)
-    var finalGradientSeconds: Double?
     var seconds: Double
 
     enum CodingKeys: String, CodingKey {
         case trials, best, pool, gamma, terms, parallelism, seconds, groups
-        case parallelTrials = "parallel_trials", finalGradientSeconds = "final_gradient_seconds"
+        case parallelTrials = "parallel_trials"
         case searchSeed = "search_seed", poolDocuments = "pool_documents", heldOutDocuments = "held_out_documents"
         case objectiveWindows = "objective_windows", objectiveSeqlen = "objective_seqlen", startupTrials = "startup_trials"
         case sampleChoices = "sample_choices", seedChoices = "seed_choices", betaChoices = "beta_choices"
@@ -92,7 +90,7 @@ struct AdaPrunerReport: Codable, Sendable {
 /// from (seed, K) alone. The first trial is LLM-Pruner's own configuration (element-wise first order alone,
 /// `--samples` sequences), so the search can only return something at least as good on the objective. The
 /// objective is the perplexity, on held-out pool documents, of the model pruned with the trial's configuration
-/// (never the evaluation text). The chosen configuration is then pruned over all ranks.
+/// (never the evaluation text). The chosen trial's kept groups go from its group to every rank.
 final class AdaPrunerSearch {
     let settings: StructuredPruneSettings
     let search: AdaPrunerSettings
@@ -222,30 +220,35 @@ final class AdaPrunerSearch {
         let bestIndex = Int(chosenIndex[0])
         let best = trials[bestIndex]
 
-        // The chosen configuration over every rank: one group's terms are on that group's rank 0 only.
-        let bestKey = "\(best.calibrationSeed):\(best.samples)"
-        var finalGradientSeconds: Double?
-        let bestTerms: TaylorTermsOverRanks.Terms
-        if groups.count == 1 {
-            bestTerms = cache[bestKey]!
-        } else {
-            cache = [:]
-            let t = Date()
-            bestTerms = try gradientTerms(seed: best.calibrationSeed, samples: best.samples, pool: pool, comm: comm)
-            finalGradientSeconds = Date().timeIntervalSince(t)
+        // The chosen trial's terms are cached on its group's rank 0: that group chooses again from them (cheaper
+        // than new gradients over every rank, and the same kept groups) and its rank 0 sends the kept groups and
+        // scores to every rank.
+        let source = groups.members[best.group][0]
+        var chosenData = Data()
+        if groups.group == best.group {
+            let chosen = try TaylorTermsOverRanks.choose(terms: cache["\(best.calibrationSeed):\(best.samples)"]!, mix: mix(best),
+                                                         aggregation: settings.aggregation, ratio: settings.ratio, comm: groups.comm)
+            if comm.rank == source { chosenData = try JSONEncoder().encode(ChosenGroups(keeps: Array(chosen.keeps.values), scores: chosen.scores)) }
         }
-        let chosen = try TaylorTermsOverRanks.choose(terms: bestTerms, mix: mix(best), aggregation: settings.aggregation,
-                                                     ratio: settings.ratio, comm: comm)
+        cache = [:]
+        try comm.broadcast(&chosenData, root: source)
+        let chosen = try JSONDecoder().decode(ChosenGroups.self, from: chosenData)
         let report = AdaPrunerReport(trials: trials, best: best, searchSeed: search.searchSeed, pool: search.pool.path,
                                      poolDocuments: pool.calibration.count, heldOutDocuments: pool.heldOutDocuments,
                                      objectiveWindows: pool.objective.count, objectiveSeqlen: search.objectiveSeqlen,
                                      gamma: search.gamma, startupTrials: search.startupTrials, sampleChoices: search.sampleChoices,
                                      seedChoices: search.seedChoices, terms: terms.map(\.rawValue),
                                      betaChoices: Dictionary(uniqueKeysWithValues: search.betaChoices.map { ($0.key.rawValue, $0.value) }),
-                                     parallelism: "rounds of \(groups.batch) trial(s) proposed by TPE with the constant liar; the round's trials run side by side on \(groups.count) group(s) of consecutive ranks, each trial's gradients and objective forward passes split over its group's ranks; the chosen configuration is pruned over all \(comm.size) rank(s)",
-                                     parallelTrials: groups.batch, groups: groups.members, finalGradientSeconds: finalGradientSeconds,
+                                     parallelism: "rounds of \(groups.batch) trial(s) proposed by TPE with the constant liar; the round's trials run side by side on \(groups.count) group(s) of consecutive ranks, each trial's gradients and objective forward passes split over its group's ranks; the chosen trial's kept groups come from its group to all \(comm.size) rank(s)",
+                                     parallelTrials: groups.batch, groups: groups.members,
                                      seconds: Date().timeIntervalSince(start))
-        return Result(keeps: chosen.keeps, scores: chosen.scores, report: report)
+        return Result(keeps: Dictionary(uniqueKeysWithValues: chosen.keeps.map { ($0.layer, $0) }), scores: chosen.scores, report: report)
+    }
+
+    /// The chosen trial's kept groups (every pruned block) and scores, as its group's rank 0 sends them.
+    private struct ChosenGroups: Codable {
+        var keeps: [StructuredKeep]
+        var scores: [StructuredGroupScores]
     }
 
     /// One trial on this rank's group: the point's calibration subset (gradients cached per subset), its mix,

@@ -222,7 +222,6 @@ final class StructuredPruneTests: XCTestCase {
                 XCTAssertEqual(p, b["objective_perplexity"] as! Double, accuracy: 1e-6 * p, "\(ranks) ranks, trial \(a["index"] as! Int)")
             }
             XCTAssertEqual((search["best"] as! [String: Any])["index"] as? Int, (reference["best"] as! [String: Any])["index"] as? Int)
-            XCTAssertEqual(ranks > 1, search["final_gradient_seconds"] != nil, "the chosen configuration is pruned over all ranks")
             XCTAssertEqual(try checkpointFileDifferences(runs[0].1.url, run.url), [], "\(ranks) ranks")
         }
         // The search explores: no two trials of the batch got the same point.
