@@ -1,20 +1,41 @@
 import Engine
 import Foundation
 
+/// How windows are drawn from a calibration source.
+enum CalibrationDraw: String, Sendable, CaseIterable {
+    /// Windows anywhere in the token stream (SparseGPT's and Wanda's loaders)
+    case stream
+    /// One window per randomly picked document of at least seqlen tokens (LLM-Pruner's loader)
+    case documents
+
+    /// LLM-Pruner's draw where the source has documents, the stream draw for token files.
+    static func defaultDraw(for url: URL) -> CalibrationDraw {
+        CalibrationData.isTokenFile(url) ? .stream : .documents
+    }
+}
+
 /// Where a run's calibration windows come from.
 enum CalibrationSource {
     /// A JSON array of arrays is taken as the windows themselves (each `seqlen` long; used as given, e.g. to
     /// reproduce another tool's calibration set); anything else is a token stream or text that windows are drawn
     /// from with `seed`. Text needs the model's tokenizer.json.
-    static func windows(url: URL, modelDirectory: URL, samples: Int, seqlen: Int, seed: Int) throws -> [[Int]] {
+    static func windows(url: URL, modelDirectory: URL, samples: Int, seqlen: Int, seed: Int,
+                        draw: CalibrationDraw = .stream) throws -> [[Int]] {
         if url.pathExtension == "json", let explicit = try explicitWindows(url: url, seqlen: seqlen) {
             guard explicit.count >= samples else {
                 throw PruneDistError(.data, "\(url.path): holds \(explicit.count) windows, --samples asks for \(samples)")
             }
             return Array(explicit.prefix(samples))
         }
-        let isTokenFile = url.pathExtension == "u16" || url.pathExtension == "json"
-        let tokenizer = isTokenFile ? nil : try Tokenizer.load(modelDirectory: modelDirectory)
+        let tokenizer = CalibrationData.isTokenFile(url) ? nil : try Tokenizer.load(modelDirectory: modelDirectory)
+        if draw == .documents {
+            guard let tokenizer else {
+                throw PruneDistError(.argument, "\(url.path): a token file has no documents to draw from; "
+                                     + "use --calib-draw stream or give the calibration text")
+            }
+            return try CalibrationData.documentDrawWindows(url: url, tokenizer: tokenizer, samples: samples, seqlen: seqlen,
+                                                           seed: UInt64(bitPattern: Int64(seed)))
+        }
         return try CalibrationData.windows(url: url, tokenizer: tokenizer, samples: samples, seqlen: seqlen, seed: UInt64(bitPattern: Int64(seed)))
     }
 

@@ -5,6 +5,7 @@ import Worker
 
 extension TaylorTerm: ExpressibleByArgument {}
 extension GroupAggregation: ExpressibleByArgument {}
+extension CalibrationDraw: ExpressibleByArgument {}
 
 /// The options of `prune --method llm-pruner|adapruner` (structured pruning).
 struct StructuredPruneOptions: ParsableArguments {
@@ -16,6 +17,9 @@ struct StructuredPruneOptions: ParsableArguments {
 
     @Option(name: .long, help: "Structured: aggregation over a group's structures: sum, prod, max, last.")
     var aggregation: GroupAggregation = .sum
+
+    @Option(name: .long, help: "LLM-Pruner: how calibration windows are drawn: documents (LLM-Pruner's own: one window in each of --samples random documents of at least --seqlen tokens; the default for text and JSONL) or stream (anywhere in the token stream, as SparseGPT and Wanda; the default for token files).")
+    var calibDraw: CalibrationDraw?
 
     @Option(name: .long, help: "Structured: first pruned block (default 4).")
     var blockStart: Int?
@@ -133,6 +137,7 @@ extension PruneCommand {
             model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out), method: method, ratio: s.ratio!,
             importance: s.importance, aggregation: s.aggregation, calibration: URL(fileURLWithPath: calib!),
             samples: samples, seqlen: seqlen, seed: seed,
+            calibrationDraw: s.calibDraw ?? CalibrationDraw.defaultDraw(for: URL(fileURLWithPath: calib!)),
             blocks: s.blockStart.map { $0...s.blockEnd! }, outputDType: dtype.flatMap { DType(torchName: $0) },
             reportURL: report.map { URL(fileURLWithPath: $0) }, search: method == .adapruner ? try searchSettings() : nil)
         let result = try comm.abortingJobOnError {

@@ -15,6 +15,8 @@ struct StructuredPruneSettings: Sendable {
     var samples: Int
     var seqlen: Int
     var seed: Int
+    /// How LLM-Pruner's calibration windows are drawn from `calibration`
+    var calibrationDraw: CalibrationDraw
     /// nil: LLM-Pruner's default, blocks 4..N−3
     var blocks: ClosedRange<Int>?
     var outputDType: DType?
@@ -46,6 +48,8 @@ struct StructuredReport: Codable, Sendable {
     var samples: Int
     var seqlen: Int
     var seed: Int
+    /// LLM-Pruner's calibration draw (nil for AdaPruner, whose trials draw from the pool)
+    var calibrationDraw: String?
     var ranks: Int
     var blockStart: Int
     var blockEnd: Int
@@ -70,7 +74,7 @@ struct StructuredReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case tool, version, model, output, method, ratio, importance, aggregation, samples, seqlen, seed, ranks, kept, scores, search
-        case blockStart = "block_start", blockEnd = "block_end", calibrationLoss = "calibration_loss"
+        case blockStart = "block_start", blockEnd = "block_end", calibrationLoss = "calibration_loss", calibrationDraw = "calibration_draw"
         case parametersBefore = "parameters_before", parametersAfter = "parameters_after", parametersRemoved = "parameters_removed"
         case blockLinearParametersBefore = "block_linear_parameters_before", blockLinearFractionRemoved = "block_linear_fraction_removed"
         case prunedBlocksFractionRemoved = "pruned_blocks_fraction_removed"
@@ -119,7 +123,8 @@ final class StructuredPruneRun {
             importance = nil
         } else {
             let windows = try CalibrationSource.windows(url: settings.calibration, modelDirectory: settings.model,
-                                                        samples: settings.samples, seqlen: settings.seqlen, seed: settings.seed)
+                                                        samples: settings.samples, seqlen: settings.seqlen, seed: settings.seed,
+                                                        draw: settings.calibrationDraw)
             if comm.rank == 0 {
                 logger.info("llm-pruner: \(settings.importance.rawValue) importance, ratio \(settings.ratio), blocks \(blocks.lowerBound)..\(blocks.upperBound), \(windows.count) sequences of \(settings.seqlen) tokens over \(comm.size) rank(s)")
             }
@@ -182,7 +187,8 @@ final class StructuredPruneRun {
         let removed = linearBefore - linearAfter
         return StructuredReport(model: settings.model.path, output: settings.out.path, method: settings.method.rawValue,
                                 ratio: settings.ratio, importance: settings.importance.rawValue, aggregation: settings.aggregation.rawValue,
-                                samples: settings.samples, seqlen: settings.seqlen, seed: settings.seed, ranks: comm.size,
+                                samples: settings.samples, seqlen: settings.seqlen, seed: settings.seed,
+                                calibrationDraw: settings.search == nil ? settings.calibrationDraw.rawValue : nil, ranks: comm.size,
                                 blockStart: blocks.lowerBound, blockEnd: blocks.upperBound, calibrationLoss: nil,
                                 parametersBefore: before, parametersAfter: before - removed, parametersRemoved: removed,
                                 blockLinearParametersBefore: linearBefore,

@@ -108,6 +108,41 @@ final class CalibrationDataTests: XCTestCase {
         XCTAssertEqual(try CalibrationData.documents(url), texts)
     }
 
+    /// LLM-Pruner's loader reproduced: the windows Python's `random` and the Hugging Face tokenizer pick from
+    /// calib.txt for seed 0, 10 × 64 (reference.md's LLM-Pruner runs), made by scripts/golden/llm_pruner_draw.py.
+    func testDocumentDrawEqualsLLMPrunersLoader() throws {
+        struct Golden: Decodable { var seed: UInt64; var samples: Int; var seqlen: Int; var windows: [[Int]] }
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Golden/llm_pruner_draw_calib_seed0_n10_L64.json")
+        let golden = try JSONDecoder().decode(Golden.self, from: Data(contentsOf: url))
+        let windows = try CalibrationData.documentDrawWindows(url: Fixtures.path("data/wiki/calib.txt"), tokenizer: smol(),
+                                                              samples: golden.samples, seqlen: golden.seqlen, seed: golden.seed)
+        XCTAssertEqual(windows, golden.windows)
+        let otherSeed = try CalibrationData.documentDrawWindows(url: Fixtures.path("data/wiki/calib.txt"), tokenizer: smol(),
+                                                                samples: golden.samples, seqlen: golden.seqlen, seed: 1)
+        XCTAssertNotEqual(otherSeed, golden.windows)
+    }
+
+    /// Each document gives at most one window, and only documents of at least seqlen tokens count; asking
+    /// for more windows than there are such documents is refused instead of looping forever.
+    func testDocumentDrawTakesOneWindowPerLongDocument() throws {
+        let tokenizer = try smol()
+        let short = String(repeating: " dog", count: 20).dropFirst()
+        let long = [" cat", " cow", " hen"].map { String(String(repeating: $0, count: 80).dropFirst()) }
+        let url = try write(([String(short)] + long + [String(short), ""]).joined(separator: "\n\n"), "draw.txt")
+        let windows = try CalibrationData.documentDrawWindows(url: url, tokenizer: tokenizer, samples: 3, seqlen: 64, seed: 5)
+        let animals = long.map { Set(tokenizer.encode($0)) }
+        XCTAssertEqual(Set(windows.map { window in animals.firstIndex { Set(window).isSubset(of: $0) } }), [0, 1, 2],
+                       "one window from each long document")
+        assertError(.data, containing: [url.path, "4 samples", "at least 64 tokens", "hold only 3"]) {
+            _ = try CalibrationData.documentDrawWindows(url: url, tokenizer: tokenizer, samples: 4, seqlen: 64, seed: 5)
+        }
+        assertError(.argument, containing: ["calib_tokens.u16", "no documents"]) {
+            _ = try CalibrationData.documentDrawWindows(url: Fixtures.path("data/wiki/calib_tokens.u16"), tokenizer: tokenizer,
+                                                        samples: 1, seqlen: 64, seed: 0)
+        }
+    }
+
     /// Short "dog" documents and long "cat" and "cow" documents: with the filter every window lies inside
     /// one long document; without it some windows reach the short ones.
     func testMinimumDocumentLengthIsHonoured() throws {

@@ -57,6 +57,55 @@ public enum CalibrationData {
                                source: url.path, what: what)
     }
 
+    /// LLM-Pruner's own draw (its `get_examples`; BookCorpus rows there): for each sample, documents are picked with
+    /// `random.randint(0, D − 1)` until one of at least `seqlen` tokens that was not picked before comes up, then
+    /// the window starts at `random.randint(0, n − seqlen)` inside it. Documents are the pieces of Python's
+    /// `text.split("\n\n")`, kept as they are (empty ones too, so D is the same), or a JSONL file's lines, each
+    /// tokenized on its own without special tokens. Seed 0, 10 × 64 on calib.txt gives the windows of
+    /// reference.md's LLM-Pruner runs. Returns [samples][seqlen].
+    public static func documentDrawWindows(url: URL, tokenizer: Tokenizer, samples: Int, seqlen: Int,
+                                           seed: UInt64) throws -> [[Int]] {
+        guard samples > 0, seqlen > 0 else {
+            throw PruneDistError(.argument, "calibration from \(url.path): samples (\(samples)) and seqlen (\(seqlen)) must be positive")
+        }
+        guard !isTokenFile(url) else {
+            throw PruneDistError(.argument, "\(url.path): a token file has no documents; LLM-Pruner's document draw needs "
+                                 + "a text or JSONL source (or draw windows from the token stream instead)")
+        }
+        let texts = isJSONL(url) ? try documents(url) : try readText(url).components(separatedBy: "\n\n")
+        var tokenized = [Int: [Int]]()      // document index → its ids, as documents are first picked
+        var eligibleLeft: Int?              // documents of ≥ seqlen tokens not yet used, once all are tokenized
+        var used = Set<Int>()
+        var random = PythonRandom(seed: seed)
+        var windows = [[Int]]()
+        for _ in 0..<samples {
+            var ids: [Int]
+            while true {
+                if eligibleLeft == 0 || texts.isEmpty {
+                    throw PruneDistError(.data, "\(url.path): \(samples) samples need as many documents of at least \(seqlen) "
+                                         + "tokens; the \(texts.count) documents hold only \(used.count)")
+                }
+                let index = random.randbelow(texts.count)
+                if let known = tokenized[index] { ids = known } else {
+                    ids = tokenizer.encode(texts[index])
+                    try checkRange(ids, tokenizer: tokenizer, url: url)
+                    tokenized[index] = ids
+                    if tokenized.count == texts.count {
+                        eligibleLeft = tokenized.filter { $0.value.count >= seqlen && !used.contains($0.key) }.count
+                    }
+                }
+                if ids.count >= seqlen, !used.contains(index) {
+                    used.insert(index)
+                    if let left = eligibleLeft { eligibleLeft = left - 1 }
+                    break
+                }
+            }
+            let start = random.randbelow(ids.count - seqlen + 1)
+            windows.append(Array(ids[start..<(start + seqlen)]))
+        }
+        return windows
+    }
+
     /// documents: [d][n_d] token ids; returns [samples][seqlen]
     public static func drawWindows(from documents: [[Int]], samples: Int, seqlen: Int, seed: UInt64,
                             source: String, what: String) throws -> [[Int]] {
@@ -95,7 +144,8 @@ public enum CalibrationData {
 
     private static func isJSONL(_ url: URL) -> Bool { url.pathExtension.lowercased() == "jsonl" }
 
-    private static func isTokenFile(_ url: URL) -> Bool {
+    /// Token-id files (`.u16`, `.json`) as opposed to text and JSONL.
+    public static func isTokenFile(_ url: URL) -> Bool {
         ["u16", "json"].contains(url.pathExtension.lowercased())
     }
 
