@@ -2,17 +2,18 @@
 # Protocol R (../shared/data/README.md) on SmolLM2-135M-Instruct: every method at 50 % and 2:4, single process
 # and under mpirun, next to the reference tools' figures (../shared/reference.md).
 #
-#   bench/protocol-r.sh [--methods "krp sparsegpt wanda magnitude"] [--patterns "0.5 2:4"] [--ranks "2 1"]
+#   bench/protocol-r.sh [--methods "krp sparsegpt wanda magnitude"] [--patterns "0.5 2:4"] [--ranks "2 1"] [--skip-dense]
 #
 # Prints one table row per run; the JSON of every run stays in $PRUNE_DIST_BENCH (default ~/.cache/prune-dist/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-methods="krp sparsegpt wanda magnitude"; patterns="0.5 2:4"; ranks="2 1"
+methods="krp sparsegpt wanda magnitude"; patterns="0.5 2:4"; ranks="2 1"; dense=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --methods) methods="$2"; shift 2 ;;
     --patterns) patterns="$2"; shift 2 ;;
     --ranks) ranks="$2"; shift 2 ;;
+    --skip-dense) dense=0; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -35,7 +36,7 @@ perplexity() { # model seqlen windows
 
 row() { printf '%-10s %-8s %-5s %9s %9s %8s %8s %13s\n' "$@"; }
 row method pattern ranks ppl@512 ppl@2048 prune_s cpu_s peak_rss_GiB
-row dense - - "$(perplexity "$model" 512 32)" "$(perplexity "$model" 2048 8)" - - -
+[ "$dense" = 0 ] || row dense - - "$(perplexity "$model" 512 32)" "$(perplexity "$model" 2048 8)" - - -
 for method in $methods; do
   for pattern in $patterns; do
     case "$pattern" in *:*) flag=(--pattern "$pattern") ;; *) flag=(--sparsity "$pattern") ;; esac
