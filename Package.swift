@@ -40,7 +40,7 @@ let package = Package(
         .executableTarget(name: "prune-dist-bench", dependencies: ["Engine"], path: "bench/Sources/prune-dist-bench"),
 
         .target(name: "TestSupport", dependencies: ["Engine"], path: "Tests/TestSupport"),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "TestSupport"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "TestSupport"], exclude: ["Golden"]),
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "TestSupport"]),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Engine", "TestSupport"]),
