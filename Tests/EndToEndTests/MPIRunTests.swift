@@ -65,18 +65,7 @@ final class MPIRunTests: XCTestCase {
     /// A rank that fails while the others wait in a collective must end the whole job, promptly and with
     /// a non-zero status and its message, instead of leaving it hanging (design §6).
     func testFailingRankEndsTheJob() throws {
-        let limit = 120
-        let start = Date()
-        // timeout(1) sends SIGTERM (the signal mpirun cleans up on) and exits 124 if the job hangs.
-        let result = try PruneDistBinary.launch(
-            URL(fileURLWithPath: "/usr/bin/timeout"),
-            ["--kill-after=10", String(limit), "/usr/bin/mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "4",
-             "--mca", "btl", "self,vader,tcp", PruneDistBinary.executable.path,
-             "comm-check", "--megabytes", "0", "--json", "--fail-rank", "1"])
-        let elapsed = Date().timeIntervalSince(start)
-        XCTAssertNotEqual(result.status, 0)
-        XCTAssertNotEqual(result.status, 124, "the job hung until timeout killed it")
-        XCTAssertLessThan(elapsed, Double(limit - 10))
+        let result = try failingCommCheck(["--fail-rank", "1"])
         XCTAssertTrue(result.stderr.contains("prune-dist: rank 1 of 4 on "), result.stderr)
         XCTAssertTrue(result.stderr.contains("comm-check: rank 1 failing on purpose (--fail-rank 1)"), result.stderr)
         XCTAssertFalse(result.stdout.contains("\"ok\""), "no report from a failed job:\n\(result.stdout)")
@@ -89,19 +78,26 @@ final class MPIRunTests: XCTestCase {
         try assertPassed(result, ranks: 2)
         XCTAssertEqual(try report(result)["split_groups"] as? Int, 2)
 
-        let limit = 120
-        let start = Date()
-        let failed = try PruneDistBinary.launch(
-            URL(fileURLWithPath: "/usr/bin/timeout"),
-            ["--kill-after=10", String(limit), "/usr/bin/mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "4",
-             "--mca", "btl", "self,vader,tcp", PruneDistBinary.executable.path,
-             "comm-check", "--megabytes", "0", "--json", "--split-groups", "2", "--fail-rank", "3"])
-        XCTAssertNotEqual(failed.status, 0)
-        XCTAssertNotEqual(failed.status, 124, "the job hung until timeout killed it")
-        XCTAssertLessThan(Date().timeIntervalSince(start), Double(limit - 10))
+        let failed = try failingCommCheck(["--split-groups", "2", "--fail-rank", "3"])
         XCTAssertTrue(failed.stderr.contains("prune-dist: rank 1 of 2 on "), failed.stderr)
         XCTAssertTrue(failed.stderr.contains("comm-check: rank 3 failing on purpose (--fail-rank 3)"), failed.stderr)
         XCTAssertFalse(failed.stdout.contains("\"ok\""), "no report from a failed job:\n\(failed.stdout)")
+    }
+
+    /// `comm-check` with a failing rank under `mpirun -n 4`, checked to end non-zero well before a 120 s
+    /// timeout (timeout(1) sends SIGTERM, the signal mpirun cleans up on, and exits 124 if the job hangs).
+    private func failingCommCheck(_ arguments: [String]) throws -> PruneDistBinary.Result {
+        let limit = 120
+        let start = Date()
+        let result = try PruneDistBinary.launch(
+            URL(fileURLWithPath: "/usr/bin/timeout"),
+            ["--kill-after=10", String(limit), "/usr/bin/mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "4",
+             "--mca", "btl", "self,vader,tcp", PruneDistBinary.executable.path, "comm-check", "--megabytes", "0", "--json"]
+                + arguments)
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertNotEqual(result.status, 124, "the job hung until timeout killed it")
+        XCTAssertLessThan(Date().timeIntervalSince(start), Double(limit - 10))
+        return result
     }
 
     /// Alone (no mpirun), a failing rank is an ordinary error: message and exit 1.

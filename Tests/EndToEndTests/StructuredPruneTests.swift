@@ -159,13 +159,7 @@ final class StructuredPruneTests: XCTestCase {
     /// A short AdaPruner search on a pool of token documents: every trial in the report, the first is LLM-Pruner
     /// el1, the chosen one is the best objective, the same seed gives the same search on 1 and 2 ranks.
     func testAdaPrunerSearchIsReproducibleAndReported() throws {
-        var random = SplitMix64(seed: 17)
-        let documents = (0..<40).map { d in (0..<(40 + d % 7 * 10)).map { _ in Int(random.next() % 512) } }
-        let pool = scratch.appendingPathComponent("pool.json")
-        try JSONSerialization.data(withJSONObject: documents).write(to: pool)
-        let args = ["--method", "adapruner", "--ratio", "0.4", "--block-start", "0", "--block-end", "2", "--trials", "5",
-                    "--startup-trials", "3", "--pool", pool.path, "--min-document-tokens", "40", "--sample-choices", "4,8",
-                    "--seed-choices", "3", "--objective-windows", "4", "--objective-seqlen", "32", "--terms", "vector,el1,el2"]
+        let args = try adaPrunerArguments(poolSeed: 17, startupTrials: 3) + ["--terms", "vector,el1,el2"]
         let one = try prune(args, out: "ada1").report
         let two = try prune(ranks: 2, args, out: "ada2").report
         let search = one["search"] as! [String: Any]
@@ -189,14 +183,8 @@ final class StructuredPruneTests: XCTestCase {
     /// more. One process, mpirun -n 2 and -n 4 make the same search (same points, perplexities within 1e-6), choose
     /// the same trial and write the same checkpoint; the report says which round and group ran each trial.
     func testParallelTrialsGiveTheSameSearchOnAnyNumberOfRanks() throws {
-        var random = SplitMix64(seed: 23)
-        let documents = (0..<40).map { d in (0..<(40 + d % 7 * 10)).map { _ in Int(random.next() % 512) } }
-        let pool = scratch.appendingPathComponent("pool.json")
-        try JSONSerialization.data(withJSONObject: documents).write(to: pool)
-        let args = ["--method", "adapruner", "--ratio", "0.4", "--block-start", "0", "--block-end", "2", "--trials", "5",
-                    "--startup-trials", "2", "--pool", pool.path, "--min-document-tokens", "40", "--sample-choices", "4,8",
-                    "--seed-choices", "3", "--objective-windows", "4", "--objective-seqlen", "32", "--terms", "vector,el1",
-                    "--parallel-trials", "2", "--search-seed", "4"]
+        let args = try adaPrunerArguments(poolSeed: 23, startupTrials: 2)
+            + ["--terms", "vector,el1", "--parallel-trials", "2", "--search-seed", "4"]
         let runs: [(Int, (url: URL, report: [String: Any]))] = try [1, 2, 4].map { ranks in
             (ranks, try prune(ranks: ranks == 1 ? nil : ranks, args, out: "par\(ranks)"))
         }
@@ -230,6 +218,18 @@ final class StructuredPruneTests: XCTestCase {
         // The search explores: no two trials of the batch got the same point.
         let points = referenceTrials.map { "\($0["calibration_seed"] as! Int) \($0["samples"] as! Int) \($0["coefficients"] as! [String: Double])" }
         XCTAssertEqual(Set(points).count, points.count, "\(points)")
+    }
+
+    /// A five-trial AdaPruner search on tiny-llama's blocks 0..2 with a pool of 40 random token documents
+    /// (40 to 100 tokens each) drawn from `poolSeed`.
+    private func adaPrunerArguments(poolSeed: UInt64, startupTrials: Int) throws -> [String] {
+        var random = SplitMix64(seed: poolSeed)
+        let documents = (0..<40).map { d in (0..<(40 + d % 7 * 10)).map { _ in Int(random.next() % 512) } }
+        let pool = scratch.appendingPathComponent("pool-\(poolSeed).json")
+        try JSONSerialization.data(withJSONObject: documents).write(to: pool)
+        return ["--method", "adapruner", "--ratio", "0.4", "--block-start", "0", "--block-end", "2", "--trials", "5",
+                "--startup-trials", String(startupTrials), "--pool", pool.path, "--min-document-tokens", "40",
+                "--sample-choices", "4,8", "--seed-choices", "3", "--objective-windows", "4", "--objective-seqlen", "32"]
     }
 
     func testBadRequestsAreRefused() throws {
