@@ -21,6 +21,10 @@ enum CalibrationSource {
     /// from with `seed`. Text needs the model's tokenizer.json.
     static func windows(url: URL, modelDirectory: URL, samples: Int, seqlen: Int, seed: Int,
                         draw: CalibrationDraw = .stream) throws -> [[Int]] {
+        if draw == .documents, CalibrationData.isTokenFile(url) {
+            throw PruneDistError(.argument, "\(url.path): a token file has no documents to draw from; "
+                                 + "use --calib-draw stream or give the calibration text")
+        }
         if url.pathExtension == "json", let explicit = try explicitWindows(url: url, seqlen: seqlen) {
             guard explicit.count >= samples else {
                 throw PruneDistError(.data, "\(url.path): holds \(explicit.count) windows, --samples asks for \(samples)")
@@ -28,11 +32,7 @@ enum CalibrationSource {
             return Array(explicit.prefix(samples))
         }
         let tokenizer = CalibrationData.isTokenFile(url) ? nil : try Tokenizer.load(modelDirectory: modelDirectory)
-        if draw == .documents {
-            guard let tokenizer else {
-                throw PruneDistError(.argument, "\(url.path): a token file has no documents to draw from; "
-                                     + "use --calib-draw stream or give the calibration text")
-            }
+        if draw == .documents, let tokenizer {
             return try CalibrationData.documentDrawWindows(url: url, tokenizer: tokenizer, samples: samples, seqlen: seqlen,
                                                            seed: UInt64(bitPattern: Int64(seed)))
         }

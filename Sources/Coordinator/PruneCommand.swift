@@ -105,6 +105,9 @@ struct PruneCommand: ParsableCommand {
 
     func validate() throws {
         if method.isStructured { return try validateStructured() }
+        if structured.calibDraw != nil {
+            throw ValidationError("--calib-draw is for --method llm-pruner; \(method.rawValue) draws its windows anywhere in the token stream (SparseGPT's and Wanda's loaders)")
+        }
         do {
             _ = try SparsityPattern.parse(sparsity: sparsity, pattern: pattern)
         } catch let error as PruneDistError {

@@ -98,6 +98,9 @@ extension PruneCommand {
             throw ValidationError("--dtype must be bf16, f16 or f32, got \(dtype)")
         }
         if method == .adapruner {
+            guard s.calibDraw == nil else {
+                throw ValidationError("--calib-draw is for --method llm-pruner; AdaPruner's trials draw their windows from the pool's documents")
+            }
             guard s.trials >= 1 else { throw ValidationError("--trials must be at least 1") }
             guard s.seedChoices >= 1, s.objectiveWindows >= 1, s.objectiveSeqlen >= 2, s.minDocumentTokens >= 1 else {
                 throw ValidationError("--seed-choices, --objective-windows, --min-document-tokens must be positive and --objective-seqlen at least 2")
