@@ -18,11 +18,7 @@ final class FaultTests: XCTestCase {
     }
 
     private func calibration() throws -> URL {
-        var random = SplitMix64(seed: 5)
-        let windows = (0..<16).map { _ in (0..<64).map { _ in Int(random.next() % 512) } }
-        let url = scratch.appendingPathComponent("calib.json")
-        try JSONSerialization.data(withJSONObject: windows).write(to: url)
-        return url
+        try writeRandomCalibrationWindows(to: scratch.appendingPathComponent("calib.json"), count: 16, seqlen: 64, seed: 5)
     }
 
     private func mpirunArguments(ranks: Int, out: URL) throws -> [String] {

@@ -14,9 +14,7 @@ final class ResumeTests: XCTestCase {
     private func calibration() throws -> URL {
         let url = scratch.appendingPathComponent("calib.json")
         if !FileManager.default.fileExists(atPath: url.path) {
-            var random = SplitMix64(seed: 5)
-            let windows = (0..<16).map { _ in (0..<64).map { _ in Int(random.next() % 512) } }
-            try JSONSerialization.data(withJSONObject: windows).write(to: url)
+            try writeRandomCalibrationWindows(to: url, count: 16, seqlen: 64, seed: 5)
         }
         return url
     }

@@ -18,11 +18,7 @@ final class RunReportTests: XCTestCase {
 
 
     private func calibration() throws -> URL {
-        var random = SplitMix64(seed: 3)
-        let windows = (0..<8).map { _ in (0..<32).map { _ in Int(random.next() % 512) } }
-        let url = scratch.appendingPathComponent("calib.json")
-        try JSONSerialization.data(withJSONObject: windows).write(to: url)
-        return url
+        try writeRandomCalibrationWindows(to: scratch.appendingPathComponent("calib.json"), count: 8, seqlen: 32, seed: 3)
     }
 
     /// Checks an HTML report: every inline SVG is well-formed XML, the per-linear panel of each run holds one

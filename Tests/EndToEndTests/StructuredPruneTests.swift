@@ -20,11 +20,7 @@ final class StructuredPruneTests: XCTestCase {
     private func model() throws -> URL { try Fixtures.path("fixtures/tiny-llama") }
 
     private func calibration() throws -> URL {
-        var random = SplitMix64(seed: 9)
-        let windows = (0..<8).map { _ in (0..<32).map { _ in Int(random.next() % 512) } }
-        let url = scratch.appendingPathComponent("calib.json")
-        try JSONSerialization.data(withJSONObject: windows).write(to: url)
-        return url
+        try writeRandomCalibrationWindows(to: scratch.appendingPathComponent("calib.json"), count: 8, seqlen: 32, seed: 9)
     }
 
     @discardableResult
