@@ -72,14 +72,35 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "SparseGPT/KRP dampening, as a fraction of the mean Hessian diagonal.")
     var percdamp: Double = 0.01
 
+    @Option(name: .long, help: "KRP: ridge toward the dense weights, as a fraction of the mean Hessian diagonal (legacy: the authors' ridge toward zero, adaptive ladder 1e-4…1).")
+    var krpRidge: String = "legacy"
+
+    @Flag(name: .long, help: "KRP: scale the ridge by each input's own mean square (diag Ĥ) instead of their mean.")
+    var krpRidgePerInput = false
+
+    @Option(name: .long, help: "KRP: fraction of the cumulative-error correction applied (0 = SparseGPT on the dense weights, 1 = full).")
+    var krpCorrection: Double = 1
+
+    @Option(name: .long, help: "How the target --sparsity is spread over blocks: uniform, or owl (outlier-weighed, Yin et al. 2024).")
+    var allocation: SparsityAllocation = .uniform
+
+    @Option(name: .long, help: "OWL outlier threshold M: a Wanda score above M × its block's mean counts as an outlier.")
+    var owlThreshold: Double = 5
+
+    @Option(name: .long, help: "OWL λ: block sparsities range over the target ± λ.")
+    var owlLambda: Double = 0.08
+
     @Option(name: .long, help: "Write the JSON run report here (default: OUT/prune-report.json).")
     var report: String?
 
     @Option(name: .long, help: "Output dtype: bf16, f16 or f32 (default: the input's).")
     var dtype: String?
 
-    @Option(name: .long, help: "Evaluate perplexity of the result on this text (or .u16 token) file.")
-    var evalText: String?
+    @Option(name: .long, help: "Evaluate perplexity of the result on this text (or .u16 token) file; repeat for several (e.g. in-domain and out-of-domain texts).")
+    var evalText: [String] = []
+
+    @Option(name: .long, help: "Evaluate only the first K windows of each --eval-text (as eval perplexity --max-windows).")
+    var evalMaxWindows: Int?
 
     @Option(name: .long, help: "Sequence length for --eval-text perplexity.")
     var evalSeqlen: Int = 512
@@ -117,13 +138,23 @@ struct PruneCommand: ParsableCommand {
         guard seqlen > 1 else { throw ValidationError("--seqlen must be at least 2, got \(seqlen)") }
         guard blocksize > 0 else { throw ValidationError("--blocksize must be positive") }
         guard percdamp > 0 else { throw ValidationError("--percdamp must be positive") }
+        _ = try krpRectification()
+        if allocation == .owl {
+            guard pattern == nil else { throw ValidationError("--allocation owl spreads an unstructured --sparsity over blocks; it does not apply to --pattern \(pattern!)") }
+            guard owlThreshold.isFinite, owlThreshold > 0 else { throw ValidationError("--owl-threshold must be a positive number, got \(owlThreshold)") }
+            guard owlLambda.isFinite, owlLambda >= 0, owlLambda < 0.5 else { throw ValidationError("--owl-lambda must be in [0, 0.5), got \(owlLambda)") }
+            if let sparsity, sparsity - owlLambda < 0 || sparsity + owlLambda >= 1 {
+                throw ValidationError("--sparsity \(sparsity) ± --owl-lambda \(owlLambda) leaves [0, 1); lower --owl-lambda")
+            }
+        }
         if method != .magnitude, calib == nil { throw ValidationError("--method \(method.rawValue) needs calibration data: --calib FILE") }
         if evalTasks != nil, evalData == nil { throw ValidationError("--eval-tasks needs --eval-data DIR (the task files)") }
         if let evalTasks { do { _ = try DistributedEvaluation.parseTasks(evalTasks) } catch let error as PruneDistError { throw ValidationError(error.message) } }
         guard evalSeqlen >= 2 else { throw ValidationError("--eval-seqlen must be at least 2, got \(evalSeqlen)") }
         if let evalLimit, evalLimit < 1 { throw ValidationError("--eval-limit must be at least 1, got \(evalLimit)") }
         // Evaluation inputs are checked now rather than after a long run.
-        if let evalText, !FileManager.default.fileExists(atPath: evalText) { throw ValidationError("--eval-text \(evalText): no such file") }
+        for text in evalText where !FileManager.default.fileExists(atPath: text) { throw ValidationError("--eval-text \(text): no such file") }
+        if let evalMaxWindows, evalMaxWindows < 1 { throw ValidationError("--eval-max-windows must be at least 1, got \(evalMaxWindows)") }
         if let evalTasks, let evalData, let tasks = try? DistributedEvaluation.parseTasks(evalTasks) {
             for task in tasks where !FileManager.default.fileExists(atPath: URL(fileURLWithPath: evalData).appendingPathComponent(task.fileName).path) {
                 throw ValidationError("--eval-data \(evalData): no \(task.fileName) for task \(task.rawValue)")
@@ -139,8 +170,21 @@ struct PruneCommand: ParsableCommand {
                       pattern: try SparsityPattern.parse(sparsity: sparsity, pattern: pattern),
                       calibration: calib.map { URL(fileURLWithPath: $0) }, samples: samples, seqlen: seqlen, seed: seed,
                       trueSequential: trueSequential ?? (method == .krp), blocksize: blocksize, percdamp: percdamp,
+                      krpRectification: try krpRectification(), allocation: allocation,
+                      owl: OWLSettings(threshold: owlThreshold, spread: owlLambda),
                       outputDType: dtype.flatMap { DType(torchName: $0) },
                       reportURL: report.map { URL(fileURLWithPath: $0) })
+    }
+
+    func krpRectification() throws -> KRPRectification {
+        if krpRidge == "legacy" { return .legacy }
+        guard let ratio = Double(krpRidge), ratio.isFinite, ratio >= 0 else {
+            throw ValidationError("--krp-ridge must be legacy or a non-negative number, got \(krpRidge)")
+        }
+        guard krpCorrection.isFinite, krpCorrection >= 0 else {
+            throw ValidationError("--krp-correction must be a non-negative number, got \(krpCorrection)")
+        }
+        return .towardDense(ratio: ratio, correction: krpCorrection, perInput: krpRidgePerInput)
     }
 
     func run() throws {
@@ -158,7 +202,7 @@ struct PruneCommand: ParsableCommand {
             }
         }
         // The result evaluated over the same ranks, then the JSON and HTML reports (re)written by rank 0.
-        let evaluation = PruneRunEvaluation(text: evalText.map { URL(fileURLWithPath: $0) }, seqlen: evalSeqlen,
+        let evaluation = PruneRunEvaluation(texts: evalText.map { URL(fileURLWithPath: $0) }, seqlen: evalSeqlen, maxWindows: evalMaxWindows,
                                             tasks: try evalTasks.map(DistributedEvaluation.parseTasks) ?? [],
                                             data: evalData.map { URL(fileURLWithPath: $0) }, limit: evalLimit)
         try comm.abortingJobOnError {

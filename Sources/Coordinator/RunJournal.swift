@@ -31,6 +31,8 @@ struct RunFingerprint: Codable, Equatable, Sendable {
         fields["samples × seqlen, seed"] = "\(settings.samples) × \(settings.seqlen), seed \(settings.seed)"
         fields["true-sequential"] = String(settings.trueSequential)
         fields["blocksize, percdamp"] = "\(settings.blocksize), \(settings.percdamp)"
+        if settings.allocation != .uniform { fields["allocation"] = "\(settings.allocation.rawValue) \(settings.owl)" }
+        if settings.method == .krp { fields["KRP rectification"] = "\(settings.krpRectification)" }
         fields["output dtype"] = settings.outputDType?.rawValue ?? "as input"
         return RunFingerprint(fields: fields)
     }
