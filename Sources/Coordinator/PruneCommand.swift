@@ -54,10 +54,11 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Calibration data: plain text, JSONL (field \"text\"), token ids (.u16 or JSON array), or .u16 windows.")
     var calib: String?
 
-    @Option(name: .long, help: "Number of calibration sequences.")
+    // .unconditional: `--samples -1` reaches the range check (a positive integer) instead of "missing value".
+    @Option(name: .long, parsing: .unconditional, help: "Number of calibration sequences.")
     var samples: Int = 128
 
-    @Option(name: .long, help: "Tokens per calibration sequence.")
+    @Option(name: .long, parsing: .unconditional, help: "Tokens per calibration sequence.")
     var seqlen: Int = 512
 
     @Option(name: .long, help: "Seed for drawing calibration windows.")
@@ -66,11 +67,13 @@ struct PruneCommand: ParsableCommand {
     @Flag(name: .long, inversion: .prefixedNo, help: "Collect statistics again between q,k,v → o → gate,up → down (default: on for KRP, off otherwise).")
     var trueSequential: Bool?
 
-    @Option(name: .long, help: "SparseGPT/KRP column block size.")
-    var blocksize: Int = 128
+    @Option(name: .customLong("blocksize"), help: "SparseGPT/KRP column block size (default: 128).")
+    var blocksizeGiven: Int?
+    var blocksize: Int { blocksizeGiven ?? 128 }
 
-    @Option(name: .long, help: "SparseGPT/KRP dampening, as a fraction of the mean Hessian diagonal.")
-    var percdamp: Double = 0.01
+    @Option(name: .customLong("percdamp"), help: "SparseGPT/KRP dampening, as a fraction of the mean Hessian diagonal (default: 0.01).")
+    var percdampGiven: Double?
+    var percdamp: Double { percdampGiven ?? 0.01 }
 
     @Option(name: .long, help: "Write the JSON run report here (default: OUT/prune-report.json).")
     var report: String?
@@ -81,8 +84,9 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Evaluate perplexity of the result on this text (or .u16 token) file.")
     var evalText: String?
 
-    @Option(name: .long, help: "Sequence length for --eval-text perplexity.")
-    var evalSeqlen: Int = 512
+    @Option(name: .customLong("eval-seqlen"), help: "Sequence length for --eval-text perplexity (default: 512).")
+    var evalSeqlenGiven: Int?
+    var evalSeqlen: Int { evalSeqlenGiven ?? 512 }
 
     @Option(name: .long, help: "Zero-shot tasks to evaluate the result on, e.g. boolq,piqa,hellaswag (or all); needs --eval-data.")
     var evalTasks: String?
@@ -103,25 +107,20 @@ struct PruneCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
+    /// Everything that can be checked before a model is read: options, limits, and the files named.
     func validate() throws {
+        try checkMethodOptions()
+        try checkLimits()
+        try checkPaths()
         if method.isStructured { return try validateStructured() }
-        if structured.calibDraw != nil {
-            throw ValidationError("--calib-draw is for --method llm-pruner; \(method.rawValue) draws its windows anywhere in the token stream (SparseGPT's and Wanda's loaders)")
-        }
         do {
             _ = try SparsityPattern.parse(sparsity: sparsity, pattern: pattern)
         } catch let error as PruneDistError {
             throw ValidationError(error.message)
         }
-        guard samples > 0 else { throw ValidationError("--samples must be positive, got \(samples)") }
-        guard seqlen > 1 else { throw ValidationError("--seqlen must be at least 2, got \(seqlen)") }
-        guard blocksize > 0 else { throw ValidationError("--blocksize must be positive") }
-        guard percdamp > 0 else { throw ValidationError("--percdamp must be positive") }
         if method != .magnitude, calib == nil { throw ValidationError("--method \(method.rawValue) needs calibration data: --calib FILE") }
         if evalTasks != nil, evalData == nil { throw ValidationError("--eval-tasks needs --eval-data DIR (the task files)") }
         if let evalTasks { do { _ = try DistributedEvaluation.parseTasks(evalTasks) } catch let error as PruneDistError { throw ValidationError(error.message) } }
-        guard evalSeqlen >= 2 else { throw ValidationError("--eval-seqlen must be at least 2, got \(evalSeqlen)") }
-        if let evalLimit, evalLimit < 1 { throw ValidationError("--eval-limit must be at least 1, got \(evalLimit)") }
         // Evaluation inputs are checked now rather than after a long run.
         if let evalText, !FileManager.default.fileExists(atPath: evalText) { throw ValidationError("--eval-text \(evalText): no such file") }
         if let evalTasks, let evalData, let tasks = try? DistributedEvaluation.parseTasks(evalTasks) {
@@ -153,10 +152,14 @@ struct PruneCommand: ParsableCommand {
         settings.resume = resume
         settings.weights = weights
         var report = try comm.abortingJobOnError {
-            try RunJournal.discardingOnInputError(out: settings.out, rank: comm.rank, resuming: settings.resume) {
+            settings.outputLock = try lockOutput(rank: comm.rank)
+            let interruptions = handleInterruptions(lock: settings.outputLock, ranks: comm.size)
+            defer { interruptions?.uninstall() }
+            return try RunJournal.cleaningUpAfterFailure(lock: settings.outputLock, resuming: resume, resumeCommand: resumeCommand(ranks: comm.size)) {
                 try PruneRun(settings: settings, comm: comm, logger: logger).run()
             }
         }
+        settings.outputLock = nil  // the output is in place; the lock file went with it
         // The result evaluated over the same ranks, then the JSON and HTML reports (re)written by rank 0.
         let evaluation = PruneRunEvaluation(text: evalText.map { URL(fileURLWithPath: $0) }, seqlen: evalSeqlen,
                                             tasks: try evalTasks.map(DistributedEvaluation.parseTasks) ?? [],

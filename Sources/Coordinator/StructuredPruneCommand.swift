@@ -12,11 +12,13 @@ struct StructuredPruneOptions: ParsableArguments {
     @Option(name: .long, help: "Structured: LLM-Pruner pruning ratio, the fraction of each pruned block's query channels and MLP channels removed (whole KV groups only).")
     var ratio: Double?
 
-    @Option(name: .long, help: "Structured: importance el1 (element-wise 1st order), el2 (adds the Fisher term), vector.")
-    var importance: TaylorTerm = .el1
+    @Option(name: .customLong("importance"), help: "Structured: importance el1 (element-wise 1st order), el2 (adds the Fisher term), vector. (default: el1)")
+    var importanceGiven: TaylorTerm?
+    var importance: TaylorTerm { importanceGiven ?? .el1 }
 
-    @Option(name: .long, help: "Structured: aggregation over a group's structures: sum, prod, max, last.")
-    var aggregation: GroupAggregation = .sum
+    @Option(name: .customLong("aggregation"), help: "Structured: aggregation over a group's structures: sum, prod, max, last. (default: sum)")
+    var aggregationGiven: GroupAggregation?
+    var aggregation: GroupAggregation { aggregationGiven ?? .sum }
 
     @Option(name: .long, help: "LLM-Pruner: how calibration windows are drawn: documents (LLM-Pruner's own: one window in each of --samples random documents of at least --seqlen tokens; the default for text and JSONL) or stream (anywhere in the token stream, as SparseGPT and Wanda; the default for token files).")
     var calibDraw: CalibrationDraw?
@@ -27,8 +29,9 @@ struct StructuredPruneOptions: ParsableArguments {
     @Option(name: .long, help: "Structured: last pruned block, inclusive (default N−3).")
     var blockEnd: Int?
 
-    @Option(name: .long, help: "AdaPruner: number of TPE trials.")
-    var trials: Int = 20
+    @Option(name: .customLong("trials"), help: "AdaPruner: number of TPE trials. (default: 20)")
+    var trialsGiven: Int?
+    var trials: Int { trialsGiven ?? 20 }
 
     @Option(name: .long, help: "AdaPruner: pool of documents for calibration subsets and the held-out objective (default: --calib).")
     var pool: String?
@@ -36,41 +39,78 @@ struct StructuredPruneOptions: ParsableArguments {
     @Option(name: .long, help: "AdaPruner: seed of the search (default: --seed).")
     var searchSeed: Int?
 
-    @Option(name: .long, help: "AdaPruner: documents shorter than this many tokens are left out of the pool.")
-    var minDocumentTokens: Int = 128
+    @Option(name: .customLong("min-document-tokens"), help: "AdaPruner: documents shorter than this many tokens are left out of the pool. (default: 128)")
+    var minDocumentTokensGiven: Int?
+    var minDocumentTokens: Int { minDocumentTokensGiven ?? 128 }
 
-    @Option(name: .long, help: "AdaPruner: calibration sizes the search chooses from (sequences of --seqlen).")
-    var sampleChoices: String = "10,20,40"
+    @Option(name: .customLong("sample-choices"), help: "AdaPruner: calibration sizes the search chooses from (sequences of --seqlen). (default: 10,20,40)")
+    var sampleChoicesGiven: String?
+    var sampleChoices: String { sampleChoicesGiven ?? "10,20,40" }
 
-    @Option(name: .long, help: "AdaPruner: number of calibration seeds the search chooses from.")
-    var seedChoices: Int = 8
+    @Option(name: .customLong("seed-choices"), help: "AdaPruner: number of calibration seeds the search chooses from. (default: 8)")
+    var seedChoicesGiven: Int?
+    var seedChoices: Int { seedChoicesGiven ?? 8 }
 
-    @Option(name: .long, help: "AdaPruner: importance terms mixed (comma-separated: vector, el1, el2).")
-    var terms: String = "vector,el1"
+    @Option(name: .customLong("terms"), help: "AdaPruner: importance terms mixed (comma-separated: vector, el1, el2). (default: vector,el1)")
+    var termsGiven: String?
+    var terms: String { termsGiven ?? "vector,el1" }
 
-    @Option(name: .long, help: "AdaPruner: alignment factors β of the vector term.")
-    var betaVector: String = "1,10,100"
+    @Option(name: .customLong("beta-vector"), help: "AdaPruner: alignment factors β of the vector term. (default: 1,10,100)")
+    var betaVectorGiven: String?
+    var betaVector: String { betaVectorGiven ?? "1,10,100" }
 
-    @Option(name: .long, help: "AdaPruner: alignment factors β of the el1 term.")
-    var betaEl1: String = "1"
+    @Option(name: .customLong("beta-el1"), help: "AdaPruner: alignment factors β of the el1 term. (default: 1)")
+    var betaEl1Given: String?
+    var betaEl1: String { betaEl1Given ?? "1" }
 
-    @Option(name: .long, help: "AdaPruner: alignment factors β of the el2 term.")
-    var betaEl2: String = "1"
+    @Option(name: .customLong("beta-el2"), help: "AdaPruner: alignment factors β of the el2 term. (default: 1)")
+    var betaEl2Given: String?
+    var betaEl2: String { betaEl2Given ?? "1" }
 
-    @Option(name: .long, help: "AdaPruner: held-out pool windows the objective perplexity is measured on.")
-    var objectiveWindows: Int = 16
+    @Option(name: .customLong("objective-windows"), help: "AdaPruner: held-out pool windows the objective perplexity is measured on. (default: 16)")
+    var objectiveWindowsGiven: Int?
+    var objectiveWindows: Int { objectiveWindowsGiven ?? 16 }
 
-    @Option(name: .long, help: "AdaPruner: tokens per objective window.")
-    var objectiveSeqlen: Int = 128
+    @Option(name: .customLong("objective-seqlen"), help: "AdaPruner: tokens per objective window. (default: 128)")
+    var objectiveSeqlenGiven: Int?
+    var objectiveSeqlen: Int { objectiveSeqlenGiven ?? 128 }
 
-    @Option(name: .long, help: "AdaPruner: TPE's γ quantile (fraction of trials counted as good).")
-    var gamma: Double = 0.25
+    @Option(name: .customLong("gamma"), help: "AdaPruner: TPE's γ quantile (fraction of trials counted as good). (default: 0.25)")
+    var gammaGiven: Double?
+    var gamma: Double { gammaGiven ?? 0.25 }
 
-    @Option(name: .long, help: "AdaPruner: trials drawn at random before TPE proposes (the first trial is always LLM-Pruner el1).")
-    var startupTrials: Int = 6
+    @Option(name: .customLong("startup-trials"), help: "AdaPruner: trials drawn at random before TPE proposes (the first trial is always LLM-Pruner el1). (default: 6)")
+    var startupTrialsGiven: Int?
+    var startupTrials: Int { startupTrialsGiven ?? 6 }
 
-    @Option(name: .long, help: "AdaPruner: K, trials proposed per TPE round (constant liar) and run side by side on min(K, ranks) groups of ranks. The search depends on --search-seed and K only, not on the number of ranks; 1 runs trials one after another.")
-    var parallelTrials: Int = 4
+    @Option(name: .customLong("parallel-trials"), help: "AdaPruner: K, trials proposed per TPE round (constant liar) and run side by side on min(K, ranks) groups of ranks. The search depends on --search-seed and K only, not on the number of ranks; 1 runs trials one after another. (default: 4)")
+    var parallelTrialsGiven: Int?
+    var parallelTrials: Int { parallelTrialsGiven ?? 4 }
+}
+
+extension StructuredPruneOptions {
+    /// Options given on the command line that only AdaPruner reads.
+    var adaPrunerOptionsGiven: [String] {
+        let given: [(String, Bool)] = [
+            ("--trials", trialsGiven != nil), ("--pool", pool != nil), ("--search-seed", searchSeed != nil),
+            ("--min-document-tokens", minDocumentTokensGiven != nil), ("--sample-choices", sampleChoicesGiven != nil),
+            ("--seed-choices", seedChoicesGiven != nil), ("--terms", termsGiven != nil), ("--beta-vector", betaVectorGiven != nil),
+            ("--beta-el1", betaEl1Given != nil), ("--beta-el2", betaEl2Given != nil),
+            ("--objective-windows", objectiveWindowsGiven != nil), ("--objective-seqlen", objectiveSeqlenGiven != nil),
+            ("--gamma", gammaGiven != nil), ("--startup-trials", startupTrialsGiven != nil),
+            ("--parallel-trials", parallelTrialsGiven != nil),
+        ]
+        return given.filter(\.1).map(\.0)
+    }
+
+    /// Options given on the command line that only the structured methods read.
+    var structuredOptionsGiven: [String] {
+        let given: [(String, Bool)] = [
+            ("--ratio", ratio != nil), ("--importance", importanceGiven != nil), ("--aggregation", aggregationGiven != nil),
+            ("--calib-draw", calibDraw != nil), ("--block-start", blockStart != nil), ("--block-end", blockEnd != nil),
+        ]
+        return given.filter(\.1).map(\.0) + adaPrunerOptionsGiven
+    }
 }
 
 extension PruneCommand {
@@ -90,8 +130,6 @@ extension PruneCommand {
         guard !resume, weights == .shared else {
             throw ValidationError("--resume and --weights broadcast are for unstructured methods; --method \(method.rawValue) runs in one pass from the shared model")
         }
-        guard samples > 0 else { throw ValidationError("--samples must be positive, got \(samples)") }
-        guard seqlen > 1 else { throw ValidationError("--seqlen must be at least 2, got \(seqlen)") }
         if (s.blockStart == nil) != (s.blockEnd == nil) { throw ValidationError("give both --block-start and --block-end, or neither") }
         if let a = s.blockStart, let b = s.blockEnd, a > b || a < 0 { throw ValidationError("--block-start \(a) … --block-end \(b) is not a block range") }
         if let dtype, DType(torchName: dtype) == nil || !(DType(torchName: dtype)!.isWeightType) {
@@ -136,7 +174,7 @@ extension PruneCommand {
         var logger = try global.makeLogger()
         if comm.rank != 0 { logger.logLevel = max(logger.logLevel, .warning) }
         let s = structured
-        let settings = StructuredPruneSettings(
+        var settings = StructuredPruneSettings(
             model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out), method: method, ratio: s.ratio!,
             importance: s.importance, aggregation: s.aggregation, calibration: URL(fileURLWithPath: calib!),
             samples: samples, seqlen: seqlen, seed: seed,
@@ -144,7 +182,12 @@ extension PruneCommand {
             blocks: s.blockStart.map { $0...s.blockEnd! }, outputDType: dtype.flatMap { DType(torchName: $0) },
             reportURL: report.map { URL(fileURLWithPath: $0) }, search: method == .adapruner ? try searchSettings() : nil)
         let result = try comm.abortingJobOnError {
-            try StructuredPruneRun(settings: settings, comm: comm, logger: logger).run()
+            settings.outputLock = try lockOutput(rank: comm.rank)
+            let interruptions = handleInterruptions(lock: settings.outputLock, ranks: comm.size)
+            defer { interruptions?.uninstall() }
+            return try RunJournal.cleaningUpAfterFailure(lock: settings.outputLock, resuming: false, resumeCommand: "") {
+                try StructuredPruneRun(settings: settings, comm: comm, logger: logger).run()
+            }
         }
         if comm.rank == 0 {
             printLine(try jsonLine([
