@@ -67,7 +67,8 @@ extension PruneCommand {
     /// Evaluating text (not token ids) or zero-shot tasks reads the output's tokenizer, which is copied from
     /// --model: without one the run would fail only after pruning.
     private func checkEvaluationTokenizer() throws {
-        let needsTokenizer = evalTasks != nil || (evalText.map { !$0.hasSuffix(".u16") } ?? false)
+        let tokenFile = evalText.map { ["u16", "json"].contains(URL(fileURLWithPath: $0).pathExtension.lowercased()) } ?? true
+        let needsTokenizer = evalTasks != nil || !tokenFile
         let tokenizer = URL(fileURLWithPath: model).appendingPathComponent("tokenizer.json")
         guard needsTokenizer, !FileManager.default.fileExists(atPath: tokenizer.path) else { return }
         let option = evalTasks != nil ? "--eval-tasks" : "--eval-text"

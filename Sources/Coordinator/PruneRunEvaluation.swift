@@ -26,7 +26,7 @@ struct PruneRunEvaluation: Sendable {
             let tokens = extensionName == "u16" || extensionName == "json"
                 ? try TokenFile.read(text) : try PerplexityCommand.encodeTextFile(text, modelDirectory: model)
             let start = Date()
-            let (perplexity, windows) = try DistributedEvaluation.perplexity(checkpoint: checkpoint, tokens: tokens, seqlen: seqlen,
+            let (perplexity, windows) = try DistributedEvaluation.perplexity(checkpoint: checkpoint, tokens: tokens, source: text.path, seqlen: seqlen,
                                                                              maxWindows: nil, comm: comm)
             entries["perplexity"] = perplexity
             entries["perplexity.seqlen"] = Double(seqlen)

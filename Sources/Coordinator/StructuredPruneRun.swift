@@ -125,7 +125,7 @@ final class StructuredPruneRun {
             importance = nil
         } else {
             let windows = try CalibrationSource.windows(url: settings.calibration, modelDirectory: settings.model,
-                                                        samples: settings.samples, seqlen: settings.seqlen, seed: settings.seed,
+                                                        vocabSize: checkpoint.config.vocabSize, samples: settings.samples, seqlen: settings.seqlen, seed: settings.seed,
                                                         draw: settings.calibrationDraw)
             if comm.rank == 0 {
                 logger.info("llm-pruner: \(settings.importance.rawValue) importance, ratio \(settings.ratio), blocks \(blocks.lowerBound)..\(blocks.upperBound), \(windows.count) sequences of \(settings.seqlen) tokens over \(comm.size) rank(s)")
