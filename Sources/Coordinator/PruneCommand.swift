@@ -152,6 +152,7 @@ struct PruneCommand: ParsableCommand {
         settings.resume = resume
         settings.weights = weights
         var report = try comm.abortingJobOnError {
+            try RankConsistency.check(rankFingerprint(), comm: comm)
             settings.outputLock = try lockOutput(rank: comm.rank)
             let interruptions = handleInterruptions(lock: settings.outputLock, ranks: comm.size)
             defer { interruptions?.uninstall() }

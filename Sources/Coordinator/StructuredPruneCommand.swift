@@ -182,6 +182,7 @@ extension PruneCommand {
             blocks: s.blockStart.map { $0...s.blockEnd! }, outputDType: dtype.flatMap { DType(torchName: $0) },
             reportURL: report.map { URL(fileURLWithPath: $0) }, search: method == .adapruner ? try searchSettings() : nil)
         let result = try comm.abortingJobOnError {
+            try RankConsistency.check(rankFingerprint(), comm: comm)
             settings.outputLock = try lockOutput(rank: comm.rank)
             let interruptions = handleInterruptions(lock: settings.outputLock, ranks: comm.size)
             defer { interruptions?.uninstall() }

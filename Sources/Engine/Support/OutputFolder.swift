@@ -51,7 +51,7 @@ public enum OutputFolder {
                 relation = nil
             }
             if let relation {
-                throw PruneDistError(.argument, "\(path.option) \(path.url.path) \(relation) \(other.option) \(other.url.path); writing there could destroy the input. Choose a path outside it")
+                throw PruneDistError(.argument, "\(path.option) \(path.url.path) \(relation) \(other.option) \(other.url.path); they must not overlap, or writing one could destroy the other. Choose a path outside it")
             }
         }
     }
