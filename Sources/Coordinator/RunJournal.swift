@@ -57,18 +57,6 @@ struct RunFingerprint: Codable, Equatable, Sendable {
     }
 }
 
-/// FNV-1a, 64-bit, as 16 hex digits: detects changed inputs (not a defence against crafted collisions).
-func hashHex(_ data: Data) -> String {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    data.withUnsafeBytes { bytes in
-        for byte in bytes {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x100_0000_01b3
-        }
-    }
-    return String(format: "%016llx", hash)
-}
-
 /// The journal of a resumable prune run, kept in its unfinished output folder (`.OUT.partial`):
 /// `journal.jsonl` (the fingerprint, then one line per finished block) and `resume/block-NNNNN.safetensors`
 /// (that block's pruned linears in Float32, which later blocks' inputs were computed with: the output may

@@ -31,15 +31,14 @@ enum RunReportFiles {
     /// whose folder does not exist or cannot be written. `html`: the path holds an HTML page, not JSON.
     static func checkWritable(_ report: OutputFolder.Argument, others: [OutputFolder.Argument], html: Bool = false) throws {
         let targets = html ? [(report.url, true)] : [(report.url, false), (htmlURL(forJSON: report.url), true)]
-        for (url, isHTML) in targets where FileManager.default.fileExists(atPath: url.path) {
-            guard isRegularFile(url) else {
-                throw PruneDistError(.argument, "\(report.option) \(url.path): is \(OutputFolder.fileKind(url)), not a report file; choose a file name")
-            }
-            guard isPruneDistReport(url, html: isHTML) else {
-                throw PruneDistError(.argument, "\(report.option) \(url.path): exists and is not a prune-dist \(isHTML ? "HTML" : "JSON") report; it would be overwritten. Remove it or choose another file name")
-            }
+        let existing = targets.filter { FileManager.default.fileExists(atPath: $0.0.path) }
+        for (url, _) in existing where !isRegularFile(url) {
+            throw PruneDistError(.argument, "\(report.option) \(url.path): is \(OutputFolder.fileKind(url)), not a report file; choose a file name")
         }
         try OutputFolder.checkSeparate(report, from: others)
+        for (url, isHTML) in existing where !isPruneDistReport(url, html: isHTML) {
+            throw PruneDistError(.argument, "\(report.option) \(url.path): exists and is not a prune-dist \(isHTML ? "HTML" : "JSON") report; it would be overwritten. Remove it or choose another file name")
+        }
         let folder = report.url.deletingLastPathComponent()
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: folder.path, isDirectory: &isDirectory), isDirectory.boolValue else {
