@@ -158,7 +158,13 @@ extension PruneCommand {
             return term
         }
         guard !terms.isEmpty, Set(terms).count == terms.count else { throw ValidationError("--terms must name distinct terms") }
-        let sampleChoices = try numbers(s.sampleChoices, "--sample-choices").map { Int($0) }
+        let sampleChoices = try numbers(s.sampleChoices, "--sample-choices").map { value -> Int in
+            // Int(…) of a Double beyond Int.max traps: the range is checked first.
+            guard value == value.rounded(), value <= Double(CommandLineLimits.samples.upperBound) else {
+                throw ValidationError("--sample-choices must be whole numbers of sequences no larger than \(CommandLineLimits.samples.upperBound), got \(value)")
+            }
+            return Int(value)
+        }
         return AdaPrunerSettings(trials: s.trials, pool: URL(fileURLWithPath: s.pool ?? calib!), searchSeed: s.searchSeed ?? seed,
                                  minDocumentTokens: s.minDocumentTokens, sampleChoices: sampleChoices, seedChoices: s.seedChoices,
                                  terms: terms,

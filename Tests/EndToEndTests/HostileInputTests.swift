@@ -264,6 +264,20 @@ final class HostileInputTests: XCTestCase {
         }
     }
 
+    /// Every rank meets the same bad input: the job says so once (rank 0), not once per rank.
+    func testAFailureEveryRankMeetsIsReportedOnce() throws {
+        let folder = try copyFixtureModel(named: "five-blocks")
+        try editConfig(folder) { $0["num_hidden_layers"] = 5 }
+        let before = DirectorySnapshot([scratch])
+        let job = try BackgroundProcess(URL(fileURLWithPath: "/usr/bin/mpirun"),
+                                        ["--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader,tcp", "-n", "3",
+                                         PruneDistBinary.executable.path] + prune(out: path("o"), ["--method", "wanda", "--sparsity", "0.5"])
+                                            .map { $0 == model.path ? folder.path : $0 })
+        XCTAssertNotEqual(job.wait(seconds: 120), 0)
+        XCTAssertEqual(job.stderr.components(separatedBy: "but the weights hold 3 blocks").count - 1, 1, job.stderr)
+        XCTAssertEqual(DirectorySnapshot([scratch]).changes(since: before), [])
+    }
+
     // MARK: 5. checks before work
 
     func testOptionsThatCannotWorkAreRefusedBeforeTheModelLoads() throws {
