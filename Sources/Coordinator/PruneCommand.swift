@@ -67,13 +67,12 @@ struct PruneCommand: ParsableCommand {
     @Flag(name: .long, inversion: .prefixedNo, help: "Collect statistics again between q,k,v → o → gate,up → down (default: on for KRP, off otherwise).")
     var trueSequential: Bool?
 
-    @Option(name: .customLong("blocksize"), help: "SparseGPT/KRP column block size (default: 128).")
-    var blocksizeGiven: Int?
-    var blocksize: Int { blocksizeGiven ?? 128 }
+    // Optional so that giving it to a method that does not use it can be refused; the default is applied below.
+    @Option(name: .long, help: "SparseGPT/KRP column block size (default: 128).")
+    var blocksize: Int?
 
-    @Option(name: .customLong("percdamp"), help: "SparseGPT/KRP dampening, as a fraction of the mean Hessian diagonal (default: 0.01).")
-    var percdampGiven: Double?
-    var percdamp: Double { percdampGiven ?? 0.01 }
+    @Option(name: .long, help: "SparseGPT/KRP dampening, as a fraction of the mean Hessian diagonal (default: 0.01).")
+    var percdamp: Double?
 
     @Option(name: .long, help: "Write the JSON run report here (default: OUT/prune-report.json).")
     var report: String?
@@ -84,9 +83,8 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Evaluate perplexity of the result on this text (or .u16 token) file.")
     var evalText: String?
 
-    @Option(name: .customLong("eval-seqlen"), help: "Sequence length for --eval-text perplexity (default: 512).")
-    var evalSeqlenGiven: Int?
-    var evalSeqlen: Int { evalSeqlenGiven ?? 512 }
+    @Option(name: .long, help: "Sequence length for --eval-text perplexity (default: 512).")
+    var evalSeqlen: Int?
 
     @Option(name: .long, help: "Zero-shot tasks to evaluate the result on, e.g. boolq,piqa,hellaswag (or all); needs --eval-data.")
     var evalTasks: String?
@@ -106,6 +104,10 @@ struct PruneCommand: ParsableCommand {
     @OptionGroup var structured: StructuredPruneOptions
 
     @OptionGroup var global: GlobalOptions
+
+    var resolvedBlocksize: Int { blocksize ?? 128 }
+    var resolvedPercdamp: Double { percdamp ?? 0.01 }
+    var resolvedEvalSeqlen: Int { evalSeqlen ?? 512 }
 
     /// Everything that can be checked before a model is read: options, limits, and the files named.
     func validate() throws {
@@ -137,7 +139,7 @@ struct PruneCommand: ParsableCommand {
         PruneSettings(model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out), method: method,
                       pattern: try SparsityPattern.parse(sparsity: sparsity, pattern: pattern),
                       calibration: calib.map { URL(fileURLWithPath: $0) }, samples: samples, seqlen: seqlen, seed: seed,
-                      trueSequential: trueSequential ?? (method == .krp), blocksize: blocksize, percdamp: percdamp,
+                      trueSequential: trueSequential ?? (method == .krp), blocksize: resolvedBlocksize, percdamp: resolvedPercdamp,
                       outputDType: dtype.flatMap { DType(torchName: $0) },
                       reportURL: report.map { URL(fileURLWithPath: $0) })
     }
@@ -162,7 +164,7 @@ struct PruneCommand: ParsableCommand {
         }
         settings.outputLock = nil  // the output is in place; the lock file went with it
         // The result evaluated over the same ranks, then the JSON and HTML reports (re)written by rank 0.
-        let evaluation = PruneRunEvaluation(text: evalText.map { URL(fileURLWithPath: $0) }, seqlen: evalSeqlen,
+        let evaluation = PruneRunEvaluation(text: evalText.map { URL(fileURLWithPath: $0) }, seqlen: resolvedEvalSeqlen,
                                             tasks: try evalTasks.map(DistributedEvaluation.parseTasks) ?? [],
                                             data: evalData.map { URL(fileURLWithPath: $0) }, limit: evalLimit)
         try comm.abortingJobOnError {

@@ -10,8 +10,8 @@ extension PruneCommand {
         if method.isStructured {
             let unstructured: [(String, Bool)] = [
                 ("--sparsity", sparsity != nil), ("--pattern", pattern != nil), ("--true-sequential", trueSequential != nil),
-                ("--blocksize", blocksizeGiven != nil), ("--percdamp", percdampGiven != nil), ("--resume", resume),
-                ("--weights", weights != .shared), ("--eval-text", evalText != nil), ("--eval-seqlen", evalSeqlenGiven != nil),
+                ("--blocksize", blocksize != nil), ("--percdamp", percdamp != nil), ("--resume", resume),
+                ("--weights", weights != .shared), ("--eval-text", evalText != nil), ("--eval-seqlen", evalSeqlen != nil),
                 ("--eval-tasks", evalTasks != nil), ("--eval-data", evalData != nil), ("--eval-limit", evalLimit != nil),
             ]
             if let given = unstructured.first(where: \.1)?.0 {
@@ -29,19 +29,10 @@ extension PruneCommand {
     func checkLimits() throws {
         try CommandLineLimits.check(samples, "--samples", in: CommandLineLimits.samples)
         try CommandLineLimits.check(seqlen, "--seqlen", in: CommandLineLimits.seqlen)
-        try CommandLineLimits.check(blocksize, "--blocksize", in: CommandLineLimits.count)
-        try CommandLineLimits.check(percdamp, "--percdamp", above: 0, atMost: 1e6)
-        try CommandLineLimits.check(evalSeqlen, "--eval-seqlen", in: CommandLineLimits.seqlen)
+        try CommandLineLimits.check(resolvedBlocksize, "--blocksize", in: CommandLineLimits.count)
+        try CommandLineLimits.check(resolvedPercdamp, "--percdamp", above: 0, atMost: 1e6)
+        try CommandLineLimits.check(resolvedEvalSeqlen, "--eval-seqlen", in: CommandLineLimits.seqlen)
         if let evalLimit { try CommandLineLimits.check(evalLimit, "--eval-limit", in: CommandLineLimits.count) }
-        if method.isStructured {
-            let s = structured
-            try CommandLineLimits.check(s.trials, "--trials", in: CommandLineLimits.count)
-            try CommandLineLimits.check(s.seedChoices, "--seed-choices", in: CommandLineLimits.count)
-            try CommandLineLimits.check(s.objectiveWindows, "--objective-windows", in: CommandLineLimits.count)
-            try CommandLineLimits.check(s.objectiveSeqlen, "--objective-seqlen", in: CommandLineLimits.seqlen)
-            try CommandLineLimits.check(s.minDocumentTokens, "--min-document-tokens", in: CommandLineLimits.count)
-            try CommandLineLimits.check(s.parallelTrials, "--parallel-trials", in: CommandLineLimits.count)
-        }
     }
 
     /// The files named on the command line: inputs are what they claim to be, and nothing written can

@@ -12,13 +12,11 @@ struct StructuredPruneOptions: ParsableArguments {
     @Option(name: .long, help: "Structured: LLM-Pruner pruning ratio, the fraction of each pruned block's query channels and MLP channels removed (whole KV groups only).")
     var ratio: Double?
 
-    @Option(name: .customLong("importance"), help: "Structured: importance el1 (element-wise 1st order), el2 (adds the Fisher term), vector. (default: el1)")
-    var importanceGiven: TaylorTerm?
-    var importance: TaylorTerm { importanceGiven ?? .el1 }
+    @Option(name: .long, help: "Structured: importance el1 (element-wise 1st order), el2 (adds the Fisher term), vector (default: el1).")
+    var importance: TaylorTerm?
 
-    @Option(name: .customLong("aggregation"), help: "Structured: aggregation over a group's structures: sum, prod, max, last. (default: sum)")
-    var aggregationGiven: GroupAggregation?
-    var aggregation: GroupAggregation { aggregationGiven ?? .sum }
+    @Option(name: .long, help: "Structured: aggregation over a group's structures: sum, prod, max, last (default: sum).")
+    var aggregation: GroupAggregation?
 
     @Option(name: .long, help: "LLM-Pruner: how calibration windows are drawn: documents (LLM-Pruner's own: one window in each of --samples random documents of at least --seqlen tokens; the default for text and JSONL) or stream (anywhere in the token stream, as SparseGPT and Wanda; the default for token files).")
     var calibDraw: CalibrationDraw?
@@ -29,9 +27,8 @@ struct StructuredPruneOptions: ParsableArguments {
     @Option(name: .long, help: "Structured: last pruned block, inclusive (default N−3).")
     var blockEnd: Int?
 
-    @Option(name: .customLong("trials"), help: "AdaPruner: number of TPE trials. (default: 20)")
-    var trialsGiven: Int?
-    var trials: Int { trialsGiven ?? 20 }
+    @Option(name: .long, help: "AdaPruner: number of TPE trials (default: 20).")
+    var trials: Int?
 
     @Option(name: .long, help: "AdaPruner: pool of documents for calibration subsets and the held-out objective (default: --calib).")
     var pool: String?
@@ -39,66 +36,54 @@ struct StructuredPruneOptions: ParsableArguments {
     @Option(name: .long, help: "AdaPruner: seed of the search (default: --seed).")
     var searchSeed: Int?
 
-    @Option(name: .customLong("min-document-tokens"), help: "AdaPruner: documents shorter than this many tokens are left out of the pool. (default: 128)")
-    var minDocumentTokensGiven: Int?
-    var minDocumentTokens: Int { minDocumentTokensGiven ?? 128 }
+    @Option(name: .long, help: "AdaPruner: documents shorter than this many tokens are left out of the pool (default: 128).")
+    var minDocumentTokens: Int?
 
-    @Option(name: .customLong("sample-choices"), help: "AdaPruner: calibration sizes the search chooses from (sequences of --seqlen). (default: 10,20,40)")
-    var sampleChoicesGiven: String?
-    var sampleChoices: String { sampleChoicesGiven ?? "10,20,40" }
+    @Option(name: .long, help: "AdaPruner: calibration sizes the search chooses from (sequences of --seqlen) (default: 10,20,40).")
+    var sampleChoices: String?
 
-    @Option(name: .customLong("seed-choices"), help: "AdaPruner: number of calibration seeds the search chooses from. (default: 8)")
-    var seedChoicesGiven: Int?
-    var seedChoices: Int { seedChoicesGiven ?? 8 }
+    @Option(name: .long, help: "AdaPruner: number of calibration seeds the search chooses from (default: 8).")
+    var seedChoices: Int?
 
-    @Option(name: .customLong("terms"), help: "AdaPruner: importance terms mixed (comma-separated: vector, el1, el2). (default: vector,el1)")
-    var termsGiven: String?
-    var terms: String { termsGiven ?? "vector,el1" }
+    @Option(name: .long, help: "AdaPruner: importance terms mixed (comma-separated: vector, el1, el2) (default: vector,el1).")
+    var terms: String?
 
-    @Option(name: .customLong("beta-vector"), help: "AdaPruner: alignment factors β of the vector term. (default: 1,10,100)")
-    var betaVectorGiven: String?
-    var betaVector: String { betaVectorGiven ?? "1,10,100" }
+    @Option(name: .long, help: "AdaPruner: alignment factors β of the vector term (default: 1,10,100).")
+    var betaVector: String?
 
-    @Option(name: .customLong("beta-el1"), help: "AdaPruner: alignment factors β of the el1 term. (default: 1)")
-    var betaEl1Given: String?
-    var betaEl1: String { betaEl1Given ?? "1" }
+    @Option(name: .long, help: "AdaPruner: alignment factors β of the el1 term (default: 1).")
+    var betaEl1: String?
 
-    @Option(name: .customLong("beta-el2"), help: "AdaPruner: alignment factors β of the el2 term. (default: 1)")
-    var betaEl2Given: String?
-    var betaEl2: String { betaEl2Given ?? "1" }
+    @Option(name: .long, help: "AdaPruner: alignment factors β of the el2 term (default: 1).")
+    var betaEl2: String?
 
-    @Option(name: .customLong("objective-windows"), help: "AdaPruner: held-out pool windows the objective perplexity is measured on. (default: 16)")
-    var objectiveWindowsGiven: Int?
-    var objectiveWindows: Int { objectiveWindowsGiven ?? 16 }
+    @Option(name: .long, help: "AdaPruner: held-out pool windows the objective perplexity is measured on (default: 16).")
+    var objectiveWindows: Int?
 
-    @Option(name: .customLong("objective-seqlen"), help: "AdaPruner: tokens per objective window. (default: 128)")
-    var objectiveSeqlenGiven: Int?
-    var objectiveSeqlen: Int { objectiveSeqlenGiven ?? 128 }
+    @Option(name: .long, help: "AdaPruner: tokens per objective window (default: 128).")
+    var objectiveSeqlen: Int?
 
-    @Option(name: .customLong("gamma"), help: "AdaPruner: TPE's γ quantile (fraction of trials counted as good). (default: 0.25)")
-    var gammaGiven: Double?
-    var gamma: Double { gammaGiven ?? 0.25 }
+    @Option(name: .long, help: "AdaPruner: TPE's γ quantile (fraction of trials counted as good) (default: 0.25).")
+    var gamma: Double?
 
-    @Option(name: .customLong("startup-trials"), help: "AdaPruner: trials drawn at random before TPE proposes (the first trial is always LLM-Pruner el1). (default: 6)")
-    var startupTrialsGiven: Int?
-    var startupTrials: Int { startupTrialsGiven ?? 6 }
+    @Option(name: .long, help: "AdaPruner: trials drawn at random before TPE proposes (the first trial is always LLM-Pruner el1) (default: 6).")
+    var startupTrials: Int?
 
-    @Option(name: .customLong("parallel-trials"), help: "AdaPruner: K, trials proposed per TPE round (constant liar) and run side by side on min(K, ranks) groups of ranks. The search depends on --search-seed and K only, not on the number of ranks; 1 runs trials one after another. (default: 4)")
-    var parallelTrialsGiven: Int?
-    var parallelTrials: Int { parallelTrialsGiven ?? 4 }
+    @Option(name: .long, help: "AdaPruner: K, trials proposed per TPE round (constant liar) and run side by side on min(K, ranks) groups of ranks. The search depends on --search-seed and K only, not on the number of ranks; 1 runs trials one after another (default: 4).")
+    var parallelTrials: Int?
 }
 
 extension StructuredPruneOptions {
     /// Options given on the command line that only AdaPruner reads.
     var adaPrunerOptionsGiven: [String] {
         let given: [(String, Bool)] = [
-            ("--trials", trialsGiven != nil), ("--pool", pool != nil), ("--search-seed", searchSeed != nil),
-            ("--min-document-tokens", minDocumentTokensGiven != nil), ("--sample-choices", sampleChoicesGiven != nil),
-            ("--seed-choices", seedChoicesGiven != nil), ("--terms", termsGiven != nil), ("--beta-vector", betaVectorGiven != nil),
-            ("--beta-el1", betaEl1Given != nil), ("--beta-el2", betaEl2Given != nil),
-            ("--objective-windows", objectiveWindowsGiven != nil), ("--objective-seqlen", objectiveSeqlenGiven != nil),
-            ("--gamma", gammaGiven != nil), ("--startup-trials", startupTrialsGiven != nil),
-            ("--parallel-trials", parallelTrialsGiven != nil),
+            ("--trials", trials != nil), ("--pool", pool != nil), ("--search-seed", searchSeed != nil),
+            ("--min-document-tokens", minDocumentTokens != nil), ("--sample-choices", sampleChoices != nil),
+            ("--seed-choices", seedChoices != nil), ("--terms", terms != nil), ("--beta-vector", betaVector != nil),
+            ("--beta-el1", betaEl1 != nil), ("--beta-el2", betaEl2 != nil),
+            ("--objective-windows", objectiveWindows != nil), ("--objective-seqlen", objectiveSeqlen != nil),
+            ("--gamma", gamma != nil), ("--startup-trials", startupTrials != nil),
+            ("--parallel-trials", parallelTrials != nil),
         ]
         return given.filter(\.1).map(\.0)
     }
@@ -106,7 +91,7 @@ extension StructuredPruneOptions {
     /// Options given on the command line that only the structured methods read.
     var structuredOptionsGiven: [String] {
         let given: [(String, Bool)] = [
-            ("--ratio", ratio != nil), ("--importance", importanceGiven != nil), ("--aggregation", aggregationGiven != nil),
+            ("--ratio", ratio != nil), ("--importance", importance != nil), ("--aggregation", aggregation != nil),
             ("--calib-draw", calibDraw != nil), ("--block-start", blockStart != nil), ("--block-end", blockEnd != nil),
         ]
         return given.filter(\.1).map(\.0) + adaPrunerOptionsGiven
@@ -139,39 +124,41 @@ extension PruneCommand {
             guard s.calibDraw == nil else {
                 throw ValidationError("--calib-draw is for --method llm-pruner; AdaPruner's trials draw their windows from the pool's documents")
             }
-            guard s.trials >= 1 else { throw ValidationError("--trials must be at least 1") }
-            guard s.seedChoices >= 1, s.objectiveWindows >= 1, s.objectiveSeqlen >= 2, s.minDocumentTokens >= 1 else {
-                throw ValidationError("--seed-choices, --objective-windows, --min-document-tokens must be positive and --objective-seqlen at least 2")
-            }
-            guard s.gamma > 0, s.gamma < 1 else { throw ValidationError("--gamma must be in (0, 1)") }
-            guard s.parallelTrials >= 1 else { throw ValidationError("--parallel-trials must be at least 1, got \(s.parallelTrials)") }
-            _ = try searchSettings()
+            let search = try searchSettings()
+            try CommandLineLimits.check(search.trials, "--trials", in: CommandLineLimits.count)
+            try CommandLineLimits.check(search.seedChoices, "--seed-choices", in: CommandLineLimits.count)
+            try CommandLineLimits.check(search.objectiveWindows, "--objective-windows", in: CommandLineLimits.count)
+            try CommandLineLimits.check(search.objectiveSeqlen, "--objective-seqlen", in: CommandLineLimits.seqlen)
+            try CommandLineLimits.check(search.minDocumentTokens, "--min-document-tokens", in: CommandLineLimits.count)
+            try CommandLineLimits.check(search.parallelTrials, "--parallel-trials", in: CommandLineLimits.count)
+            guard search.gamma > 0, search.gamma < 1 else { throw ValidationError("--gamma must be in (0, 1)") }
         }
     }
 
     func searchSettings() throws -> AdaPrunerSettings {
         let s = structured
-        let terms = try s.terms.split(separator: ",").map { name -> TaylorTerm in
+        let terms = try (s.terms ?? "vector,el1").split(separator: ",").map { name -> TaylorTerm in
             guard let term = TaylorTerm(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
                 throw ValidationError("--terms: unknown term \(name) (vector, el1, el2)")
             }
             return term
         }
         guard !terms.isEmpty, Set(terms).count == terms.count else { throw ValidationError("--terms must name distinct terms") }
-        let sampleChoices = try numbers(s.sampleChoices, "--sample-choices").map { value -> Int in
+        let sampleChoices = try numbers(s.sampleChoices ?? "10,20,40", "--sample-choices").map { value -> Int in
             // Int(…) of a Double beyond Int.max traps: the range is checked first.
             guard value == value.rounded(), value <= Double(CommandLineLimits.samples.upperBound) else {
                 throw ValidationError("--sample-choices must be whole numbers of sequences no larger than \(CommandLineLimits.samples.upperBound), got \(value)")
             }
             return Int(value)
         }
-        return AdaPrunerSettings(trials: s.trials, pool: URL(fileURLWithPath: s.pool ?? calib!), searchSeed: s.searchSeed ?? seed,
-                                 minDocumentTokens: s.minDocumentTokens, sampleChoices: sampleChoices, seedChoices: s.seedChoices,
+        // The defaults of the AdaPruner options (their help says so) are applied here, once.
+        return AdaPrunerSettings(trials: s.trials ?? 20, pool: URL(fileURLWithPath: s.pool ?? calib!), searchSeed: s.searchSeed ?? seed,
+                                 minDocumentTokens: s.minDocumentTokens ?? 128, sampleChoices: sampleChoices, seedChoices: s.seedChoices ?? 8,
                                  terms: terms,
-                                 betaChoices: [.vector: try numbers(s.betaVector, "--beta-vector"), .el1: try numbers(s.betaEl1, "--beta-el1"),
-                                               .el2: try numbers(s.betaEl2, "--beta-el2")],
-                                 objectiveWindows: s.objectiveWindows, objectiveSeqlen: s.objectiveSeqlen, gamma: s.gamma,
-                                 startupTrials: s.startupTrials, parallelTrials: s.parallelTrials)
+                                 betaChoices: [.vector: try numbers(s.betaVector ?? "1,10,100", "--beta-vector"),
+                                               .el1: try numbers(s.betaEl1 ?? "1", "--beta-el1"), .el2: try numbers(s.betaEl2 ?? "1", "--beta-el2")],
+                                 objectiveWindows: s.objectiveWindows ?? 16, objectiveSeqlen: s.objectiveSeqlen ?? 128, gamma: s.gamma ?? 0.25,
+                                 startupTrials: s.startupTrials ?? 6, parallelTrials: s.parallelTrials ?? 4)
     }
 
     func runStructured() throws {
@@ -182,7 +169,7 @@ extension PruneCommand {
         let s = structured
         var settings = StructuredPruneSettings(
             model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out), method: method, ratio: s.ratio!,
-            importance: s.importance, aggregation: s.aggregation, calibration: URL(fileURLWithPath: calib!),
+            importance: s.importance ?? .el1, aggregation: s.aggregation ?? .sum, calibration: URL(fileURLWithPath: calib!),
             samples: samples, seqlen: seqlen, seed: seed,
             calibrationDraw: s.calibDraw ?? CalibrationDraw.defaultDraw(for: URL(fileURLWithPath: calib!)),
             blocks: s.blockStart.map { $0...s.blockEnd! }, outputDType: dtype.flatMap { DType(torchName: $0) },
