@@ -17,6 +17,19 @@ enum CommandLineLimits {
     /// Small counts (trials, windows, block sizes, …).
     static let count = 1...1_048_576
 
+    /// Calibration tokens in all (--samples × --seqlen): 2^32, so activation sizes (tokens × widths × 4 bytes)
+    /// stay far below Int.max even at the largest widths config.json may declare.
+    static let calibrationTokens = 1 << 32
+
+    /// Refuses a calibration set whose token count is beyond `calibrationTokens` (each factor checked first).
+    static func checkCalibration(samples: Int, seqlen: Int) throws {
+        try check(samples, "--samples", in: CommandLineLimits.samples)
+        try check(seqlen, "--seqlen", in: CommandLineLimits.seqlen)
+        guard samples * seqlen <= calibrationTokens else {
+            throw ValidationError("--samples × --seqlen is \(samples) × \(seqlen) = \(samples * seqlen) tokens, beyond the limit of \(calibrationTokens)")
+        }
+    }
+
     /// Refuses `value` outside `range`, naming the option, the value and the limit.
     static func check(_ value: Int, _ option: String, in range: ClosedRange<Int>) throws {
         guard range.contains(value) else {

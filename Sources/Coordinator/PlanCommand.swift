@@ -54,8 +54,7 @@ struct PlanCommand: ParsableCommand {
         guard bytes <= maxMemoryPerRank else {
             throw ValidationError("--mem-per-rank \(memPerRank) is beyond the limit of \(formatBytes(maxMemoryPerRank)) (\(maxMemoryPerRank) bytes)")
         }
-        try CommandLineLimits.check(samples, "--samples", in: CommandLineLimits.samples)
-        try CommandLineLimits.check(seqlen, "--seqlen", in: CommandLineLimits.seqlen)
+        try CommandLineLimits.checkCalibration(samples: samples, seqlen: seqlen)
         guard !method.isStructured else { throw ValidationError("plan models the unstructured runs (magnitude, wanda, sparsegpt, krp); --method \(method.rawValue) is not modelled yet") }
     }
 

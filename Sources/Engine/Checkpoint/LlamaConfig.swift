@@ -260,6 +260,11 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         for (key, value, limit) in bounded where value > limit {
             throw PruneDistError(.config, "\(source): \(key) is \(value), beyond the limit of \(limit) (no LLaMA-family model comes near it; the file is corrupt or hostile)")
         }
+        // Query and key/value widths are heads × head_dim, bounded like the hidden size.
+        for (key, heads) in [("num_attention_heads", numAttentionHeads), ("num_key_value_heads", numKeyValueHeads)]
+        where heads * headDim > Limits.hiddenSize {
+            throw PruneDistError(.config, "\(source): \(key) × head_dim is \(heads) × \(headDim) = \(heads * headDim), beyond the limit of \(Limits.hiddenSize)")
+        }
         if let layerWidths, layerWidths.count > numHiddenLayers {
             throw PruneDistError(.config, "\(source): prune_dist_layer_widths has \(layerWidths.count) entries for \(numHiddenLayers) layers")
         }
