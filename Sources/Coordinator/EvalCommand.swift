@@ -43,7 +43,8 @@ struct PerplexityCommand: ParsableCommand {
         try CommandLineLimits.check(seqlen, "--seqlen", in: CommandLineLimits.seqlen)
         if let maxWindows { try CommandLineLimits.check(maxWindows, "--max-windows", in: CommandLineLimits.count) }
         for (option, path) in [("--tokens", tokens), ("--text", text)] {
-            if let path { try asValidationError { try checkRegularFile(path, option: option) } }
+            // A folder or FIFO is refused now; a missing file is named when it is read (after the model's checks).
+            if let path { try asValidationError { try checkRegularFile(path, option: option, mustExist: false) } }
         }
     }
 

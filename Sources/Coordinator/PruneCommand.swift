@@ -113,8 +113,11 @@ struct PruneCommand: ParsableCommand {
     func validate() throws {
         try checkMethodOptions()
         try checkLimits()
+        if method.isStructured { try validateStructured() } else { try validateUnstructured() }
         try checkPaths()
-        if method.isStructured { return try validateStructured() }
+    }
+
+    private func validateUnstructured() throws {
         do {
             _ = try SparsityPattern.parse(sparsity: sparsity, pattern: pattern)
         } catch let error as PruneDistError {

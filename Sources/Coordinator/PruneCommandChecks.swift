@@ -44,7 +44,9 @@ extension PruneCommand {
             for (option, path) in [("--calib", calib), ("--pool", structured.pool), ("--eval-text", evalText), ("--eval-data", evalData)] {
                 if let path { inputs.append(OutputFolder.Argument(option, URL(fileURLWithPath: path))) }
             }
-            if let calib { try checkRegularFile(calib, option: "--calib") }
+            // With --weights broadcast only rank 0 reads the data, so other ranks may not see the file at all.
+            let mustExist = weights != .broadcast
+            if let calib { try checkRegularFile(calib, option: "--calib", mustExist: mustExist) }
             if let pool = structured.pool { try checkRegularFile(pool, option: "--pool") }
             if let report {
                 try RunReportFiles.checkWritable(OutputFolder.Argument("--report", URL(fileURLWithPath: report)), others: inputs + [outArgument])
@@ -66,11 +68,12 @@ extension PruneCommand {
     }
 }
 
-/// Refuses an input path that is missing or not a regular file (a folder or a FIFO given as a data file),
-/// saying what it is.
-func checkRegularFile(_ path: String, option: String) throws {
+/// Refuses an input path that is missing (when `mustExist`) or not a regular file (a folder or a FIFO given
+/// as a data file), saying what it is.
+func checkRegularFile(_ path: String, option: String, mustExist: Bool = true) throws {
     let url = URL(fileURLWithPath: path)
     guard FileManager.default.fileExists(atPath: path) else {
+        if !mustExist { return }
         throw PruneDistError(.io, "\(option) \(path): no such file")
     }
     guard (try? FileManager.default.attributesOfItem(atPath: path)[.type] as? FileAttributeType) == .typeRegular else {

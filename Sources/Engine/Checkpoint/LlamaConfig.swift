@@ -220,6 +220,10 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
                 throw PruneDistError(.config, "\(source): num_attention_heads \(w.numAttentionHeads) is not divisible by num_key_value_heads \(w.numKeyValueHeads)\(which)")
             }
         }
+        // Rotary embeddings rotate pairs of a head's dimensions (the first half against the second).
+        guard headDim % 2 == 0 else {
+            throw PruneDistError(.config, "\(source): head_dim \(headDim) is odd; rotary position embeddings need an even head size")
+        }
         if let layerWidths, layerWidths.count != numHiddenLayers {
             throw PruneDistError(.config, "\(source): prune_dist_layer_widths has \(layerWidths.count) entries for \(numHiddenLayers) layers")
         }
@@ -273,10 +277,6 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
                                         ("intermediate_size", w.intermediateSize, Limits.intermediateSize)] where value < 0 || value > limit {
                 throw PruneDistError(.config, "\(source): prune_dist_layer_widths[\(layer)].\(key) is \(value), outside 0…\(limit)")
             }
-        }
-        // Rotary embeddings rotate pairs of a head's dimensions (the first half against the second).
-        guard headDim % 2 == 0 else {
-            throw PruneDistError(.config, "\(source): head_dim \(headDim) is odd; rotary position embeddings need an even head size")
         }
     }
 
