@@ -61,8 +61,10 @@ extension PruneCommand {
     private func checkEvaluationTokenizer() throws {
         let tokenFile = evalText.map { ["u16", "json"].contains(URL(fileURLWithPath: $0).pathExtension.lowercased()) } ?? true
         let needsTokenizer = evalTasks != nil || !tokenFile
+        // With --weights broadcast a rank other than 0 may not see --model; rank 0 makes the check.
+        let visible = weights == .shared || FileManager.default.fileExists(atPath: model)
         let tokenizer = URL(fileURLWithPath: model).appendingPathComponent("tokenizer.json")
-        guard needsTokenizer, !FileManager.default.fileExists(atPath: tokenizer.path) else { return }
+        guard needsTokenizer, visible, !FileManager.default.fileExists(atPath: tokenizer.path) else { return }
         let option = evalTasks != nil ? "--eval-tasks" : "--eval-text"
         throw PruneDistError(.argument, "\(option) needs a tokenizer, but --model \(model) has no tokenizer.json (the result is evaluated with the model's tokenizer)")
     }

@@ -14,6 +14,11 @@ enum RankConsistency {
 
     /// Readable lines: the command line without path values ("--sparsity 0.5"), then each file's size and mtime.
     static func fingerprint(arguments: [String], files: [URL]) -> [String] {
+        commandLineLines(arguments) + files.map(fileLine)
+    }
+
+    /// One line per option with its values, path-valued options left out (the program name too).
+    private static func commandLineLines(_ arguments: [String]) -> [String] {
         var lines: [String] = []
         var skipNext = false
         for argument in arguments.dropFirst() {
@@ -30,13 +35,17 @@ enum RankConsistency {
                 lines[lines.count - 1] += " \(argument)"
             }
         }
-        for file in files {
-            let attributes = try? FileManager.default.attributesOfItem(atPath: file.path)
-            let size = (attributes?[.size] as? Int).map(String.init) ?? "absent"
-            let modified = (attributes?[.modificationDate] as? Date).map { String(format: "%.3f", $0.timeIntervalSince1970) } ?? "-"
-            lines.append("file \(file.lastPathComponent): \(size) bytes, modified \(modified)")
-        }
         return lines
+    }
+
+    /// "file NAME: SIZE bytes, modified TIME", the time in UTC to the millisecond (readable in the message).
+    private static func fileLine(_ file: URL) -> String {
+        let attributes = try? FileManager.default.attributesOfItem(atPath: file.path)
+        let size = (attributes?[.size] as? Int).map(String.init) ?? "absent"
+        let format = ISO8601DateFormatter()
+        format.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let modified = (attributes?[.modificationDate] as? Date).map(format.string) ?? "-"
+        return "file \(file.lastPathComponent): \(size) bytes, modified \(modified)"
     }
 
     /// The files of a model folder a run reads: config.json and the safetensors (and their index).
