@@ -17,10 +17,13 @@ enum HTMLReport {
     /// Series colours (colour-blind-safe Okabe–Ito), by run or by linear kind.
     static let palette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 
+    /// Marks a page as ours, so a later run may replace it and nothing else (RunReportFiles.checkWritable).
+    static let generatorTag = "<meta name=\"generator\" content=\"prune-dist\">"
+
     static func render(_ runs: [Run], title: String = "prune-dist run report") -> String {
         var html = """
         <!DOCTYPE html>
-        <html lang="en"><head><meta charset="utf-8"><title>\(escape(title))</title>
+        <html lang="en"><head><meta charset="utf-8">\(generatorTag)<title>\(escape(title))</title>
         <style>
         body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
         h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; border-bottom: 1px solid #ccc; }

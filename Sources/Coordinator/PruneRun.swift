@@ -27,6 +27,8 @@ struct PruneSettings: Sendable {
     var resume: Bool = false
     /// Where ranks get the block weights (every rank reads, or rank 0 reads and broadcasts).
     var weights: WeightsSource = .shared
+    /// Rank 0's lock on the output's partial folder, taken before any work (nil on other ranks).
+    var outputLock: OutputLock?
 }
 
 /// One prune run on one rank. Every rank runs the same code; the ownership plan decides who solves what.

@@ -27,7 +27,7 @@ struct PruneRunEvaluation: Sendable {
             let tokens = extensionName == "u16" || extensionName == "json"
                 ? try TokenFile.read(text) : try PerplexityCommand.encodeTextFile(text, modelDirectory: model)
             let start = Date()
-            let (perplexity, windows) = try DistributedEvaluation.perplexity(checkpoint: checkpoint, tokens: tokens, seqlen: seqlen,
+            let (perplexity, windows) = try DistributedEvaluation.perplexity(checkpoint: checkpoint, tokens: tokens, source: text.path, seqlen: seqlen,
                                                                              maxWindows: maxWindows, comm: comm)
             let label = Self.label(of: text, among: texts)
             // The first text also under the plain keys, which single-text reports have always used.
