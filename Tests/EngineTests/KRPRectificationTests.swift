@@ -2,21 +2,21 @@
 import XCTest
 
 /// KRP's rectification toward the dense weights, W*ᵀ = Wᵀ + α (Ĥ + λI)⁻¹ (C − Ĥ) Wᵀ, against an independent
-/// least-squares solve, and its two limits (SparseGPT's W, and the full refit).
-final class KRPRectificationTests: XCTestCase {
-    private let solver = PruningSolverTests()
-    private let (tokens, columns, rows) = (300, 12, 5)
+/// least-squares solve, and its two limits (SparseGPT's W, and the full refit). An extension of the solver
+/// tests for their synthetic inputs and QR oracle.
+private let (tokens, columns, rows) = (300, 12, 5)
 
-    private func problem(seed: UInt64) -> (weight: [Double], hessian: [Double], cross: [Double], dense: [Double], pruned: [Double]) {
-        let (x, xHat) = solver.syntheticInputs(tokens: tokens, columns: columns, noise: 0.2, seed: seed)
-        let weight = solver.randomWeight(rows: rows, columns: columns, seed: seed + 1).map(Double.init)
-        return (weight, solver.gram(xHat, xHat, tokens: tokens, columns: columns), solver.gram(xHat, x, tokens: tokens, columns: columns), x, xHat)
+extension PruningSolverTests {
+    private func rectificationProblem(seed: UInt64) -> (weight: [Double], hessian: [Double], cross: [Double], dense: [Double], pruned: [Double]) {
+        let (x, xHat) = syntheticInputs(tokens: tokens, columns: columns, noise: 0.2, seed: seed)
+        let weight = randomWeight(rows: rows, columns: columns, seed: seed + 1).map(Double.init)
+        return (weight, gram(xHat, xHat, tokens: tokens, columns: columns), gram(xHat, x, tokens: tokens, columns: columns), x, xHat)
     }
 
     /// W* minimises ‖X Wᵀ − X̂ Aᵀ‖²/N + λ‖A − W‖² (α = 1): solved here as the least squares of the stacked
     /// system [X̂; √(Nλ) I] Aᵀ = [X Wᵀ; √(Nλ) Wᵀ] by QR, independently of the normal equations the solver uses.
-    func testRidgeTowardDenseIsTheRegularisedLeastSquares() throws {
-        let p = problem(seed: 41)
+    func testKRPRidgeTowardDenseIsTheRegularisedLeastSquares() throws {
+        let p = rectificationProblem(seed: 41)
         for ratio in [1e-3, 0.1, 2.0] {
             let result = try shrunkRectifiedWeight(p.weight, rows: rows, columns: columns, hessian: p.hessian, crossTerm: p.cross,
                                                    ridgeRatio: ratio, correction: 1, function: "test")
@@ -31,7 +31,7 @@ final class KRPRectificationTests: XCTestCase {
             var prior = [Double](repeating: 0, count: columns * rows)                  // √(Nλ) Wᵀ [columns, rows]
             for r in 0..<rows { for c in 0..<columns { prior[c * rows + r] = root * p.weight[r * columns + c] } }
             var solution = targets + prior
-            XCTAssertEqual(solver.leastSquares(&system, rows: tokens + columns, columns: columns, &solution, rightHandSides: rows), 0)
+            XCTAssertEqual(leastSquares(&system, rows: tokens + columns, columns: columns, &solution, rightHandSides: rows), 0)
             for r in 0..<rows {
                 for c in 0..<columns {
                     XCTAssertEqual(result.weight[r * columns + c], solution[c * rows + r], accuracy: 1e-9, "ratio \(ratio) [\(r), \(c)]")
@@ -42,8 +42,8 @@ final class KRPRectificationTests: XCTestCase {
 
     /// α scales the correction linearly: α = 0 is the dense W (SparseGPT's starting point), and a huge ridge
     /// tends to W too; a tiny ridge with α = 1 is the authors' refit (their ridge toward zero, same λ, nearly).
-    func testLimits() throws {
-        let p = problem(seed: 43)
+    func testKRPRectificationLimits() throws {
+        let p = rectificationProblem(seed: 43)
         func rectified(_ ratio: Double, _ alpha: Double) throws -> [Double] {
             try shrunkRectifiedWeight(p.weight, rows: rows, columns: columns, hessian: p.hessian, crossTerm: p.cross,
                                       ridgeRatio: ratio, correction: alpha, function: "test").weight
@@ -55,13 +55,21 @@ final class KRPRectificationTests: XCTestCase {
         XCTAssertLessThan(zip(far, p.weight).map { abs($0 - $1) }.max()!, 1e-8)
         let refit = try rectifiedWeight(p.weight, rows: rows, columns: columns, hessian: p.hessian, crossTerm: p.cross, function: "test")
         let tiny = try rectified(1e-4, 1)
-        // The two differ by λ(Ĥ + λI)⁻¹Wᵀ, small at λ = 1e-4·mean diag.
-        XCTAssertLessThan(zip(tiny, refit.weight).map { abs($0 - $1) }.max()!, 1e-3)
+        // Same λ (the ladder's first step): the two differ by exactly Dᵀ = λ(Ĥ + λI)⁻¹Wᵀ, i.e. (Ĥ + λI)Dᵀ = λWᵀ.
+        let lambda = refit.ridge
+        var shifted = p.hessian
+        for i in 0..<columns { shifted[i * columns + i] += lambda }
+        let differenceT = (0..<(columns * rows)).map { i in tiny[(i % rows) * columns + i / rows] - refit.weight[(i % rows) * columns + i / rows] }
+        var product = [Double](repeating: 0, count: columns * rows)
+        dgemm(.none, .none, m: columns, n: rows, k: columns, shifted, lda: columns, differenceT, ldb: rows, &product, ldc: rows)
+        for i in product.indices {
+            XCTAssertEqual(product[i], lambda * p.weight[(i % rows) * columns + i / rows], accuracy: 1e-9)
+        }
         XCTAssertGreaterThan(zip(full, p.weight).map { abs($0 - $1) }.max()!, 1e-2, "the inputs differ, so the correction is not nil")
     }
 
     /// A singular Ĥ with no ridge is re-dampened instead of failing.
-    func testSingularHessianIsRedampened() throws {
+    func testKRPRectificationRedampensSingularHessian() throws {
         let hessian = [Double](repeating: 0, count: columns * columns)
         let weight = (0..<(rows * columns)).map { Double($0 % 7) - 3 }
         let result = try shrunkRectifiedWeight(weight, rows: rows, columns: columns, hessian: hessian, crossTerm: hessian,
