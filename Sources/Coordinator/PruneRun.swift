@@ -62,6 +62,7 @@ final class PruneRun {
         let windows: [[Int]] = method == .magnitude ? [] : try weights.windows(settings: settings)
         let mine = windows.indices.filter { $0 % comm.size == comm.rank }.map { windows[$0] }
         let rope = try RopeTable(config: config, positions: seqlen)
+        let scratch = LlamaBlockScratch()  // one forward's q, k, v, gate, up for the whole run
         var prunedStream: [[Float]] = []
         if !windows.isEmpty, let embedding = try weights.embedding(needed: !mine.isEmpty) {
             prunedStream = try mine.map { try embedding.embed($0) }
@@ -70,7 +71,7 @@ final class PruneRun {
 
         let resumption = try RunResumption.start(settings: settings, checkpoint: weights.checkpoint, comm: comm, logger: logger)
         let output = resumption.output
-        try replayFinishedBlocks(resumption.firstBlock, journal: resumption.journal, weights: weights, rope: rope,
+        try replayFinishedBlocks(resumption.firstBlock, journal: resumption.journal, weights: weights, rope: rope, scratch: scratch,
                                  prunedStream: &prunedStream, denseStream: &denseStream)
         var linears: [RunReport.Linear] = []
         var blocks: [RunReport.Block] = []
@@ -88,7 +89,7 @@ final class PruneRun {
             var denseTraces: [LlamaBlockTrace] = []
             if let denseStream {
                 let t = Date()
-                denseTraces = denseStream.map { llamaBlockTrace($0, weights: dense, rope: rope, seqlen: seqlen) }
+                denseTraces = denseStream.map { llamaBlockTrace($0, weights: dense, rope: rope, seqlen: seqlen, scratch: scratch) }
                 forwardSeconds += Date().timeIntervalSince(t)
             }
             for phase in plan.phases {
@@ -98,7 +99,7 @@ final class PruneRun {
                     // Inputs as the block stands at the start of the phase (earlier phases already pruned).
                     let t0 = Date()
                     let last = LlamaBlockStage(inputs.last!)
-                    for s in traces.indices { traces[s].advance(to: last, weights: pruned, rope: rope) }
+                    for s in traces.indices { traces[s].advance(to: last, weights: pruned, rope: rope, scratch: scratch) }
                     forwardSeconds += Date().timeIntervalSince(t0)
                     let t1 = Date()
                     statistics = try reducedStatistics(inputs: inputs, layer: layer, plan: plan, dense: dense,
@@ -130,7 +131,7 @@ final class PruneRun {
             // The next block's inputs: the pruned stream through the pruned block, the dense one through the dense block.
             let t3 = Date()
             for s in traces.indices {
-                traces[s].advance(to: .output, weights: pruned, rope: rope)
+                traces[s].advance(to: .output, weights: pruned, rope: rope, scratch: scratch)
                 prunedStream[s] = traces[s].output
             }
             if denseStream != nil { denseStream = denseTraces.map(\.output) }

@@ -1,0 +1,237 @@
+// Elementwise kernels of the LLaMA forward pass and of the statistics (Sources/Engine/Model/LlamaLayers.swift,
+// Sources/Worker/InputStatistics.swift). The matrix products are OpenBLAS; these are the passes between them,
+// which in plain Swift cost a quarter of a block forward (scalar expf per element, per-element Float→Double).
+// AVX2+FMA versions are chosen at run time; the portable versions compute the same formulas.
+#include "CEngineKernels.h"
+#include <math.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+// The products in RoPE and the residual sums are rounded as in the Swift code they replace (no fused
+// multiply-add), so those stages keep their bits.
+#pragma clang fp contract(off)
+
+#if defined(__x86_64__)
+static int has_avx2_fma(void) {
+    static int cached = -1;
+    if (cached < 0) cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return cached;
+}
+
+// exp(x) for 8 floats, Cephes' expf: x = n·ln2 + r with |r| ≤ ln2/2, a degree-5 polynomial in r, then 2ⁿ from
+// the exponent bits. Within 2 ulp of the correctly rounded value (glibc's expf); 0 below −87.33 (where the
+// result would be subnormal) and +∞ above 88.38, as expf's overflow.
+__attribute__((target("avx2,fma")))
+static inline __m256 exp8(__m256 x) {
+    const __m256 too_big = _mm256_cmp_ps(x, _mm256_set1_ps(88.3762626647949f), _CMP_GT_OQ);
+    const __m256 too_small = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3365447504019f), _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3365447504019f)), _mm256_set1_ps(88.3762626647949f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), too_big);
+    return _mm256_andnot_ps(too_small, y);
+}
+
+// Loads the last n < 8 floats into lanes 0..n−1 (the rest `fill`), so a tail goes through the same exp8.
+__attribute__((target("avx2,fma")))
+static inline __m256 load_tail(const float *p, size_t n, float fill) {
+    float lanes[8];
+    for (size_t i = 0; i < 8; i++) lanes[i] = i < n ? p[i] : fill;
+    return _mm256_loadu_ps(lanes);
+}
+
+__attribute__((target("avx2,fma")))
+static void swiglu_avx2(float *out, const float *gate, const float *up, size_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+    }
+    if (i < n) {
+        __m256 g = load_tail(gate + i, n - i, 0);
+        __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+        float lanes[8];
+        _mm256_storeu_ps(lanes, _mm256_mul_ps(silu, load_tail(up + i, n - i, 0)));
+        memcpy(out + i, lanes, (n - i) * sizeof(float));
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void softmax_row_avx2(float *row, size_t count) {
+    __m256 m8 = _mm256_set1_ps(-INFINITY);
+    size_t j = 0;
+    for (; j + 8 <= count; j += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(row + j));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, m8);
+    float maximum = lanes[0];
+    for (int l = 1; l < 8; l++) maximum = fmaxf(maximum, lanes[l]);
+    for (; j < count; j++) maximum = fmaxf(maximum, row[j]);
+    const __m256 mx = _mm256_set1_ps(maximum);
+    __m256 s8 = _mm256_setzero_ps();
+    for (j = 0; j + 8 <= count; j += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(row + j), mx));
+        _mm256_storeu_ps(row + j, e);
+        s8 = _mm256_add_ps(s8, e);
+    }
+    if (j < count) {
+        // Lanes past the row are exp(−∞) = 0 and add nothing to the sum.
+        __m256 e = exp8(_mm256_sub_ps(load_tail(row + j, count - j, -INFINITY), mx));
+        s8 = _mm256_add_ps(s8, e);
+        _mm256_storeu_ps(lanes, e);
+        memcpy(row + j, lanes, (count - j) * sizeof(float));
+    }
+    _mm256_storeu_ps(lanes, s8);
+    float sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    const __m256 inverse = _mm256_set1_ps(1.0f / sum);
+    for (j = 0; j + 8 <= count; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), inverse));
+    for (; j < count; j++) row[j] *= 1.0f / sum;
+}
+
+__attribute__((target("avx2,fma")))
+static void add_f32_to_f64_avx2(double *sum, const float *values, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(values + i);
+        _mm256_storeu_pd(sum + i, _mm256_add_pd(_mm256_loadu_pd(sum + i), _mm256_cvtps_pd(_mm256_castps256_ps128(v))));
+        _mm256_storeu_pd(sum + i + 4, _mm256_add_pd(_mm256_loadu_pd(sum + i + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
+    }
+    for (; i < n; i++) sum[i] += (double)values[i];
+}
+
+// Σ exp(x[i] − shift) for x [n], each exp in Float32, summed in Double lanes.
+__attribute__((target("avx2,fma")))
+static double sum_exp_avx2(const float *x, size_t n, float shift) {
+    const __m256 s = _mm256_set1_ps(shift);
+    __m256d low = _mm256_setzero_pd(), high = _mm256_setzero_pd();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), s));
+        low = _mm256_add_pd(low, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        high = _mm256_add_pd(high, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    if (i < n) {
+        __m256 e = exp8(_mm256_sub_ps(load_tail(x + i, n - i, -INFINITY), s));
+        low = _mm256_add_pd(low, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        high = _mm256_add_pd(high, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    double lanes[4];
+    _mm256_storeu_pd(lanes, _mm256_add_pd(low, high));
+    return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+}
+
+__attribute__((target("avx2,fma")))
+static float max_avx2(const float *x, size_t n) {
+    __m256 m8 = _mm256_set1_ps(-INFINITY);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(x + i));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, m8);
+    float maximum = lanes[0];
+    for (int l = 1; l < 8; l++) maximum = fmaxf(maximum, lanes[l]);
+    for (; i < n; i++) maximum = fmaxf(maximum, x[i]);
+    return maximum;
+}
+#endif
+
+double cengine_cross_entropy(const float *logits, size_t n, size_t target) {
+    float maximum;
+    double sum;
+#if defined(__x86_64__)
+    if (has_avx2_fma()) {
+        maximum = max_avx2(logits, n);
+        sum = sum_exp_avx2(logits, n, maximum);
+    } else
+#endif
+    {
+        maximum = -INFINITY;
+        for (size_t i = 0; i < n; i++) maximum = fmaxf(maximum, logits[i]);
+        sum = 0;
+        for (size_t i = 0; i < n; i++) sum += (double)expf(logits[i] - maximum);
+    }
+    return log(sum) + (double)maximum - (double)logits[target];
+}
+
+void cengine_rmsnorm(float *out, const float *x, const float *weight, size_t tokens, size_t dim, float eps) {
+    for (size_t t = 0; t < tokens; t++) {
+        const float *row = x + t * dim;
+        float *out_row = out + t * dim;
+        // Sequential sum, as the Swift loop it replaces: a dim-long dependency chain is ~1 % of the block.
+        float sum = 0;
+        for (size_t i = 0; i < dim; i++) sum += row[i] * row[i];
+        const float scale = 1.0f / sqrtf(sum / (float)dim + eps);
+        for (size_t i = 0; i < dim; i++) out_row[i] = weight[i] * (row[i] * scale);
+    }
+}
+
+void cengine_rope(float *x, const float *cos_table, const float *sin_table, size_t tokens, size_t heads,
+                  size_t head_dim, size_t seqlen) {
+    const size_t half = head_dim / 2;
+    for (size_t t = 0; t < tokens; t++) {
+        const float *c = cos_table + (t % seqlen) * half, *s = sin_table + (t % seqlen) * half;
+        for (size_t h = 0; h < heads; h++) {
+            float *head = x + (t * heads + h) * head_dim;
+            for (size_t i = 0; i < half; i++) {
+                const float x1 = head[i], x2 = head[i + half];
+                head[i] = x1 * c[i] - x2 * s[i];
+                head[i + half] = x2 * c[i] + x1 * s[i];
+            }
+        }
+    }
+}
+
+void cengine_swiglu(float *out, const float *gate, const float *up, size_t n) {
+#if defined(__x86_64__)
+    if (has_avx2_fma()) { swiglu_avx2(out, gate, up, n); return; }
+#endif
+    for (size_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+void cengine_causal_softmax(float *scores, size_t rows, size_t first_row, size_t columns, size_t ld) {
+    for (size_t r = 0; r < rows; r++) {
+        float *row = scores + r * ld;
+        const size_t count = first_row + r + 1;  // columns 0...t of row t
+#if defined(__x86_64__)
+        if (has_avx2_fma()) {
+            softmax_row_avx2(row, count);
+        } else
+#endif
+        {
+            float maximum = -INFINITY;
+            for (size_t j = 0; j < count; j++) maximum = fmaxf(maximum, row[j]);
+            float sum = 0;
+            for (size_t j = 0; j < count; j++) { row[j] = expf(row[j] - maximum); sum += row[j]; }
+            for (size_t j = 0; j < count; j++) row[j] *= 1.0f / sum;
+        }
+        if (count < columns) memset(row + count, 0, (columns - count) * sizeof(float));
+    }
+}
+
+void cengine_add(float *out, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+void cengine_add_f32_to_f64(double *sum, const float *values, size_t n) {
+#if defined(__x86_64__)
+    if (has_avx2_fma()) { add_f32_to_f64_avx2(sum, values, n); return; }
+#endif
+    for (size_t i = 0; i < n; i++) sum[i] += (double)values[i];
+}
+
+void cengine_add_upper_f32_to_f64(double *sum, const float *product, size_t d) {
+    for (size_t i = 0; i < d; i++) cengine_add_f32_to_f64(sum + i * d + i, product + i * d + i, d - i);
+}
