@@ -47,4 +47,7 @@ void cengine_add_f32_to_f64(double *sum, const float *values, size_t n);
 // Upper triangle, diagonal included: sum [d, d] += product [d, d] where column ≥ row.
 void cengine_add_upper_f32_to_f64(double *sum, const float *product, size_t d);
 
+// The k-th smallest of values [n] (0-based, as sorted(values)[k]); reorders values. Values must not be NaN.
+double cengine_select(double *values, size_t n, size_t k);
+
 #endif
