@@ -100,6 +100,7 @@ final class PruneRun {
                     let last = LlamaBlockStage(inputs.last!)
                     forwardTime.measure {
                         for s in traces.indices { traces[s].advance(to: last, weights: pruned, rope: rope, scratch: scratch) }
+                        scratch.release()  // peak memory: not held next to the statistics
                     }
                     statistics = try statisticsTime.measure {
                         try reducedStatistics(inputs: inputs, layer: layer, plan: plan, dense: dense,

@@ -120,6 +120,13 @@ public final class LlamaBlockScratch {
     var trace: LlamaBlockTrace? = nil
 
     public init() {}
+
+    /// Frees the buffers (they come back at the next forward), so they do not add to the peak of a phase that
+    /// holds other large arrays, such as a block's statistics.
+    public func release() {
+        q = []; k = []; v = []; probabilities = []; gate = []; up = []; projected = []
+        trace = nil
+    }
 }
 
 // The stages of a block, shared by LlamaBlockTrace (pruning, evaluation) and llamaBlockForwardKeepingActivations
