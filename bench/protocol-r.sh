@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
-# Protocol R (../shared/data/README.md) on SmolLM2-135M-Instruct: every method at 50 % and 2:4, single process
-# and under mpirun, next to the reference tools' figures (../shared/reference.md).
+# Protocol R (../shared/data/README.md) on SmolLM2-135M-Instruct: every method next to the reference tools'
+# figures (../shared/reference.md), judged on several domains at once: perplexity (windows of 512, first
+# 16 384 tokens) on the calibration domain (wiki/eval.txt) and on two texts far from it (ood/tempest.txt,
+# ood/python.txt), and the 7-task zero-shot average (acc, first 300 documents of each task).
 #
-#   bench/protocol-r.sh [--methods "krp sparsegpt wanda magnitude"] [--patterns "0.5 2:4"] [--ranks "2 1"] [--skip-dense]
+#   bench/protocol-r.sh [--methods "krp sparsegpt wanda magnitude"] [--patterns "0.5 2:4"] [--ranks "2 1"]
+#                       [--allocations "uniform owl"] [--skip-dense] [--no-zeroshot] [--samples 128] [-- PRUNE-OPTIONS…]
 #
-# Prints one table row per run; the JSON of every run stays in $PRUNE_DIST_BENCH (default ~/.cache/prune-dist/bench).
+# Each run is one `prune … --eval-text … --eval-tasks …` command: the figures are in its report. One table row
+# per run; the JSON of every run stays in $PRUNE_DIST_BENCH (default ~/.cache/prune-dist/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-methods="krp sparsegpt wanda magnitude"; patterns="0.5 2:4"; ranks="2 1"; dense=1
+methods="krp sparsegpt wanda magnitude"; patterns="0.5 2:4"; ranks="2 1"; allocations="uniform"; dense=1; zeroshot=1; samples=128
+extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --methods) methods="$2"; shift 2 ;;
     --patterns) patterns="$2"; shift 2 ;;
     --ranks) ranks="$2"; shift 2 ;;
+    --allocations) allocations="$2"; shift 2 ;;
+    --samples) samples="$2"; shift 2 ;;
     --skip-dense) dense=0; shift ;;
+    --no-zeroshot) zeroshot=0; shift ;;
+    --) shift; extra=("$@"); break ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -23,39 +32,59 @@ export OPENBLAS_NUM_THREADS=1
 swift build -c release --product prune-dist >&2
 bin="$PWD/.build/release/prune-dist"
 cache="$(scripts/fetch-assets.sh | tail -1)"
+shared="${PRUNE_DIST_SHARED:-$PWD/../shared}"
 model="$cache/SmolLM2-135M-Instruct"
 [ -f "$model/config.json" ] || "$bin" convert --gguf "$cache/SmolLM2-135M-Instruct.Q4_1.gguf" --out "$model" --dtype bf16 >&2
 out="${PRUNE_DIST_BENCH:-$cache/bench}"
 mkdir -p "$out"
+tasks=boolq,piqa,hellaswag,winogrande,arc_easy,arc_challenge,openbookqa
+evaluation=(--eval-text "$cache/eval.txt" --eval-text "$shared/data/ood/tempest.txt" --eval-text "$shared/data/ood/python.txt"
+            --eval-seqlen 512 --eval-max-windows 32)
+[ "$zeroshot" = 0 ] || evaluation+=(--eval-tasks "$tasks" --eval-data "$shared/data/tasks" --eval-limit 300)
 
-# Perplexity of a model under protocol R: the first 16 384 tokens of eval.txt, windows of 512 and 2048.
-perplexity() { # model seqlen windows
-  "$bin" eval perplexity --model "$1" --text "$cache/eval.txt" --seqlen "$2" --max-windows "$3" --json --log-level warning | tail -1 \
-    | python3 -c 'import json,sys; print("%.2f" % json.load(sys.stdin)["perplexity"])'
+row() { printf '%-10s %-8s %-8s %-5s %8s %8s %8s %7s %8s %8s %13s\n' "$@"; }
+# The row's figures from a run report (prune-report.json) or an evaluation JSON of the same keys.
+figures() {
+  python3 - "$1" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+e = r.get("evaluation", r)
+def f(key, fmt="%.2f"):
+    return fmt % e[key] if key in e else "-"
+print(f("perplexity.eval"), f("perplexity.tempest"), f("perplexity.python"), f("zeroshot.average.acc", "%.4f"))
+PY
 }
-
-row() { printf '%-10s %-8s %-5s %9s %9s %8s %8s %13s\n' "$@"; }
-row method pattern ranks ppl@512 ppl@2048 prune_s cpu_s peak_rss_GiB
-[ "$dense" = 0 ] || row dense - - "$(perplexity "$model" 512 32)" "$(perplexity "$model" 2048 8)" - - -
+row method pattern alloc ranks wiki tempest python zs_avg prune_s cpu_s peak_rss_GiB
+if [ "$dense" = 1 ]; then
+  # The dense model through the same evaluation: a magnitude run at sparsity 0 changes no weight.
+  mpirun -n 2 --bind-to none "$bin" prune --model "$model" --out "$out/dense.tmp" --method magnitude --sparsity 0 \
+    "${evaluation[@]}" --log-level warning > "$out/dense.log"
+  cp "$out/dense.tmp/prune-report.json" "$out/dense.json"; rm -rf "${out:?}/dense.tmp"
+  row dense - - - $(figures "$out/dense.json") - - -
+fi
 for method in $methods; do
   for pattern in $patterns; do
     case "$pattern" in *:*) flag=(--pattern "$pattern") ;; *) flag=(--sparsity "$pattern") ;; esac
-    for n in $ranks; do
-      name="$method-${pattern/:/of}-n$n"
-      rm -rf "${out:?}/$name"
-      mpirun -n "$n" --bind-to none "$bin" prune --model "$model" --out "$out/$name" --method "$method" "${flag[@]}" \
-        --calib "$cache/calib.txt" --samples 128 --seqlen 512 --seed 0 --log-level warning > "$out/$name.log"
-      # Wall time, CPU time summed over ranks, and the largest rank's peak RSS.
-      read -r seconds cpu rss < <(python3 -c '
+    for allocation in $allocations; do
+      case "$pattern" in *:*) [ "$allocation" = uniform ] || continue ;; esac
+      for n in $ranks; do
+        name="$method-${pattern/:/of}-$allocation-n$n"
+        rm -rf "${out:?}/$name"
+        mpirun -n "$n" --bind-to none "$bin" prune --model "$model" --out "$out/$name" --method "$method" "${flag[@]}" \
+          --allocation "$allocation" --calib "$cache/calib.txt" --samples "$samples" --seqlen 512 --seed 0 \
+          "${evaluation[@]}" "${extra[@]}" --log-level warning > "$out/$name.log"
+        # Wall time, CPU time summed over ranks, and the largest rank's peak RSS (pruning and evaluation together).
+        read -r seconds cpu rss < <(python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
 u = r["rank_usage"]
 print("%.0f %.0f %.2f" % (r["total_seconds"], sum(x["cpu_seconds"] for x in u), max(x["peak_rss_bytes"] for x in u) / 2**30))' "$out/$name/prune-report.json")
-      row "$method" "$pattern" "$n" "$(perplexity "$out/$name" 512 32)" "$(perplexity "$out/$name" 2048 8)" "$seconds" "$cpu" "$rss"
+        row "$method" "$pattern" "$allocation" "$n" $(figures "$out/$name/prune-report.json") "$seconds" "$cpu" "$rss"
+      done
     done
   done
 done
 echo
-echo "Reference (../shared/reference.md, one torch thread): dense 12.61 / 11.43; magnitude 50% 379.16 / 505.79 (6 s);"
-echo "Wanda 50% 28.84 / 26.93 (399 s); SparseGPT 50% 22.91 / 21.65 (554 s); magnitude 2:4 1060.87 / 1638.10;"
-echo "Wanda 2:4 123.39 / 136.38 (374 s); SparseGPT 2:4 44.68 / 43.29 (548 s)."
+echo "Reference (../shared/reference.md, one torch thread), wiki ppl@512: dense 12.61; magnitude 50% 379.16 (6 s);"
+echo "Wanda 50% 28.84 (399 s); SparseGPT 50% 22.91 (554 s); magnitude 2:4 1060.87; Wanda 2:4 123.39 (374 s);"
+echo "SparseGPT 2:4 44.68 (548 s). Out of domain (issue 13): reference SparseGPT 50% on held-out prose 75.0."

@@ -19,8 +19,16 @@ enum CalibrationSource {
     /// A JSON array of arrays is taken as the windows themselves (each `seqlen` long; used as given, e.g. to
     /// reproduce another tool's calibration set); anything else is a token stream or text that windows are drawn
     /// from with `seed`. Text needs the model's tokenizer.json.
-    static func windows(url: URL, modelDirectory: URL, samples: Int, seqlen: Int, seed: Int,
+    /// Every id is checked against `vocabSize` (the file and window are named) before any forward pass.
+    static func windows(url: URL, modelDirectory: URL, vocabSize: Int, samples: Int, seqlen: Int, seed: Int,
                         draw: CalibrationDraw = .stream) throws -> [[Int]] {
+        let windows = try drawnWindows(url: url, modelDirectory: modelDirectory, samples: samples, seqlen: seqlen, seed: seed, draw: draw)
+        try Perplexity.checkVocabulary(windows, vocabSize: vocabSize, source: url.path)
+        return windows
+    }
+
+    private static func drawnWindows(url: URL, modelDirectory: URL, samples: Int, seqlen: Int, seed: Int,
+                                     draw: CalibrationDraw) throws -> [[Int]] {
         if draw == .documents, CalibrationData.isTokenFile(url) {
             throw PruneDistError(.argument, "\(url.path): a token file has no documents to draw from; "
                                  + "use --calib-draw stream or give the calibration text")

@@ -19,7 +19,7 @@ struct CommCheckCommand: ParsableCommand {
         """,
         shouldDisplay: false)
 
-    @Option(name: .long, help: "Buffer size for the bandwidth measurement, in MB (10^6 bytes); 0 skips it.")
+    @Option(name: .long, parsing: .unconditional, help: "Buffer size for the bandwidth measurement, in MB (10^6 bytes); 0 skips it.")
     var megabytes: Int = 64
 
     @Option(name: .long, help: "Bandwidth measurements to take; the best is reported.")
@@ -43,8 +43,8 @@ struct CommCheckCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        guard megabytes >= 0 else { throw ValidationError("--megabytes must be 0 or more, got \(megabytes)") }
-        guard repetitions >= 1 else { throw ValidationError("--repetitions must be at least 1, got \(repetitions)") }
+        try CommandLineLimits.check(megabytes, "--megabytes", in: CommandLineLimits.megabytes)
+        try CommandLineLimits.check(repetitions, "--repetitions", in: CommandLineLimits.count)
         if let splitGroups, splitGroups < 1 { throw ValidationError("--split-groups must be at least 1, got \(splitGroups)") }
         if let maxMessageElements, !(1...Int(Int32.max)).contains(maxMessageElements) {
             throw ValidationError("--max-message-elements must be in 1...\(Int32.max), got \(maxMessageElements)")

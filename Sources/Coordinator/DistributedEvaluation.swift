@@ -96,11 +96,14 @@ enum DistributedEvaluation {
     /// Perplexity over non-overlapping windows: window w is evaluated on rank w mod size; each window's mean NLL
     /// is summed into a buffer of all windows (zero elsewhere), so every rank ends with every window's value.
     /// - tokens: [stream]
-    static func perplexity(checkpoint: Checkpoint, tokens: [Int], seqlen: Int, maxWindows: Int?, comm: Communicator,
+    /// - source: the file the tokens came from, for messages
+    static func perplexity(checkpoint: Checkpoint, tokens: [Int], source: String, seqlen: Int, maxWindows: Int?, comm: Communicator,
                            onBlock: ((Int) -> Void)? = nil) throws -> (perplexity: Double, windows: Int) {
         let windows = try Perplexity.windows(tokens: tokens, seqlen: seqlen, maxWindows: maxWindows)
+        try Perplexity.checkVocabulary(windows, vocabSize: checkpoint.config.vocabSize, source: source)
         let mine = windows.indices.filter { $0 % comm.size == comm.rank }
-        let values = try Perplexity.windowMeanNLL(checkpoint: checkpoint, windows: mine.map { windows[$0] }, seqlen: seqlen, onBlock: onBlock)
+        let values = try Perplexity.windowMeanNLL(checkpoint: checkpoint, windows: mine.map { windows[$0] }, seqlen: seqlen,
+                                                  windowNumbers: mine, onBlock: onBlock)
         var all = [Double](repeating: 0, count: windows.count)
         for (w, value) in zip(mine, values) { all[w] = value }
         try comm.allreduceSum(&all)

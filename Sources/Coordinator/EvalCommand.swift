@@ -27,7 +27,7 @@ struct PerplexityCommand: ParsableCommand {
     @Option(name: .long, help: "Plain text, tokenized with the model's tokenizer.json (instead of --tokens).")
     var text: String?
 
-    @Option(name: .long, help: "Tokens per window.")
+    @Option(name: .long, parsing: .unconditional, help: "Tokens per window.")
     var seqlen: Int = 2048
 
     @Option(name: .long, help: "Evaluate at most this many windows (from the start of the stream).")
@@ -40,8 +40,12 @@ struct PerplexityCommand: ParsableCommand {
 
     func validate() throws {
         guard (tokens == nil) != (text == nil) else { throw ValidationError("give exactly one of --tokens FILE and --text FILE") }
-        guard seqlen >= 2 else { throw ValidationError("--seqlen must be at least 2, got \(seqlen)") }
-        if let maxWindows, maxWindows < 1 { throw ValidationError("--max-windows must be at least 1, got \(maxWindows)") }
+        try CommandLineLimits.check(seqlen, "--seqlen", in: CommandLineLimits.seqlen)
+        if let maxWindows { try CommandLineLimits.check(maxWindows, "--max-windows", in: CommandLineLimits.count) }
+        for (option, path) in [("--tokens", tokens), ("--text", text)] {
+            // A folder or FIFO is refused now; a missing file is named when it is read (after the model's checks).
+            if let path { try asValidationError { try checkRegularFile(path, option: option, mustExist: false) } }
+        }
     }
 
     func run() throws {
@@ -57,7 +61,7 @@ struct PerplexityCommand: ParsableCommand {
             }
             let stream = try tokenStream(modelDirectory: checkpoint.directory)
             let layers = checkpoint.config.numHiddenLayers
-            return try DistributedEvaluation.perplexity(checkpoint: checkpoint, tokens: stream, seqlen: seqlen,
+            return try DistributedEvaluation.perplexity(checkpoint: checkpoint, tokens: stream, source: tokens ?? text!, seqlen: seqlen,
                                                         maxWindows: maxWindows, comm: comm) { layer in
                 logger.debug("block \(layer + 1)/\(layers) done")
             }

@@ -19,7 +19,9 @@ enum FaultInjection {
             if let pidFile = env["PRUNE_DIST_FAULT_PIDFILE"] {
                 try? "\(getpid())\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
             }
-            sleep(600)
+            // A handled signal (SIGINT: InterruptCleanup) ends sleep() early; keep waiting as a busy rank would.
+            let deadline = Date().addingTimeInterval(600)
+            while Date() < deadline { sleep(1) }
         }
         FileHandle.standardError.write(Data("prune-dist: rank \(rank) on \(host): injected fault, exiting at block \(layer)\n".utf8))
         _exit(75)

@@ -17,10 +17,13 @@ enum HTMLReport {
     /// Series colours (colour-blind-safe Okabe–Ito), by run or by linear kind.
     static let palette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 
+    /// Marks a page as ours, so a later run may replace it and nothing else (RunReportFiles.checkWritable).
+    static let generatorTag = "<meta name=\"generator\" content=\"prune-dist\">"
+
     static func render(_ runs: [Run], title: String = "prune-dist run report") -> String {
         var html = """
         <!DOCTYPE html>
-        <html lang="en"><head><meta charset="utf-8"><title>\(escape(title))</title>
+        <html lang="en"><head><meta charset="utf-8">\(generatorTag)<title>\(escape(title))</title>
         <style>
         body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
         h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; border-bottom: 1px solid #ccc; }
@@ -87,9 +90,12 @@ enum HTMLReport {
         guard !keys.isEmpty else { return "<h2>Evaluation</h2>\n<p class=\"note\">No evaluation in these runs (prune with --eval-text / --eval-tasks).</p>\n" }
         func value(_ run: Run, _ key: String) -> Double? { run.report.evaluation?[key] }
         var html = "<h2>Evaluation</h2>\n<table><tr><th></th>" + runs.map { "<th>\(escape($0.label))</th>" }.joined() + "</tr>\n"
-        if keys.contains("perplexity") {
-            html += "<tr><td>perplexity" + (value(runs[0], "perplexity.seqlen").map { " @\(Int($0))" } ?? "") + "</td>"
-                + runs.map { "<td>\(value($0, "perplexity").map { String(format: "%.3f", $0) } ?? "–")</td>" }.joined() + "</tr>\n"
+        // One row per evaluated text ("perplexity.<text>"); reports of a single text have only "perplexity".
+        let texts = keys.filter { $0.hasPrefix("perplexity.") && !$0.hasSuffix(".seqlen") && !$0.hasSuffix(".windows") }.sorted()
+        for key in texts.isEmpty && keys.contains("perplexity") ? ["perplexity"] : texts {
+            let name = key == "perplexity" ? "perplexity" : "perplexity, \(key.dropFirst("perplexity.".count))"
+            html += "<tr><td>\(escape(name))" + (value(runs[0], "\(key).seqlen").map { " @\(Int($0))" } ?? "") + "</td>"
+                + runs.map { "<td>\(value($0, key).map { String(format: "%.3f", $0) } ?? "–")</td>" }.joined() + "</tr>\n"
         }
         let tasks = ZeroShotTask.allCases.map(\.rawValue).filter { keys.contains("zeroshot.\($0).acc") }
         if !tasks.isEmpty {

@@ -230,7 +230,8 @@ func parseByteSize(_ text: String) -> Int? {
     var scale = 1.0
     if let last = s.last, let unit = units[last] { scale = unit; s.removeLast() }
     guard let value = Double(s), value.isFinite, value > 0 else { return nil }
-    return Int(value * scale)
+    // 99999999999999999T is a finite Double, but Int(…) of a Double beyond Int.max traps: such sizes saturate.
+    return value * scale < 0x1p62 ? Int(value * scale) : Int.max
 }
 
 /// Bytes in binary units with three significant figures: "1.23 GiB".

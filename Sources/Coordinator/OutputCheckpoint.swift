@@ -19,19 +19,17 @@ final class OutputCheckpoint {
     static let copiedFiles = ["generation_config.json", "tokenizer.json", "tokenizer_config.json",
                               "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt"]
 
-    /// - resumeAfter: tensors (in `tensorOrder`) an interrupted run already wrote into `temporary`: keep
+    /// - lock: rank 0's lock on the output's partial folder (OutputFolder), held since the run started
+    /// - resumeAfter: tensors (in `tensorOrder`) an interrupted run already wrote into the partial folder: keep
     ///   them and continue after them (`--resume`); 0 starts afresh.
-    init(source: Checkpoint, out: URL, dtype: DType?, resumeAfter: Int = 0) throws {
+    init(source: Checkpoint, out: URL, lock: OutputLock, dtype: DType?, resumeAfter: Int = 0) throws {
         self.source = source
         self.out = out
-        if let contents = try? FileManager.default.contentsOfDirectory(atPath: out.path), !contents.isEmpty {
-            throw PruneDistError(.argument, "\(out.path): output directory exists and is not empty; remove it or choose another --out")
-        }
         let outputDType = dtype ?? source.storageDType
         self.dtype = outputDType
         // A fixed name, so an interrupted run can be found and resumed (RunJournal).
-        temporary = OutputCheckpoint.temporaryDirectory(for: out)
-        if resumeAfter == 0 { try? FileManager.default.removeItem(at: temporary) }
+        temporary = lock.partial
+        if resumeAfter == 0 { try lock.clearPartialFolder() }
         written = resumeAfter
         order = OutputCheckpoint.tensorOrder(source.tensorNames)
         let entries = try order.map { name -> SafetensorsWriter.Entry in
@@ -50,13 +48,9 @@ final class OutputCheckpoint {
     }
 
     deinit {
-        // A run with finished blocks in its journal is kept for --resume (it stays hidden and named partial).
+        // A run with finished blocks in its journal is kept for --resume (it stays hidden and named partial);
+        // so is a finished one that could not be moved into place (the error says where it is).
         if !finished && !RunJournal.hasFinishedBlocks(in: temporary) { try? FileManager.default.removeItem(at: temporary) }
-    }
-
-    /// Where a run writing `out` keeps its unfinished output.
-    static func temporaryDirectory(for out: URL) -> URL {
-        out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).partial")
     }
 
     /// Tensors written so far (in `tensorOrder`): what a journal records at each block boundary.
@@ -115,16 +109,17 @@ final class OutputCheckpoint {
         var configObject = try JSONSerialization.jsonObject(with: Data(contentsOf: source.directory.appendingPathComponent("config.json"))) as? [String: Any] ?? [:]
         if configObject["dtype"] != nil { configObject["dtype"] = dtype.torchName }
         configObject["torch_dtype"] = configObject["dtype"] == nil ? dtype.torchName : nil
-        try OutputCheckpoint.completeFolder(temporary, into: out, config: configObject, source: source.directory, reportData: reportData)
-        finished = true
+        try OutputCheckpoint.completeFolder(temporary, config: configObject, source: source.directory, reportData: reportData)
+        finished = true  // complete: kept where the error says if it cannot be moved into place
+        try OutputFolder.moveIntoPlace(temporary, out: out)
         if let reportData, let reportURL {
             try writeFileAtomically(reportData, to: reportURL)
         }
     }
 
-    /// The last step of every output checkpoint: config.json, the tokenizer and generation files copied from
-    /// `source`, the report, then the finished folder renamed to `out` (which may only be an empty folder).
-    static func completeFolder(_ temporary: URL, into out: URL, config: [String: Any], source: URL, reportData: Data?) throws {
+    /// The last files of every output checkpoint: config.json, the tokenizer and generation files copied from
+    /// `source`, and the report; the folder is then moved into place (OutputFolder.moveIntoPlace).
+    static func completeFolder(_ temporary: URL, config: [String: Any], source: URL, reportData: Data?) throws {
         let configData = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
         try writeFileAtomically(configData, to: temporary.appendingPathComponent("config.json"))
         for name in copiedFiles {
@@ -135,12 +130,6 @@ final class OutputCheckpoint {
         }
         if let reportData {
             try writeFileAtomically(reportData, to: temporary.appendingPathComponent("prune-report.json"))
-        }
-        try? FileManager.default.removeItem(at: out)
-        do {
-            try FileManager.default.moveItem(at: temporary, to: out)
-        } catch {
-            throw PruneDistError(.io, "\(out.path): cannot move the finished checkpoint into place: \(error.localizedDescription)")
         }
     }
 }

@@ -18,16 +18,16 @@ struct PlanCommand: ParsableCommand {
     @Option(name: .long, help: "A config.json instead of a model directory (checkpoint size estimated from its dtype).")
     var config: String?
 
-    @Option(name: .long, help: "Number of MPI ranks.")
+    @Option(name: .long, parsing: .unconditional, help: "Number of MPI ranks.")
     var ranks: Int
 
     @Option(name: .long, help: "Memory each rank may use, e.g. 64G (K/M/G/T are powers of 1024).")
     var memPerRank: String
 
-    @Option(name: .long, help: "Number of calibration sequences.")
+    @Option(name: .long, parsing: .unconditional, help: "Number of calibration sequences.")
     var samples: Int = 128
 
-    @Option(name: .long, help: "Tokens per calibration sequence.")
+    @Option(name: .long, parsing: .unconditional, help: "Tokens per calibration sequence.")
     var seqlen: Int = 512
 
     @Option(name: .long, help: "Pruning method: \(PruneMethod.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -44,11 +44,17 @@ struct PlanCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
+    /// 1 PiB: more than any machine has, and small enough that sums of sizes stay far from Int.max.
+    private var maxMemoryPerRank: Int { 1 << 50 }
+
     func validate() throws {
         guard (model == nil) != (config == nil) else { throw ValidationError("give exactly one of --model DIR or --config FILE") }
-        guard ranks > 0 else { throw ValidationError("--ranks must be positive, got \(ranks)") }
-        guard parseByteSize(memPerRank) != nil else { throw ValidationError("--mem-per-rank must be a size like 64G or 500M, got \(memPerRank)") }
-        guard samples > 0, seqlen > 1 else { throw ValidationError("--samples must be positive and --seqlen at least 2") }
+        try CommandLineLimits.check(ranks, "--ranks", in: CommandLineLimits.ranks)
+        guard let bytes = parseByteSize(memPerRank) else { throw ValidationError("--mem-per-rank must be a size like 64G or 500M, got \(memPerRank)") }
+        guard bytes <= maxMemoryPerRank else {
+            throw ValidationError("--mem-per-rank \(memPerRank) is beyond the limit of \(formatBytes(maxMemoryPerRank)) (\(maxMemoryPerRank) bytes)")
+        }
+        try CommandLineLimits.checkCalibration(samples: samples, seqlen: seqlen)
         guard !method.isStructured else { throw ValidationError("plan models the unstructured runs (magnitude, wanda, sparsegpt, krp); --method \(method.rawValue) is not modelled yet") }
     }
 

@@ -54,10 +54,11 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Calibration data: plain text, JSONL (field \"text\"), token ids (.u16 or JSON array), or .u16 windows.")
     var calib: String?
 
-    @Option(name: .long, help: "Number of calibration sequences.")
+    // .unconditional: `--samples -1` reaches the range check (a positive integer) instead of "missing value".
+    @Option(name: .long, parsing: .unconditional, help: "Number of calibration sequences.")
     var samples: Int = 128
 
-    @Option(name: .long, help: "Tokens per calibration sequence.")
+    @Option(name: .long, parsing: .unconditional, help: "Tokens per calibration sequence.")
     var seqlen: Int = 512
 
     @Option(name: .long, help: "Seed for drawing calibration windows.")
@@ -66,11 +67,30 @@ struct PruneCommand: ParsableCommand {
     @Flag(name: .long, inversion: .prefixedNo, help: "Collect statistics again between q,k,v → o → gate,up → down (default: on for KRP, off otherwise).")
     var trueSequential: Bool?
 
-    @Option(name: .long, help: "SparseGPT/KRP column block size.")
-    var blocksize: Int = 128
+    // Optional so that giving it to a method that does not use it can be refused; the default is applied below.
+    @Option(name: .long, help: "SparseGPT/KRP column block size (default: 128).")
+    var blocksize: Int?
 
-    @Option(name: .long, help: "SparseGPT/KRP dampening, as a fraction of the mean Hessian diagonal.")
-    var percdamp: Double = 0.01
+    @Option(name: .long, help: "SparseGPT/KRP dampening, as a fraction of the mean Hessian diagonal (default: 0.01).")
+    var percdamp: Double?
+
+    @Option(name: .long, help: "KRP: ridge toward the dense weights, as a fraction of the mean Hessian diagonal (legacy: the authors' ridge toward zero, adaptive ladder 1e-4…1).")
+    var krpRidge: String = "legacy"
+
+    @Flag(name: .long, help: "KRP: scale the ridge by each input's own mean square (diag Ĥ) instead of their mean.")
+    var krpRidgePerInput = false
+
+    @Option(name: .long, help: "KRP: fraction of the cumulative-error correction applied (0 = SparseGPT on the dense weights, 1 = full).")
+    var krpCorrection: Double = 1
+
+    @Option(name: .long, help: "How the target --sparsity is spread over blocks: uniform, or owl (outlier-weighed, Yin et al. 2024).")
+    var allocation: SparsityAllocation = .uniform
+
+    @Option(name: .long, help: "OWL outlier threshold M: a Wanda score above M × its block's mean counts as an outlier.")
+    var owlThreshold: Double = 5
+
+    @Option(name: .long, help: "OWL λ: block sparsities range over the target ± λ.")
+    var owlLambda: Double = 0.08
 
     @Option(name: .long, help: "Write the JSON run report here (default: OUT/prune-report.json).")
     var report: String?
@@ -78,11 +98,14 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Output dtype: bf16, f16 or f32 (default: the input's).")
     var dtype: String?
 
-    @Option(name: .long, help: "Evaluate perplexity of the result on this text (or .u16 token) file.")
-    var evalText: String?
+    @Option(name: .long, help: "Evaluate perplexity of the result on this text (or .u16 token) file; repeat for several (e.g. in-domain and out-of-domain texts).")
+    var evalText: [String] = []
 
-    @Option(name: .long, help: "Sequence length for --eval-text perplexity.")
-    var evalSeqlen: Int = 512
+    @Option(name: .long, help: "Evaluate only the first K windows of each --eval-text (as eval perplexity --max-windows).")
+    var evalMaxWindows: Int?
+
+    @Option(name: .long, help: "Sequence length for --eval-text perplexity (default: 512).")
+    var evalSeqlen: Int?
 
     @Option(name: .long, help: "Zero-shot tasks to evaluate the result on, e.g. boolq,piqa,hellaswag (or all); needs --eval-data.")
     var evalTasks: String?
@@ -103,27 +126,39 @@ struct PruneCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
+    var resolvedBlocksize: Int { blocksize ?? 128 }
+    var resolvedPercdamp: Double { percdamp ?? 0.01 }
+    var resolvedEvalSeqlen: Int { evalSeqlen ?? 512 }
+
+    /// Everything that can be checked before a model is read: options, limits, and the files named.
     func validate() throws {
-        if method.isStructured { return try validateStructured() }
-        if structured.calibDraw != nil {
-            throw ValidationError("--calib-draw is for --method llm-pruner; \(method.rawValue) draws its windows anywhere in the token stream (SparseGPT's and Wanda's loaders)")
-        }
+        try checkMethodOptions()
+        try checkLimits()
+        if method.isStructured { try validateStructured() } else { try validateUnstructured() }
+        try checkPaths()
+    }
+
+    private func validateUnstructured() throws {
         do {
             _ = try SparsityPattern.parse(sparsity: sparsity, pattern: pattern)
         } catch let error as PruneDistError {
             throw ValidationError(error.message)
         }
-        guard samples > 0 else { throw ValidationError("--samples must be positive, got \(samples)") }
-        guard seqlen > 1 else { throw ValidationError("--seqlen must be at least 2, got \(seqlen)") }
-        guard blocksize > 0 else { throw ValidationError("--blocksize must be positive") }
-        guard percdamp > 0 else { throw ValidationError("--percdamp must be positive") }
+        _ = try krpRectification()
+        if allocation == .owl {
+            guard pattern == nil else { throw ValidationError("--allocation owl spreads an unstructured --sparsity over blocks; it does not apply to --pattern \(pattern!)") }
+            guard owlThreshold.isFinite, owlThreshold > 0 else { throw ValidationError("--owl-threshold must be a positive number, got \(owlThreshold)") }
+            guard owlLambda.isFinite, owlLambda >= 0, owlLambda < 0.5 else { throw ValidationError("--owl-lambda must be in [0, 0.5), got \(owlLambda)") }
+            if let sparsity, sparsity - owlLambda < 0 || sparsity + owlLambda >= 1 {
+                throw ValidationError("--sparsity \(sparsity) ± --owl-lambda \(owlLambda) leaves [0, 1); lower --owl-lambda")
+            }
+        }
         if method != .magnitude, calib == nil { throw ValidationError("--method \(method.rawValue) needs calibration data: --calib FILE") }
         if evalTasks != nil, evalData == nil { throw ValidationError("--eval-tasks needs --eval-data DIR (the task files)") }
         if let evalTasks { do { _ = try DistributedEvaluation.parseTasks(evalTasks) } catch let error as PruneDistError { throw ValidationError(error.message) } }
-        guard evalSeqlen >= 2 else { throw ValidationError("--eval-seqlen must be at least 2, got \(evalSeqlen)") }
-        if let evalLimit, evalLimit < 1 { throw ValidationError("--eval-limit must be at least 1, got \(evalLimit)") }
         // Evaluation inputs are checked now rather than after a long run.
-        if let evalText, !FileManager.default.fileExists(atPath: evalText) { throw ValidationError("--eval-text \(evalText): no such file") }
+        for text in evalText where !FileManager.default.fileExists(atPath: text) { throw ValidationError("--eval-text \(text): no such file") }
+        if let evalMaxWindows, evalMaxWindows < 1 { throw ValidationError("--eval-max-windows must be at least 1, got \(evalMaxWindows)") }
         if let evalTasks, let evalData, let tasks = try? DistributedEvaluation.parseTasks(evalTasks) {
             for task in tasks where !FileManager.default.fileExists(atPath: URL(fileURLWithPath: evalData).appendingPathComponent(task.fileName).path) {
                 throw ValidationError("--eval-data \(evalData): no \(task.fileName) for task \(task.rawValue)")
@@ -138,9 +173,22 @@ struct PruneCommand: ParsableCommand {
         PruneSettings(model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out), method: method,
                       pattern: try SparsityPattern.parse(sparsity: sparsity, pattern: pattern),
                       calibration: calib.map { URL(fileURLWithPath: $0) }, samples: samples, seqlen: seqlen, seed: seed,
-                      trueSequential: trueSequential ?? (method == .krp), blocksize: blocksize, percdamp: percdamp,
+                      trueSequential: trueSequential ?? (method == .krp), blocksize: resolvedBlocksize, percdamp: resolvedPercdamp,
+                      krpRectification: try krpRectification(), allocation: allocation,
+                      owl: OWLSettings(threshold: owlThreshold, spread: owlLambda),
                       outputDType: dtype.flatMap { DType(torchName: $0) },
                       reportURL: report.map { URL(fileURLWithPath: $0) })
+    }
+
+    func krpRectification() throws -> KRPRectification {
+        if krpRidge == "legacy" { return .legacy }
+        guard let ratio = Double(krpRidge), ratio.isFinite, ratio >= 0 else {
+            throw ValidationError("--krp-ridge must be legacy or a non-negative number, got \(krpRidge)")
+        }
+        guard krpCorrection.isFinite, krpCorrection >= 0 else {
+            throw ValidationError("--krp-correction must be a non-negative number, got \(krpCorrection)")
+        }
+        return .towardDense(ratio: ratio, correction: krpCorrection, perInput: krpRidgePerInput)
     }
 
     func run() throws {
@@ -153,12 +201,17 @@ struct PruneCommand: ParsableCommand {
         settings.resume = resume
         settings.weights = weights
         var report = try comm.abortingJobOnError {
-            try RunJournal.discardingOnInputError(out: settings.out, rank: comm.rank, resuming: settings.resume) {
+            try RankConsistency.check(rankFingerprint(), comm: comm)
+            settings.outputLock = try lockOutput(rank: comm.rank)
+            let interruptions = handleInterruptions(lock: settings.outputLock, ranks: comm.size)
+            defer { interruptions?.uninstall() }
+            return try RunJournal.cleaningUpAfterFailure(lock: settings.outputLock, resuming: resume, resumeCommand: resumeCommand(ranks: comm.size)) {
                 try PruneRun(settings: settings, comm: comm, logger: logger).run()
             }
         }
+        settings.outputLock = nil  // the output is in place; the lock file went with it
         // The result evaluated over the same ranks, then the JSON and HTML reports (re)written by rank 0.
-        let evaluation = PruneRunEvaluation(text: evalText.map { URL(fileURLWithPath: $0) }, seqlen: evalSeqlen,
+        let evaluation = PruneRunEvaluation(texts: evalText.map { URL(fileURLWithPath: $0) }, seqlen: resolvedEvalSeqlen, maxWindows: evalMaxWindows,
                                             tasks: try evalTasks.map(DistributedEvaluation.parseTasks) ?? [],
                                             data: evalData.map { URL(fileURLWithPath: $0) }, limit: evalLimit)
         try comm.abortingJobOnError {

@@ -16,12 +16,19 @@ struct PruneSettings: Sendable {
     var trueSequential: Bool
     var blocksize: Int
     var percdamp: Double
+    /// How KRP forms its rectified weight.
+    var krpRectification: KRPRectification = .legacy
+    /// How the target sparsity is spread over blocks, and OWL's M and λ.
+    var allocation: SparsityAllocation = .uniform
+    var owl = OWLSettings()
     var outputDType: DType?
     var reportURL: URL?
     /// Continue an interrupted run with the same fingerprint (RunResumption).
     var resume: Bool = false
     /// Where ranks get the block weights (every rank reads, or rank 0 reads and broadcasts).
     var weights: WeightsSource = .shared
+    /// Rank 0's lock on the output's partial folder, taken before any work (nil on other ranks).
+    var outputLock: OutputLock?
 }
 
 /// One prune run on one rank. Every rank runs the same code; the ownership plan decides who solves what.
@@ -38,6 +45,9 @@ final class PruneRun {
     let settings: PruneSettings
     let comm: Communicator
     let logger: Logger
+
+    /// Each block's target sparsity when the allocation is not uniform (OWL).
+    private var blockSparsities: [Double]?
 
     init(settings: PruneSettings, comm: Communicator, logger: Logger) {
         self.settings = settings
@@ -68,6 +78,7 @@ final class PruneRun {
             prunedStream = try mine.map { try embedding.embed($0) }
         }
         var denseStream: [[Float]]? = method.needsDenseStream ? prunedStream : nil
+        blockSparsities = try allocatedSparsities(weights: weights, stream: prunedStream, rope: rope)
 
         let resumption = try RunResumption.start(settings: settings, checkpoint: weights.checkpoint, comm: comm, logger: logger)
         let output = resumption.output
@@ -161,6 +172,11 @@ final class PruneRun {
                                method: method.rawValue, pattern: settings.pattern.description, sparsityTarget: settings.pattern.sparsity,
                                trueSequential: settings.trueSequential, samples: windows.count, seqlen: seqlen, seed: settings.seed,
                                ranks: comm.size, linears: [], blocks: blocks, rankUsage: [], totalSeconds: 0, overallSparsity: 0, evaluation: nil)
+        if method != .magnitude || settings.allocation != .uniform {
+            report.allocation = settings.allocation.rawValue
+            report.blockSparsityTargets = blockSparsities
+        }
+        if method == .krp { report.krpRectification = "\(settings.krpRectification)" }
         if comm.rank == 0 {
             let parts = try gathered.map { try JSONDecoder().decode(RankPart.self, from: $0) }
             let order = Dictionary(uniqueKeysWithValues: LlamaLinear.allCases.enumerated().map { ($0.element.weightName(layer: 0), $0.offset) })
@@ -177,6 +193,27 @@ final class PruneRun {
         }
         try comm.barrier()
         return report
+    }
+
+    /// OWL's per-block sparsities (nil for the uniform allocation), logged by rank 0.
+    private func allocatedSparsities(weights: RunWeights, stream: [[Float]], rope: RopeTable) throws -> [Double]? {
+        guard settings.allocation == .owl else { return nil }
+        guard case let .unstructured(target) = settings.pattern else {
+            throw PruneDistError(.argument, "--allocation owl spreads an unstructured --sparsity over blocks; \(settings.pattern) is a fixed pattern")
+        }
+        let start = Date()
+        let sparsities = try owlBlockSparsities(weights: weights, stream: stream, rope: rope, seqlen: settings.seqlen, target: target,
+                                                settings: settings.owl, comm: comm)
+        if comm.rank == 0 {
+            let listed = sparsities.map { String(format: "%.3f", $0) }.joined(separator: " ")
+            logger.info("OWL (M \(settings.owl.threshold), λ \(settings.owl.spread)) block sparsities in \(String(format: "%.0f", Date().timeIntervalSince(start))) s: \(listed)")
+        }
+        return sparsities
+    }
+
+    /// The pattern block `layer` is pruned to.
+    private func pattern(layer: Int) -> SparsityPattern {
+        blockSparsities.map { .unstructured(fraction: $0[layer]) } ?? settings.pattern
     }
 
     /// An N:M pattern must divide every linear's input width; refused before any work is done.
@@ -237,18 +274,20 @@ final class PruneRun {
         let shape = dense.shape(linear)
         let name = linear.weightName(layer: layer)
         let result: PruneResult
+        let pattern = pattern(layer: layer)
         do {
             switch settings.method {
             case .magnitude:
-                result = try pruneMagnitude(weight: weight, shape: shape, pattern: settings.pattern)
+                result = try pruneMagnitude(weight: weight, shape: shape, pattern: pattern)
             case .wanda:
-                result = try pruneWanda(weight: weight, shape: shape, columnNormsSquared: statistics!.columnNorms, pattern: settings.pattern)
+                result = try pruneWanda(weight: weight, shape: shape, columnNormsSquared: statistics!.columnNorms, pattern: pattern)
             case .sparsegpt:
-                result = try pruneSparseGPT(weight: weight, shape: shape, hessian: statistics!.hessian, pattern: settings.pattern,
+                result = try pruneSparseGPT(weight: weight, shape: shape, hessian: statistics!.hessian, pattern: pattern,
                                             blocksize: settings.blocksize, percdamp: settings.percdamp)
             case .krp:
                 result = try pruneKRP(weight: weight, shape: shape, hessian: statistics!.hessian, crossTerm: statistics!.cross,
-                                      pattern: settings.pattern, blocksize: settings.blocksize, percdamp: settings.percdamp)
+                                      pattern: pattern, blocksize: settings.blocksize, percdamp: settings.percdamp,
+                                      rectification: settings.krpRectification)
             case .llmPruner, .adapruner:
                 throw PruneDistError(.argument, "structured methods run in StructuredPruneRun, not per linear")
             }

@@ -5,14 +5,15 @@ import Worker
 
 /// What `prune --eval-*` asks to evaluate on the pruned checkpoint at the end of a run.
 struct PruneRunEvaluation: Sendable {
-    /// Perplexity text (or a .u16 / .json token file) and its window length.
-    var text: URL?
+    /// Perplexity texts (or .u16 / .json token files), their window length and how many windows of each.
+    var texts: [URL]
     var seqlen: Int
+    var maxWindows: Int?
     var tasks: [ZeroShotTask]
     var data: URL?
     var limit: Int?
 
-    var isEmpty: Bool { text == nil && tasks.isEmpty }
+    var isEmpty: Bool { texts.isEmpty && tasks.isEmpty }
 
     /// Evaluates the checkpoint in `model` over the job's ranks (all ranks call this; rank 0 wrote the
     /// checkpoint, which every rank reads from the shared output path) and returns the flat entries for the
@@ -21,17 +22,22 @@ struct PruneRunEvaluation: Sendable {
         var entries: [String: Double] = [:]
         var lines: [String] = []
         let checkpoint = try Checkpoint(directory: model)
-        if let text {
+        for (index, text) in texts.enumerated() {
             let extensionName = text.pathExtension.lowercased()
             let tokens = extensionName == "u16" || extensionName == "json"
                 ? try TokenFile.read(text) : try PerplexityCommand.encodeTextFile(text, modelDirectory: model)
             let start = Date()
-            let (perplexity, windows) = try DistributedEvaluation.perplexity(checkpoint: checkpoint, tokens: tokens, seqlen: seqlen,
-                                                                             maxWindows: nil, comm: comm)
-            entries["perplexity"] = perplexity
-            entries["perplexity.seqlen"] = Double(seqlen)
-            entries["perplexity.windows"] = Double(windows)
-            lines.append(String(format: "perplexity %.4f over %d windows of %d tokens (%.1f s)", perplexity, windows, seqlen, Date().timeIntervalSince(start)))
+            let (perplexity, windows) = try DistributedEvaluation.perplexity(checkpoint: checkpoint, tokens: tokens, source: text.path, seqlen: seqlen,
+                                                                             maxWindows: maxWindows, comm: comm)
+            let label = Self.label(of: text, among: texts)
+            // The first text also under the plain keys, which single-text reports have always used.
+            for prefix in index == 0 ? ["perplexity", "perplexity.\(label)"] : ["perplexity.\(label)"] {
+                entries[prefix] = perplexity
+                entries["\(prefix).seqlen"] = Double(seqlen)
+                entries["\(prefix).windows"] = Double(windows)
+            }
+            lines.append("perplexity " + String(format: "%.4f", perplexity) + " on \(label) over \(windows) windows of \(seqlen) tokens ("
+                         + String(format: "%.1f", Date().timeIntervalSince(start)) + " s)")
         }
         if !tasks.isEmpty {
             let summary = try DistributedEvaluation.zeroShot(tasks: tasks, folder: data!, limit: limit, checkpoint: checkpoint,
@@ -41,5 +47,17 @@ struct PruneRunEvaluation: Sendable {
             lines.append(summary.table)
         }
         return (entries, lines)
+    }
+
+    /// The name a text goes by in the report: its file name without extension (and without a `_tokens`
+    /// suffix, so tempest.txt and tempest_tokens.u16 read alike), the parent folder's name added when two
+    /// texts would otherwise share it.
+    static func label(of text: URL, among texts: [URL]) -> String {
+        func stem(_ url: URL) -> String {
+            let name = url.deletingPathExtension().lastPathComponent
+            return name.hasSuffix("_tokens") ? String(name.dropLast("_tokens".count)) : name
+        }
+        let clashes = texts.filter { stem($0) == stem(text) }.count > 1
+        return clashes ? "\(text.deletingLastPathComponent().lastPathComponent)/\(stem(text))" : stem(text)
     }
 }

@@ -19,6 +19,10 @@ struct ReportCommand: ParsableCommand {
 
     func validate() throws {
         guard !reports.isEmpty else { throw ValidationError("give at least one run report (RUN.json)") }
+        try asValidationError {
+            try RunReportFiles.checkWritable(OutputFolder.Argument("--out", URL(fileURLWithPath: out)),
+                                             others: reports.map { OutputFolder.Argument("report", URL(fileURLWithPath: $0)) }, html: true)
+        }
     }
 
     func run() throws {

@@ -31,6 +31,8 @@ struct RunFingerprint: Codable, Equatable, Sendable {
         fields["samples × seqlen, seed"] = "\(settings.samples) × \(settings.seqlen), seed \(settings.seed)"
         fields["true-sequential"] = String(settings.trueSequential)
         fields["blocksize, percdamp"] = "\(settings.blocksize), \(settings.percdamp)"
+        if settings.allocation != .uniform { fields["allocation"] = "\(settings.allocation.rawValue) \(settings.owl)" }
+        if settings.method == .krp { fields["KRP rectification"] = "\(settings.krpRectification)" }
         fields["output dtype"] = settings.outputDType?.rawValue ?? "as input"
         return RunFingerprint(fields: fields)
     }
@@ -55,18 +57,6 @@ struct RunFingerprint: Codable, Equatable, Sendable {
         let header = try handle.read(upToCount: Int(min(length, 100_000_000))) ?? Data()
         return hashHex(prefix + header)
     }
-}
-
-/// FNV-1a, 64-bit, as 16 hex digits: detects changed inputs (not a defence against crafted collisions).
-func hashHex(_ data: Data) -> String {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    data.withUnsafeBytes { bytes in
-        for byte in bytes {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x100_0000_01b3
-        }
-    }
-    return String(format: "%016llx", hash)
 }
 
 /// The journal of a resumable prune run, kept in its unfinished output folder (`.OUT.partial`):
@@ -165,17 +155,42 @@ final class RunJournal {
         return result
     }
 
-    /// Runs `body`; when it fails on bad input (a NaN weight, a wrong shape, impossible options), which a
-    /// resumed run would meet again, rank 0 removes the unfinished output. Failures a rerun can get past
-    /// (I/O, communication, a killed rank) leave it for --resume, and so does any failure of a --resume run
-    /// (a refused fingerprint must not cost the interrupted run its files).
-    static func discardingOnInputError<T>(out: URL, rank: Int, resuming: Bool, _ body: () throws -> T) throws -> T {
+    /// Runs `body` (rank 0 holds `lock`; other ranks pass nil). When it fails, the partial output is removed
+    /// unless a rerun with --resume can use it: it must hold finished blocks, and the failure must be one a
+    /// rerun can get past (I/O, communication, a killed rank, an interruption), since bad input (a NaN
+    /// weight, a wrong shape) would be met again. Any failure of a --resume run keeps it (a refused
+    /// fingerprint must not cost the interrupted run its files). A kept partial is named in the error, with
+    /// its size and the command that continues it.
+    static func cleaningUpAfterFailure<T>(lock: OutputLock?, resuming: Bool, resumeCommand: String, _ body: () throws -> T) throws -> T {
         do {
             return try body()
-        } catch let error as PruneDistError where rank == 0 && !resuming && error.kind != .io && error.kind != .communication {
-            try? FileManager.default.removeItem(at: OutputCheckpoint.temporaryDirectory(for: out))
-            throw error
+        } catch {
+            guard let lock else { throw error }
+            guard keepsForResume(error, partial: lock.partial, resuming: resuming) else {
+                lock.removePartialFolder()
+                throw error
+            }
+            let kept = "the partial output is kept in \(lock.partial.path) (\(formatBytes(folderBytes(lock.partial)))); continue with: \(resumeCommand)"
+            if let error = error as? PruneDistError { throw PruneDistError(error.kind, "\(error.message); \(kept)") }
+            throw PruneDistError(.io, "\(error); \(kept)")
         }
+    }
+
+    /// Whether a failed run's partial folder is worth keeping for --resume.
+    static func keepsForResume(_ error: Error, partial: URL, resuming: Bool) -> Bool {
+        guard hasFinishedBlocks(in: partial) else { return false }
+        guard let error = error as? PruneDistError, !resuming else { return true }
+        return [.io, .communication, .interrupted].contains(error.kind)
+    }
+
+    /// Bytes held by the files under `folder` (what a partial output costs on disk).
+    static func folderBytes(_ folder: URL) -> Int {
+        let files = FileManager.default.enumerator(at: folder, includingPropertiesForKeys: [.fileSizeKey])
+        var total = 0
+        while let url = files?.nextObject() as? URL {
+            total += (try? url.resourceValues(forKeys: [.fileSizeKey]).fileSize) ?? 0
+        }
+        return total
     }
 
     /// Removes the journal and resume files (the run is complete; they must not end up in the output).

@@ -78,9 +78,15 @@ public struct RunReport: Codable, Sendable {
     public var totalSeconds: Double
     public var overallSparsity: Double
     public var evaluation: [String: Double]?
+    /// How the target sparsity was spread over blocks (uniform or owl), and each block's target when not uniform.
+    public var allocation: String? = nil
+    public var blockSparsityTargets: [Double]? = nil
+    /// KRP's rectification (legacy, or the ridge toward the dense weights and the correction fraction).
+    public var krpRectification: String? = nil
 
     enum CodingKeys: String, CodingKey {
-        case tool, version, model, output, method, pattern, samples, seqlen, seed, ranks, linears, blocks, evaluation
+        case tool, version, model, output, method, pattern, samples, seqlen, seed, ranks, linears, blocks, evaluation, allocation
+        case blockSparsityTargets = "block_sparsity_targets", krpRectification = "krp_rectification"
         case sparsityTarget = "sparsity_target", trueSequential = "true_sequential", rankUsage = "rank_usage"
         case totalSeconds = "total_seconds", overallSparsity = "overall_sparsity"
     }

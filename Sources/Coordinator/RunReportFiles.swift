@@ -25,6 +25,43 @@ enum RunReportFiles {
         }
     }
 
+    /// Refuses, before any work, a report path that could cost the user a file: one that is, holds or sits
+    /// inside an input or the output (`others`), that is a folder or special file, that already holds
+    /// something other than a prune-dist report (a later run may replace its own report, nothing else), or
+    /// whose folder does not exist or cannot be written. `html`: the path holds an HTML page, not JSON.
+    static func checkWritable(_ report: OutputFolder.Argument, others: [OutputFolder.Argument], html: Bool = false) throws {
+        let targets = html ? [(report.url, true)] : [(report.url, false), (htmlURL(forJSON: report.url), true)]
+        let existing = targets.filter { FileManager.default.fileExists(atPath: $0.0.path) }
+        for (url, _) in existing where !isRegularFile(url) {
+            throw PruneDistError(.argument, "\(report.option) \(url.path): is \(OutputFolder.fileKind(url)), not a report file; choose a file name")
+        }
+        try OutputFolder.checkSeparate(report, from: others)
+        for (url, isHTML) in existing where !isPruneDistReport(url, html: isHTML) {
+            throw PruneDistError(.argument, "\(report.option) \(url.path): exists and is not a prune-dist \(isHTML ? "HTML" : "JSON") report; it would be overwritten. Remove it or choose another file name")
+        }
+        let folder = report.url.deletingLastPathComponent()
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw PruneDistError(.argument, "\(report.option) \(report.url.path): folder \(folder.path) does not exist")
+        }
+        guard access(folder.path, W_OK) == 0 else {
+            throw PruneDistError(.argument, "\(report.option) \(report.url.path): folder \(folder.path) is not writable: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    private static func isRegularFile(_ url: URL) -> Bool {
+        (try? FileManager.default.attributesOfItem(atPath: url.path)[.type] as? FileAttributeType) == .typeRegular
+    }
+
+    /// Whether the file starts like a report this tool writes (JSON with `"tool": "prune-dist"`, or our HTML page).
+    private static func isPruneDistReport(_ url: URL, html: Bool) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: url.path) else { return false }
+        defer { try? handle.close() }
+        let head = String(decoding: (try? handle.read(upToCount: 65536)) ?? Data(), as: UTF8.self)
+        if html { return head.contains(HTMLReport.generatorTag) }
+        return head.contains("\"tool\"") && head.contains("\"prune-dist\"")
+    }
+
     /// Reads a run report written by `prune`, naming the file when it is not one.
     static func read(_ url: URL) throws -> RunReport {
         let data: Data

@@ -19,19 +19,19 @@ struct RunResumption {
         var first = 0
         var output: OutputCheckpoint? = nil
         var journal: RunJournal? = nil
-        if comm.rank == 0, let checkpoint {
+        if comm.rank == 0, let checkpoint, let lock = settings.outputLock {
             let fingerprint = try RunFingerprint.compute(settings: settings, checkpoint: checkpoint)
-            let temporary = OutputCheckpoint.temporaryDirectory(for: settings.out)
+            let temporary = lock.partial
             if settings.resume, let earlier = try RunJournal.open(in: temporary, expecting: fingerprint),
                let last = earlier.records.last {
-                output = try OutputCheckpoint(source: checkpoint, out: settings.out, dtype: settings.outputDType,
+                output = try OutputCheckpoint(source: checkpoint, out: settings.out, lock: lock, dtype: settings.outputDType,
                                               resumeAfter: last.tensorsWritten)
                 journal = earlier
                 first = last.block + 1
                 logger.info("resuming \(temporary.path): blocks 0-\(last.block) finished earlier, replaying them to rebuild the activations")
             } else {
                 if settings.resume { logger.info("nothing to resume in \(temporary.path): starting from block 0") }
-                output = try OutputCheckpoint(source: checkpoint, out: settings.out, dtype: settings.outputDType)
+                output = try OutputCheckpoint(source: checkpoint, out: settings.out, lock: lock, dtype: settings.outputDType)
                 journal = try RunJournal.create(in: output!.temporary, fingerprint: fingerprint)
             }
         }

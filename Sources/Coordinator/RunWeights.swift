@@ -30,7 +30,7 @@ final class RunWeights {
     /// The calibration windows (every rank draws the same ones, or rank 0 draws and broadcasts them).
     func windows(settings: PruneSettings) throws -> [[Int]] {
         func draw() throws -> [[Int]] {
-            try CalibrationSource.windows(url: settings.calibration!, modelDirectory: settings.model, samples: settings.samples,
+            try CalibrationSource.windows(url: settings.calibration!, modelDirectory: settings.model, vocabSize: config.vocabSize, samples: settings.samples,
                                           seqlen: settings.seqlen, seed: settings.seed)
         }
         guard source == .broadcast else { return try draw() }

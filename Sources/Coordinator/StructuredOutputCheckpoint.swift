@@ -9,17 +9,15 @@ import Foundation
 /// Written under a temporary name and renamed when complete, like OutputCheckpoint.
 enum StructuredOutputCheckpoint {
     /// - keeps: kept groups of the pruned blocks, by layer; other blocks are copied unchanged
-    static func write(source: Checkpoint, keeps: [Int: StructuredKeep], out: URL, dtype: DType?, reportData: Data?,
+    /// - lock: rank 0's lock on the output's partial folder (OutputFolder), held since the run started
+    static func write(source: Checkpoint, keeps: [Int: StructuredKeep], out: URL, lock: OutputLock, dtype: DType?, reportData: Data?,
                       reportURL: URL?) throws {
-        if let contents = try? FileManager.default.contentsOfDirectory(atPath: out.path), !contents.isEmpty {
-            throw PruneDistError(.argument, "\(out.path): output directory exists and is not empty; remove it or choose another --out")
-        }
         let config = source.config
         let outputDType = dtype ?? source.storageDType
-        let temporary = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).partial-\(getpid())")
-        try? FileManager.default.removeItem(at: temporary)
-        var finished = false
-        defer { if !finished { try? FileManager.default.removeItem(at: temporary) } }
+        let temporary = lock.partial
+        try lock.clearPartialFolder()
+        var keepPartial = false
+        defer { if !keepPartial { lock.removePartialFolder() } }
 
         // Every pruned tensor, cut once, block by block (one block of Float32 at a time is held).
         let widths = (0..<config.numHiddenLayers).map { layerWidths(config: config, layer: $0, keep: keeps[$0]) }
@@ -88,8 +86,9 @@ enum StructuredOutputCheckpoint {
                  "intermediate_size": $0.intermediateSize]
             }
         }
-        try OutputCheckpoint.completeFolder(temporary, into: out, config: configObject, source: source.directory, reportData: reportData)
-        finished = true
+        try OutputCheckpoint.completeFolder(temporary, config: configObject, source: source.directory, reportData: reportData)
+        keepPartial = true  // complete: kept where the error says if it cannot be moved into place
+        try OutputFolder.moveIntoPlace(temporary, out: out)
         if let reportData, let reportURL { try writeFileAtomically(reportData, to: reportURL) }
     }
 

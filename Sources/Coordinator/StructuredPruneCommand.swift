@@ -12,11 +12,11 @@ struct StructuredPruneOptions: ParsableArguments {
     @Option(name: .long, help: "Structured: LLM-Pruner pruning ratio, the fraction of each pruned block's query channels and MLP channels removed (whole KV groups only).")
     var ratio: Double?
 
-    @Option(name: .long, help: "Structured: importance el1 (element-wise 1st order), el2 (adds the Fisher term), vector.")
-    var importance: TaylorTerm = .el1
+    @Option(name: .long, help: "Structured: importance el1 (element-wise 1st order), el2 (adds the Fisher term), vector (default: el1).")
+    var importance: TaylorTerm?
 
-    @Option(name: .long, help: "Structured: aggregation over a group's structures: sum, prod, max, last.")
-    var aggregation: GroupAggregation = .sum
+    @Option(name: .long, help: "Structured: aggregation over a group's structures: sum, prod, max, last (default: sum).")
+    var aggregation: GroupAggregation?
 
     @Option(name: .long, help: "LLM-Pruner: how calibration windows are drawn: documents (LLM-Pruner's own: one window in each of --samples random documents of at least --seqlen tokens; the default for text and JSONL) or stream (anywhere in the token stream, as SparseGPT and Wanda; the default for token files).")
     var calibDraw: CalibrationDraw?
@@ -27,8 +27,8 @@ struct StructuredPruneOptions: ParsableArguments {
     @Option(name: .long, help: "Structured: last pruned block, inclusive (default N−3).")
     var blockEnd: Int?
 
-    @Option(name: .long, help: "AdaPruner: number of TPE trials.")
-    var trials: Int = 20
+    @Option(name: .long, help: "AdaPruner: number of TPE trials (default: 20).")
+    var trials: Int?
 
     @Option(name: .long, help: "AdaPruner: pool of documents for calibration subsets and the held-out objective (default: --calib).")
     var pool: String?
@@ -36,41 +36,66 @@ struct StructuredPruneOptions: ParsableArguments {
     @Option(name: .long, help: "AdaPruner: seed of the search (default: --seed).")
     var searchSeed: Int?
 
-    @Option(name: .long, help: "AdaPruner: documents shorter than this many tokens are left out of the pool.")
-    var minDocumentTokens: Int = 128
+    @Option(name: .long, help: "AdaPruner: documents shorter than this many tokens are left out of the pool (default: 128).")
+    var minDocumentTokens: Int?
 
-    @Option(name: .long, help: "AdaPruner: calibration sizes the search chooses from (sequences of --seqlen).")
-    var sampleChoices: String = "10,20,40"
+    @Option(name: .long, help: "AdaPruner: calibration sizes the search chooses from (sequences of --seqlen) (default: 10,20,40).")
+    var sampleChoices: String?
 
-    @Option(name: .long, help: "AdaPruner: number of calibration seeds the search chooses from.")
-    var seedChoices: Int = 8
+    @Option(name: .long, help: "AdaPruner: number of calibration seeds the search chooses from (default: 8).")
+    var seedChoices: Int?
 
-    @Option(name: .long, help: "AdaPruner: importance terms mixed (comma-separated: vector, el1, el2).")
-    var terms: String = "vector,el1"
+    @Option(name: .long, help: "AdaPruner: importance terms mixed (comma-separated: vector, el1, el2) (default: vector,el1).")
+    var terms: String?
 
-    @Option(name: .long, help: "AdaPruner: alignment factors β of the vector term.")
-    var betaVector: String = "1,10,100"
+    @Option(name: .long, help: "AdaPruner: alignment factors β of the vector term (default: 1,10,100).")
+    var betaVector: String?
 
-    @Option(name: .long, help: "AdaPruner: alignment factors β of the el1 term.")
-    var betaEl1: String = "1"
+    @Option(name: .long, help: "AdaPruner: alignment factors β of the el1 term (default: 1).")
+    var betaEl1: String?
 
-    @Option(name: .long, help: "AdaPruner: alignment factors β of the el2 term.")
-    var betaEl2: String = "1"
+    @Option(name: .long, help: "AdaPruner: alignment factors β of the el2 term (default: 1).")
+    var betaEl2: String?
 
-    @Option(name: .long, help: "AdaPruner: held-out pool windows the objective perplexity is measured on.")
-    var objectiveWindows: Int = 16
+    @Option(name: .long, help: "AdaPruner: held-out pool windows the objective perplexity is measured on (default: 16).")
+    var objectiveWindows: Int?
 
-    @Option(name: .long, help: "AdaPruner: tokens per objective window.")
-    var objectiveSeqlen: Int = 128
+    @Option(name: .long, help: "AdaPruner: tokens per objective window (default: 128).")
+    var objectiveSeqlen: Int?
 
-    @Option(name: .long, help: "AdaPruner: TPE's γ quantile (fraction of trials counted as good).")
-    var gamma: Double = 0.25
+    @Option(name: .long, help: "AdaPruner: TPE's γ quantile (fraction of trials counted as good) (default: 0.25).")
+    var gamma: Double?
 
-    @Option(name: .long, help: "AdaPruner: trials drawn at random before TPE proposes (the first trial is always LLM-Pruner el1).")
-    var startupTrials: Int = 6
+    @Option(name: .long, help: "AdaPruner: trials drawn at random before TPE proposes (the first trial is always LLM-Pruner el1) (default: 6).")
+    var startupTrials: Int?
 
-    @Option(name: .long, help: "AdaPruner: K, trials proposed per TPE round (constant liar) and run side by side on min(K, ranks) groups of ranks. The search depends on --search-seed and K only, not on the number of ranks; 1 runs trials one after another.")
-    var parallelTrials: Int = 4
+    @Option(name: .long, help: "AdaPruner: K, trials proposed per TPE round (constant liar) and run side by side on min(K, ranks) groups of ranks. The search depends on --search-seed and K only, not on the number of ranks; 1 runs trials one after another (default: 4).")
+    var parallelTrials: Int?
+}
+
+extension StructuredPruneOptions {
+    /// Options given on the command line that only AdaPruner reads.
+    var adaPrunerOptionsGiven: [String] {
+        let given: [(String, Bool)] = [
+            ("--trials", trials != nil), ("--pool", pool != nil), ("--search-seed", searchSeed != nil),
+            ("--min-document-tokens", minDocumentTokens != nil), ("--sample-choices", sampleChoices != nil),
+            ("--seed-choices", seedChoices != nil), ("--terms", terms != nil), ("--beta-vector", betaVector != nil),
+            ("--beta-el1", betaEl1 != nil), ("--beta-el2", betaEl2 != nil),
+            ("--objective-windows", objectiveWindows != nil), ("--objective-seqlen", objectiveSeqlen != nil),
+            ("--gamma", gamma != nil), ("--startup-trials", startupTrials != nil),
+            ("--parallel-trials", parallelTrials != nil),
+        ]
+        return given.filter(\.1).map(\.0)
+    }
+
+    /// Options given on the command line that only the structured methods read.
+    var structuredOptionsGiven: [String] {
+        let given: [(String, Bool)] = [
+            ("--ratio", ratio != nil), ("--importance", importance != nil), ("--aggregation", aggregation != nil),
+            ("--calib-draw", calibDraw != nil), ("--block-start", blockStart != nil), ("--block-end", blockEnd != nil),
+        ]
+        return given.filter(\.1).map(\.0) + adaPrunerOptionsGiven
+    }
 }
 
 extension PruneCommand {
@@ -90,8 +115,6 @@ extension PruneCommand {
         guard !resume, weights == .shared else {
             throw ValidationError("--resume and --weights broadcast are for unstructured methods; --method \(method.rawValue) runs in one pass from the shared model")
         }
-        guard samples > 0 else { throw ValidationError("--samples must be positive, got \(samples)") }
-        guard seqlen > 1 else { throw ValidationError("--seqlen must be at least 2, got \(seqlen)") }
         if (s.blockStart == nil) != (s.blockEnd == nil) { throw ValidationError("give both --block-start and --block-end, or neither") }
         if let a = s.blockStart, let b = s.blockEnd, a > b || a < 0 { throw ValidationError("--block-start \(a) … --block-end \(b) is not a block range") }
         if let dtype, DType(torchName: dtype) == nil || !(DType(torchName: dtype)!.isWeightType) {
@@ -101,33 +124,41 @@ extension PruneCommand {
             guard s.calibDraw == nil else {
                 throw ValidationError("--calib-draw is for --method llm-pruner; AdaPruner's trials draw their windows from the pool's documents")
             }
-            guard s.trials >= 1 else { throw ValidationError("--trials must be at least 1") }
-            guard s.seedChoices >= 1, s.objectiveWindows >= 1, s.objectiveSeqlen >= 2, s.minDocumentTokens >= 1 else {
-                throw ValidationError("--seed-choices, --objective-windows, --min-document-tokens must be positive and --objective-seqlen at least 2")
-            }
-            guard s.gamma > 0, s.gamma < 1 else { throw ValidationError("--gamma must be in (0, 1)") }
-            guard s.parallelTrials >= 1 else { throw ValidationError("--parallel-trials must be at least 1, got \(s.parallelTrials)") }
-            _ = try searchSettings()
+            let search = try searchSettings()
+            try CommandLineLimits.check(search.trials, "--trials", in: CommandLineLimits.count)
+            try CommandLineLimits.check(search.seedChoices, "--seed-choices", in: CommandLineLimits.count)
+            try CommandLineLimits.check(search.objectiveWindows, "--objective-windows", in: CommandLineLimits.count)
+            try CommandLineLimits.check(search.objectiveSeqlen, "--objective-seqlen", in: CommandLineLimits.seqlen)
+            try CommandLineLimits.check(search.minDocumentTokens, "--min-document-tokens", in: CommandLineLimits.count)
+            try CommandLineLimits.check(search.parallelTrials, "--parallel-trials", in: CommandLineLimits.count)
+            guard search.gamma > 0, search.gamma < 1 else { throw ValidationError("--gamma must be in (0, 1)") }
         }
     }
 
     func searchSettings() throws -> AdaPrunerSettings {
         let s = structured
-        let terms = try s.terms.split(separator: ",").map { name -> TaylorTerm in
+        let terms = try (s.terms ?? "vector,el1").split(separator: ",").map { name -> TaylorTerm in
             guard let term = TaylorTerm(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
                 throw ValidationError("--terms: unknown term \(name) (vector, el1, el2)")
             }
             return term
         }
         guard !terms.isEmpty, Set(terms).count == terms.count else { throw ValidationError("--terms must name distinct terms") }
-        let sampleChoices = try numbers(s.sampleChoices, "--sample-choices").map { Int($0) }
-        return AdaPrunerSettings(trials: s.trials, pool: URL(fileURLWithPath: s.pool ?? calib!), searchSeed: s.searchSeed ?? seed,
-                                 minDocumentTokens: s.minDocumentTokens, sampleChoices: sampleChoices, seedChoices: s.seedChoices,
+        let sampleChoices = try numbers(s.sampleChoices ?? "10,20,40", "--sample-choices").map { value -> Int in
+            // Int(…) of a Double beyond Int.max traps: the range is checked first.
+            guard value == value.rounded(), value <= Double(CommandLineLimits.samples.upperBound) else {
+                throw ValidationError("--sample-choices must be whole numbers of sequences no larger than \(CommandLineLimits.samples.upperBound), got \(value)")
+            }
+            return Int(value)
+        }
+        // The defaults of the AdaPruner options (their help says so) are applied here, once.
+        return AdaPrunerSettings(trials: s.trials ?? 20, pool: URL(fileURLWithPath: s.pool ?? calib!), searchSeed: s.searchSeed ?? seed,
+                                 minDocumentTokens: s.minDocumentTokens ?? 128, sampleChoices: sampleChoices, seedChoices: s.seedChoices ?? 8,
                                  terms: terms,
-                                 betaChoices: [.vector: try numbers(s.betaVector, "--beta-vector"), .el1: try numbers(s.betaEl1, "--beta-el1"),
-                                               .el2: try numbers(s.betaEl2, "--beta-el2")],
-                                 objectiveWindows: s.objectiveWindows, objectiveSeqlen: s.objectiveSeqlen, gamma: s.gamma,
-                                 startupTrials: s.startupTrials, parallelTrials: s.parallelTrials)
+                                 betaChoices: [.vector: try numbers(s.betaVector ?? "1,10,100", "--beta-vector"),
+                                               .el1: try numbers(s.betaEl1 ?? "1", "--beta-el1"), .el2: try numbers(s.betaEl2 ?? "1", "--beta-el2")],
+                                 objectiveWindows: s.objectiveWindows ?? 16, objectiveSeqlen: s.objectiveSeqlen ?? 128, gamma: s.gamma ?? 0.25,
+                                 startupTrials: s.startupTrials ?? 6, parallelTrials: s.parallelTrials ?? 4)
     }
 
     func runStructured() throws {
@@ -136,15 +167,21 @@ extension PruneCommand {
         var logger = try global.makeLogger()
         if comm.rank != 0 { logger.logLevel = max(logger.logLevel, .warning) }
         let s = structured
-        let settings = StructuredPruneSettings(
+        var settings = StructuredPruneSettings(
             model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out), method: method, ratio: s.ratio!,
-            importance: s.importance, aggregation: s.aggregation, calibration: URL(fileURLWithPath: calib!),
+            importance: s.importance ?? .el1, aggregation: s.aggregation ?? .sum, calibration: URL(fileURLWithPath: calib!),
             samples: samples, seqlen: seqlen, seed: seed,
             calibrationDraw: s.calibDraw ?? CalibrationDraw.defaultDraw(for: URL(fileURLWithPath: calib!)),
             blocks: s.blockStart.map { $0...s.blockEnd! }, outputDType: dtype.flatMap { DType(torchName: $0) },
             reportURL: report.map { URL(fileURLWithPath: $0) }, search: method == .adapruner ? try searchSettings() : nil)
         let result = try comm.abortingJobOnError {
-            try StructuredPruneRun(settings: settings, comm: comm, logger: logger).run()
+            try RankConsistency.check(rankFingerprint(), comm: comm)
+            settings.outputLock = try lockOutput(rank: comm.rank)
+            let interruptions = handleInterruptions(lock: settings.outputLock, ranks: comm.size)
+            defer { interruptions?.uninstall() }
+            return try RunJournal.cleaningUpAfterFailure(lock: settings.outputLock, resuming: false, resumeCommand: "") {
+                try StructuredPruneRun(settings: settings, comm: comm, logger: logger).run()
+            }
         }
         if comm.rank == 0 {
             printLine(try jsonLine([

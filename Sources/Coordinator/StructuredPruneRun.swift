@@ -22,6 +22,8 @@ struct StructuredPruneSettings: Sendable {
     var outputDType: DType?
     var reportURL: URL?
     var search: AdaPrunerSettings?
+    /// Rank 0's lock on the output's partial folder, taken before any work (nil on other ranks).
+    var outputLock: OutputLock?
 }
 
 /// The JSON report of a structured prune run.
@@ -123,7 +125,7 @@ final class StructuredPruneRun {
             importance = nil
         } else {
             let windows = try CalibrationSource.windows(url: settings.calibration, modelDirectory: settings.model,
-                                                        samples: settings.samples, seqlen: settings.seqlen, seed: settings.seed,
+                                                        vocabSize: checkpoint.config.vocabSize, samples: settings.samples, seqlen: settings.seqlen, seed: settings.seed,
                                                         draw: settings.calibrationDraw)
             if comm.rank == 0 {
                 logger.info("llm-pruner: \(settings.importance.rawValue) importance, ratio \(settings.ratio), blocks \(blocks.lowerBound)..\(blocks.upperBound), \(windows.count) sequences of \(settings.seqlen) tokens over \(comm.size) rank(s)")
@@ -154,7 +156,7 @@ final class StructuredPruneRun {
             report.totalSeconds = Date().timeIntervalSince(start)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try StructuredOutputCheckpoint.write(source: checkpoint, keeps: keeps, out: settings.out, dtype: settings.outputDType,
+            try StructuredOutputCheckpoint.write(source: checkpoint, keeps: keeps, out: settings.out, lock: settings.outputLock!, dtype: settings.outputDType,
                                                  reportData: try encoder.encode(report), reportURL: settings.reportURL)
             logger.info("removed \(report.parametersRemoved) parameters (\(String(format: "%.1f", 100 * report.blockLinearFractionRemoved)) % of all block linears, \(String(format: "%.1f", 100 * report.prunedBlocksFractionRemoved)) % of the pruned blocks'): \(report.parametersBefore) → \(report.parametersAfter)")
         }

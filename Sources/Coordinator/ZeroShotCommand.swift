@@ -36,8 +36,9 @@ struct ZeroShotCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1, got \(limit)") }
-        guard batchTokens >= 2 else { throw ValidationError("--batch-tokens must be at least 2, got \(batchTokens)") }
+        if let limit { try CommandLineLimits.check(limit, "--limit", in: CommandLineLimits.count) }
+        // A batch holds batchTokens × hidden activations (and × vocabulary logits a slice at a time).
+        try CommandLineLimits.check(batchTokens, "--batch-tokens", in: CommandLineLimits.seqlen)
         do { _ = try DistributedEvaluation.parseTasks(tasks) } catch let error as PruneDistError { throw ValidationError(error.message) }
     }
 

@@ -50,6 +50,9 @@ public protocol Communicator: AnyObject, Sendable {
     /// Ends the whole job with `code`: the other ranks are stopped instead of waiting for this one.
     func abort(code: Int32)
 
+    /// Seconds a failing rank other than 0 waits before reporting and aborting (see abortingJobOnError).
+    var failureReportDelay: Double { get }
+
     /// MPI_Comm_split: a collective every rank calls. The ranks passing the same `color` (≥ 0) form one new
     /// communicator, ranked by `key` (ties by rank here); its collectives involve only those ranks and work
     /// like this one's, and its `abort(code:)` still ends the whole job.
@@ -77,12 +80,21 @@ extension Communicator {
             return try body()
         } catch {
             guard size > 1 else { throw error }
+            // Bad input usually fails every rank at once; rank 0 reports at once and its abort ends the other
+            // ranks during their delay, so the job says it once rather than once per rank. A rank failing on
+            // its own still reports, after the delay.
+            if rank != 0 { Thread.sleep(forTimeInterval: failureReportDelay) }
             let line = "prune-dist: rank \(rank) of \(size) on \(hostName) failed: \(error)\n"
             FileHandle.standardError.write(Data(line.utf8))
             abort(code: 1)
             throw error  // reached only by communicators whose abort returns (InMemoryCommunicator)
         }
     }
+}
+
+extension Communicator {
+    /// No delay unless a transport sets one (in-process communicators have nobody to wait for).
+    public var failureReportDelay: Double { 0 }
 }
 
 /// Splits `count` elements into consecutive messages of at most `maxElements` each, because MPI counts

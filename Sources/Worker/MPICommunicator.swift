@@ -289,6 +289,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         try check(MPI_Barrier(world), "barrier")
     }
 
+    /// Long enough for rank 0's MPI_Abort to reach the other ranks (mpirun kills them within ~1 s).
+    public var failureReportDelay: Double { 3 }
+
     public func abort(code: Int32) {
         fflush(nil)
         // MPI_COMM_WORLD even on a sub-communicator: the whole job ends, not only this rank's group.

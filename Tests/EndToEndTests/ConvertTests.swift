@@ -328,7 +328,7 @@ final class ConvertTests: XCTestCase {
         try Data("keep".utf8).write(to: out.appendingPathComponent("note.txt"))
         let result = try PruneDistBinary.run(["convert", "--gguf", gguf.path, "--out", out.path])
         XCTAssertNotEqual(result.status, 0)
-        XCTAssertTrue(result.stderr.contains("not an empty directory"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("folder exists and is not empty"), result.stderr)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out.path), ["note.txt"])
     }
 }

@@ -124,6 +124,6 @@ final class CommCheckHelpTests: XCTestCase {
     func testNegativeMegabytesIsRefused() throws {
         let result = try PruneDistBinary.run(["comm-check", "--megabytes=-1"])
         XCTAssertNotEqual(result.status, 0)
-        XCTAssertTrue(result.stderr.contains("--megabytes must be 0 or more, got -1"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("--megabytes must be a non-negative integer no larger than 65536, got -1"), result.stderr)
     }
 }

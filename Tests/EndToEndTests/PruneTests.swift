@@ -110,8 +110,10 @@ final class PruneTests: XCTestCase {
         let calibration = try randomCalibration()
         let common = ["--calib", calibration.path, "--samples", "16", "--seqlen", "64"]
         for arguments in [["--method", "sparsegpt", "--sparsity", "0.5"], ["--method", "wanda", "--pattern", "2:4"],
-                          ["--method", "krp", "--sparsity", "0.5"], ["--method", "magnitude", "--sparsity", "0.3"]] {
-            let name = arguments[1] + "-" + arguments[3].replacingOccurrences(of: ":", with: "of")
+                          ["--method", "krp", "--sparsity", "0.5"], ["--method", "magnitude", "--sparsity", "0.3"],
+                          ["--method", "krp", "--sparsity", "0.5", "--krp-ridge", "legacy"],
+                          ["--method", "sparsegpt", "--sparsity", "0.6", "--allocation", "owl"]] {
+            let name = arguments[1] + "-" + arguments[3].replacingOccurrences(of: ":", with: "of") + (arguments.count > 4 ? "-" + arguments[5] : "")
             let single = try linearWeights(try prune(arguments + common, out: name + "-1"))
             for ranks in [2, 4] {
                 let distributed = try linearWeights(try prune(ranks: ranks, arguments + common, out: "\(name)-\(ranks)"))
@@ -140,6 +142,35 @@ final class PruneTests: XCTestCase {
                                            "--method", "magnitude", "--sparsity", "0.5", "--threads", "0"])
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.stderr.contains("--threads"), bad.stderr)
+    }
+
+    /// OWL: the report lists each block's target, their mean is the asked sparsity, they differ, and every
+    /// block's linears are pruned to their block's target; a fixed N:M pattern is refused before any work.
+    func testOWLAllocationPrunesEachBlockToItsTarget() throws {
+        let calibration = try randomCalibration()
+        let out = try prune(["--method", "wanda", "--sparsity", "0.6", "--allocation", "owl", "--owl-lambda", "0.1",
+                             "--calib", calibration.path, "--samples", "16", "--seqlen", "64"], out: "owl")
+        let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("prune-report.json"))) as? [String: Any])
+        XCTAssertEqual(report["allocation"] as? String, "owl")
+        let targets = try XCTUnwrap(report["block_sparsity_targets"] as? [Double])
+        XCTAssertEqual(targets.count, 3)
+        XCTAssertEqual(targets.reduce(0, +) / 3, 0.6, accuracy: 1e-5)
+        XCTAssertEqual(targets.max()! - targets.min()!, 0.2, accuracy: 1e-5, "the blocks span the target ± λ")
+        let weights = try linearWeights(out)
+        var achieved: [Double] = []
+        for (layer, target) in targets.enumerated() {
+            let block = weights.filter { $0.key.contains("layers.\(layer).") }.values
+            let zeros = block.reduce(0) { $0 + $1.filter { $0 == 0 }.count }, total = block.reduce(0) { $0 + $1.count }
+            achieved.append(Double(zeros) / Double(total))
+            // Wanda prunes ⌊columns · target⌋ of each row: at most one weight per row (1/64 here) short.
+            XCTAssertEqual(achieved[layer], target, accuracy: 1.0 / 64, "block \(layer)")
+        }
+        XCTAssertEqual(achieved.indices.sorted { achieved[$0] < achieved[$1] }, targets.indices.sorted { targets[$0] < targets[$1] })
+        let refused = try PruneDistBinary.run(["prune", "--model", try model(), "--out", scratch.appendingPathComponent("owl-24").path,
+                                               "--method", "wanda", "--pattern", "2:4", "--allocation", "owl", "--calib", calibration.path])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("--allocation owl"), refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: scratch.appendingPathComponent("owl-24").path))
     }
 
     /// KRP's objective: the pruned model's block outputs stay closer to the dense model's than SparseGPT's do.

@@ -97,6 +97,36 @@ final class RunReportTests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains(text.path), bad.stderr)
     }
 
+    /// Several --eval-text files: each text's perplexity under its own key (the first also under the plain
+    /// one), equal to `eval perplexity` on the written checkpoint with the same windows, and a row each in the HTML.
+    func testSeveralEvaluationTextsAreReportedEach() throws {
+        let model = try TinyEvaluationFixture.model(in: scratch)
+        let texts = [("wiki", "the cat sat on the mat and the dog ran in the park. "), ("code", "def f(x):\n    return x + 1\n\n")]
+            .map { name, line -> URL in
+                let url = scratch.appendingPathComponent("\(name).txt")
+                try? Data(String(repeating: line, count: 40).utf8).write(to: url)
+                return url
+            }
+        let out = scratch.appendingPathComponent("out")
+        let result = try PruneDistBinary.mpirun(ranks: 2, ["prune", "--model", model.path, "--out", out.path, "--method", "wanda",
+            "--sparsity", "0.5", "--calib", try calibration().path, "--samples", "8", "--seqlen", "32", "--log-level", "warning",
+            "--eval-text", texts[0].path, "--eval-text", texts[1].path, "--eval-seqlen", "32", "--eval-max-windows", "3"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let evaluation = try XCTUnwrap(try result.lastJSON()["evaluation"] as? [String: Double])
+        for text in texts {
+            let label = text.deletingPathExtension().lastPathComponent
+            let standalone = try PruneDistBinary.run(["eval", "perplexity", "--model", out.path, "--text", text.path, "--seqlen", "32",
+                                                      "--max-windows", "3", "--json"])
+            XCTAssertEqual(standalone.status, 0, standalone.stderr)
+            XCTAssertEqual(evaluation["perplexity.\(label)"], try standalone.lastJSON()["perplexity"] as? Double, label)
+            XCTAssertEqual(evaluation["perplexity.\(label).windows"], 3, label)
+        }
+        XCTAssertEqual(evaluation["perplexity"], evaluation["perplexity.wiki"])
+        XCTAssertNotEqual(evaluation["perplexity.wiki"], evaluation["perplexity.code"])
+        let html = try String(contentsOf: out.appendingPathComponent("prune-report.html"), encoding: .utf8)
+        XCTAssertTrue(html.contains("perplexity, wiki") && html.contains("perplexity, code"), "one row per text")
+    }
+
     func testEvalTasksWithoutDataIsRefused() throws {
         let result = try PruneDistBinary.run(["prune", "--model", "m", "--out", "o", "--method", "magnitude", "--sparsity", "0.5",
                                               "--eval-tasks", "piqa"])

@@ -233,9 +233,9 @@ final class StructuredPruneTests: XCTestCase {
         for (args, message) in [(["--method", "llm-pruner"], "--ratio"),
                                 (["--method", "llm-pruner", "--ratio", "0.2", "--sparsity", "0.5"], "--sparsity"),
                                 (["--method", "llm-pruner", "--ratio", "0.2"], "blocks 4..N−3"),
-                                (["--method", "adapruner", "--ratio", "0.2", "--parallel-trials", "0"], "--parallel-trials must be at least 1"),
+                                (["--method", "adapruner", "--ratio", "0.2", "--parallel-trials", "0"], "--parallel-trials must be a positive integer"),
                                 (["--method", "adapruner", "--ratio", "0.2", "--calib-draw", "documents"], "--calib-draw is for --method llm-pruner"),
-                                (["--method", "sparsegpt", "--sparsity", "0.5", "--calib-draw", "stream"], "--calib-draw is for --method llm-pruner"),
+                                (["--method", "sparsegpt", "--sparsity", "0.5", "--calib-draw", "stream"], "--calib-draw is for the structured methods"),
                                 (["--method", "llm-pruner", "--ratio", "0.2", "--block-start", "0", "--block-end", "2",
                                   "--calib-draw", "documents"], "a token file has no documents to draw from")] {
             let result = try PruneDistBinary.run(["prune", "--model", try model().path, "--out", out, "--calib", try calibration().path,

@@ -52,6 +52,31 @@ public final class Checkpoint: @unchecked Sendable {  // immutable after init
             throw PruneDistError(.io, "\(directory.path): no model.safetensors or model.safetensors.index.json")
         }
         self.location = location
+        try Checkpoint.checkBlocksPresent(config: config, tensorNames: location.keys, directory: directory)
+        try Checkpoint.checkWeightsAreFloatingPoint(location)
+    }
+
+    /// Weights and biases are pruned, evaluated and written as floating point: an integer tensor (a quantised
+    /// or corrupt checkpoint) is refused on open rather than pruned and then written as garbage.
+    private static func checkWeightsAreFloatingPoint(_ location: [String: SafetensorsFile]) throws {
+        for (name, file) in location.sorted(by: { $0.key < $1.key }) where name.hasSuffix(".weight") || name.hasSuffix(".bias") {
+            let dtype = try file.info(name).dtype
+            guard dtype.isWeightType else {
+                throw PruneDistError(.dtype, "\(file.url.path): tensor \(name) is stored as \(dtype.rawValue); model weights must be floating point (F32, F16 or BF16)")
+            }
+        }
+    }
+
+    /// config.json's num_hidden_layers must be backed by tensors: a header claiming more blocks than the
+    /// weights hold would otherwise fail only when the run reaches the first missing block (or, for a huge
+    /// count, loop for ever), so it is refused on open.
+    private static func checkBlocksPresent(config: LlamaConfig, tensorNames: some Sequence<String>, directory: URL) throws {
+        var blocks = Set<Int>()
+        for name in tensorNames where name.hasPrefix("model.layers.") {
+            if let index = Int(name.dropFirst("model.layers.".count).prefix { $0 != "." }) { blocks.insert(index) }
+        }
+        guard let missing = (0..<config.numHiddenLayers).first(where: { !blocks.contains($0) }) else { return }
+        throw PruneDistError(.config, "\(directory.appendingPathComponent("config.json").path): num_hidden_layers is \(config.numHiddenLayers), but the weights hold \(blocks.count) blocks (no tensor model.layers.\(missing).*)")
     }
 
     private static func readWeightMap(_ url: URL) throws -> [String: String] {

@@ -212,12 +212,17 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         for (key, value) in positive where value <= 0 {
             throw PruneDistError(.config, "\(source): \(key) must be positive, found \(value)")
         }
+        try checkLimits(source: source)
         for layer in 0..<numHiddenLayers {
             let w = widths(ofLayer: layer)
             guard w.numKeyValueHeads > 0, w.numAttentionHeads % w.numKeyValueHeads == 0 else {
                 let which = layerWidths == nil ? "" : " in layer \(layer)"
                 throw PruneDistError(.config, "\(source): num_attention_heads \(w.numAttentionHeads) is not divisible by num_key_value_heads \(w.numKeyValueHeads)\(which)")
             }
+        }
+        // Rotary embeddings rotate pairs of a head's dimensions (the first half against the second).
+        guard headDim % 2 == 0 else {
+            throw PruneDistError(.config, "\(source): head_dim \(headDim) is odd; rotary position embeddings need an even head size")
         }
         if let layerWidths, layerWidths.count != numHiddenLayers {
             throw PruneDistError(.config, "\(source): prune_dist_layer_widths has \(layerWidths.count) entries for \(numHiddenLayers) layers")
@@ -231,6 +236,46 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
             }
             guard s.factor != nil, s.lowFreqFactor != nil, s.highFreqFactor != nil, s.originalMaxPositionEmbeddings != nil else {
                 throw PruneDistError(.config, "\(source): llama3 rope scaling needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings")
+            }
+        }
+    }
+
+    /// Upper bounds on config.json's sizes, far above any LLaMA-family model (405B: 126 layers, hidden 16384,
+    /// MLP 53248, vocabulary 128256), checked before anything is built per layer or sized from them: with
+    /// these and the command-line limits no size product overflows an Int, and a header claiming 10^15
+    /// layers is refused at once instead of being looped over.
+    public enum Limits {
+        public static let numHiddenLayers = 4096
+        public static let hiddenSize = 1 << 18
+        public static let intermediateSize = 1 << 20
+        public static let vocabSize = 1 << 22
+        public static let heads = 1 << 12
+        public static let headDim = 1 << 12
+        public static let maxPositionEmbeddings = 1 << 24
+    }
+
+    private func checkLimits(source: String) throws {
+        let bounded: [(String, Int, Int)] = [
+            ("num_hidden_layers", numHiddenLayers, Limits.numHiddenLayers), ("hidden_size", hiddenSize, Limits.hiddenSize),
+            ("intermediate_size", intermediateSize, Limits.intermediateSize), ("vocab_size", vocabSize, Limits.vocabSize),
+            ("num_attention_heads", numAttentionHeads, Limits.heads), ("num_key_value_heads", numKeyValueHeads, Limits.heads),
+            ("head_dim", headDim, Limits.headDim), ("max_position_embeddings", maxPositionEmbeddings, Limits.maxPositionEmbeddings),
+        ]
+        for (key, value, limit) in bounded where value > limit {
+            throw PruneDistError(.config, "\(source): \(key) is \(value), beyond the limit of \(limit) (no LLaMA-family model comes near it; the file is corrupt or hostile)")
+        }
+        // Query and key/value widths are heads × head_dim, bounded like the hidden size.
+        for (key, heads) in [("num_attention_heads", numAttentionHeads), ("num_key_value_heads", numKeyValueHeads)]
+        where heads * headDim > Limits.hiddenSize {
+            throw PruneDistError(.config, "\(source): \(key) × head_dim is \(heads) × \(headDim) = \(heads * headDim), beyond the limit of \(Limits.hiddenSize)")
+        }
+        if let layerWidths, layerWidths.count > numHiddenLayers {
+            throw PruneDistError(.config, "\(source): prune_dist_layer_widths has \(layerWidths.count) entries for \(numHiddenLayers) layers")
+        }
+        for (layer, w) in (layerWidths ?? []).enumerated() {
+            for (key, value, limit) in [("num_attention_heads", w.numAttentionHeads, Limits.heads), ("num_key_value_heads", w.numKeyValueHeads, Limits.heads),
+                                        ("intermediate_size", w.intermediateSize, Limits.intermediateSize)] where value < 0 || value > limit {
+                throw PruneDistError(.config, "\(source): prune_dist_layer_widths[\(layer)].\(key) is \(value), outside 0…\(limit)")
             }
         }
     }

@@ -116,13 +116,9 @@ public final class SafetensorsFile: @unchecked Sendable {  // immutable after in
             guard begin >= 0, begin <= end, end <= dataSize else {
                 throw PruneDistError(.format, "\(path): tensor \(name): data_offsets [\(begin), \(end)] lie outside the \(dataSize)-byte data section")
             }
-            let (elements, overflow) = shape.reduce((1, false)) { acc, d in
-                let (p, o) = acc.0.multipliedReportingOverflow(by: d)
-                return (p, acc.1 || o)
-            }
-            guard !overflow, elements.multipliedReportingOverflow(by: dtype.size).overflow == false,
-                  elements * dtype.size == end - begin else {
-                throw PruneDistError(.shape, "\(path): tensor \(name): shape \(shape) × \(dtypeName) (\(dtype.size) bytes) needs \(overflow ? "an overflowing number of" : String(elements * dtype.size)) bytes, but data_offsets [\(begin), \(end)] span \(end - begin)")
+            let bytes = checkedProduct(shape + [dtype.size])
+            guard bytes == end - begin else {
+                throw PruneDistError(.shape, "\(path): tensor \(name): shape \(shape) × \(dtypeName) (\(dtype.size) bytes) needs \(bytes.map(String.init) ?? "an overflowing number of") bytes, but data_offsets [\(begin), \(end)] span \(end - begin)")
             }
             infos[name] = TensorInfo(name: name, dtype: dtype, shape: shape, dataOffset: begin, byteCount: end - begin)
         }

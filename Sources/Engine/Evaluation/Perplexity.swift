@@ -1,3 +1,4 @@
+import CEngineKernels
 import Foundation
 
 /// The whole model run block by block over a batch of sequences: only one block's weights are
@@ -49,7 +50,10 @@ public enum Perplexity {
     /// so this makes a window's value the same bits whichever other windows (or ranks) are evaluated.
     /// - windows: [windows][seqlen] token ids
     /// - Returns: [windows]
-    public static func windowMeanNLL(checkpoint: Checkpoint, windows: [[Int]], seqlen: Int,
+    /// - windowNumbers: each window's number in the whole evaluation, for messages (default 0, 1, …)
+    /// - Throws: `.nonFinite` naming the window and the first block whose output is not finite, when a
+    ///   window's NLL is NaN or infinite (a forward that overflowed Float32 must not print a perplexity)
+    public static func windowMeanNLL(checkpoint: Checkpoint, windows: [[Int]], seqlen: Int, windowNumbers: [Int]? = nil,
                                      onBlock: ((Int) -> Void)? = nil) throws -> [Double] {
         if windows.isEmpty { return [] }
         for (w, window) in windows.enumerated() where window.count != seqlen {
@@ -59,14 +63,39 @@ public enum Perplexity {
         let head = try LlamaHead(checkpoint: checkpoint, embedding: embedding)
         let rope = try RopeTable(config: checkpoint.config, positions: seqlen)
         var hidden = try windows.map { try embedding.embed($0) }
+        var firstNonFiniteBlock = [Int?](repeating: nil, count: windows.count)
         let scratch = LlamaBlockScratch()
         for layer in 0..<checkpoint.config.numHiddenLayers {
             let weights = try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
-            for w in hidden.indices { llamaBlockForward(&hidden[w], weights: weights, rope: rope, seqlen: seqlen, scratch: scratch) }
+            for w in hidden.indices {
+                llamaBlockForward(&hidden[w], weights: weights, rope: rope, seqlen: seqlen, scratch: scratch)
+                if firstNonFiniteBlock[w] == nil, !allFinite(hidden[w]) { firstNonFiniteBlock[w] = layer }
+            }
             onBlock?(layer)
         }
-        return zip(windows, hidden).map { window, last in
+        let values = zip(windows, hidden).map { window, last in
             head.nextTokenNLL(hidden: last, ids: window, seqlen: seqlen).reduce(0, +) / Double(seqlen - 1)
+        }
+        if let w = values.firstIndex(where: { !$0.isFinite }) {
+            let number = windowNumbers?[w] ?? w
+            let cause = firstNonFiniteBlock[w].map { "block \($0) is the first whose output is not finite (Float32 overflow in the forward pass)" }
+                ?? "every block's output is finite; the head's logits are not"
+            throw PruneDistError(.nonFinite, "perplexity window \(number) (tokens \(number * seqlen)..<\((number + 1) * seqlen)): the mean NLL is \(values[w]); \(cause). The model's weights are too large for this input")
+        }
+        return values
+    }
+
+    private static func allFinite(_ values: [Float]) -> Bool {
+        values.withUnsafeBufferPointer { cengine_first_nonfinite($0.baseAddress!, $0.count) == $0.count }
+    }
+
+    /// Refuses a token id outside the vocabulary before any forward pass, naming the file the ids came from,
+    /// the window and the position in it.
+    public static func checkVocabulary(_ windows: [[Int]], vocabSize: Int, source: String, windowNumbers: [Int]? = nil) throws {
+        for (w, window) in windows.enumerated() {
+            if let position = window.firstIndex(where: { $0 < 0 || $0 >= vocabSize }) {
+                throw PruneDistError(.data, "\(source): token id \(window[position]) in window \(windowNumbers?[w] ?? w) (position \(position)) is outside the model's vocabulary of \(vocabSize)")
+            }
         }
     }
 

@@ -211,19 +211,17 @@ public enum GGUFConversion {
         guard dtype.isWeightType else {
             throw PruneDistError(.argument, "output dtype must be F32, F16 or BF16, got \(dtype.rawValue)")
         }
+        try OutputFolder.checkFresh(OutputFolder.Argument("--out", out), inputs: [OutputFolder.Argument("--gguf", gguf)])
         let file = try GGUFFile(url: gguf)
         let plan = try plan(file)
-        let fm = FileManager.default
-        var isDirectory: ObjCBool = false
-        if fm.fileExists(atPath: out.path, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue, (try? fm.contentsOfDirectory(atPath: out.path))?.isEmpty == true else {
-                throw PruneDistError(.argument, "\(out.path): output exists and is not an empty directory; remove it or choose another --out")
-            }
-        }
-        let temporary = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).partial-\(getpid())")
-        try? fm.removeItem(at: temporary)
-        var finished = false
-        defer { if !finished { try? fm.removeItem(at: temporary) } }
+        let lock = try OutputLock.acquire(partial: OutputFolder.partialFolder(for: out), out: out)
+        let temporary = lock.partial
+        try lock.clearPartialFolder()
+        var keepPartial = false
+        defer { if !keepPartial { lock.removePartialFolder() } }
+        // An interrupted conversion cannot be resumed: SIGINT/SIGTERM remove the partial folder too.
+        let interruption = InterruptCleanup.install(message: "convert interrupted; removed \(temporary.path)") { lock.removePartialFolder() }
+        defer { interruption.uninstall() }
 
         let entries = plan.tensors.map { SafetensorsWriter.Entry(name: $0.name, dtype: dtype, shape: $0.shape) }
         let writer = try CheckpointWriter(directory: temporary, tensors: entries, maxShardBytes: maxShardBytes)
@@ -249,12 +247,10 @@ public enum GGUFConversion {
         try writeFileAtomically(plan.generationConfigJSON, to: temporary.appendingPathComponent("generation_config.json"))
         try writeFileAtomically(plan.tokenizerJSON, to: temporary.appendingPathComponent("tokenizer.json"))
         try writeFileAtomically(plan.tokenizerConfigJSON, to: temporary.appendingPathComponent("tokenizer_config.json"))
-        try? fm.removeItem(at: out)  // only an empty directory can be here (checked above)
-        guard rename(temporary.path, out.path) == 0 else {
-            throw PruneDistError(.io, "\(out.path): cannot move the converted model into place: \(String(cString: strerror(errno)))")
-        }
-        finished = true
-        let files = ((try? fm.contentsOfDirectory(atPath: out.path)) ?? []).sorted()
+        interruption.uninstall()
+        keepPartial = true  // moved into place, or kept where the error says when --out is no longer empty
+        try OutputFolder.moveIntoPlace(temporary, out: out)
+        let files = ((try? FileManager.default.contentsOfDirectory(atPath: out.path)) ?? []).sorted()
         return Summary(config: config, tensors: plan.tensors.count, parameters: parameters, files: files)
     }
 }

@@ -369,7 +369,11 @@ struct GGUFHeader {
             guard dimensions[0] % type.block.elements == 0 else {
                 throw PruneDistError(.shape, "\(path): tensor \(name): rows of \(dimensions[0]) elements are not a whole number of \(type.name) blocks of \(type.block.elements)")
             }
-            let count = dimensions.reduce(1, *)
+            // Each dimension is below 2^31, but four of them multiply past Int.max.
+            guard let count = checkedProduct(dimensions), let byteCount = checkedProduct([count / type.block.elements, type.block.bytes]),
+                  byteCount <= Int.max / 4 else {
+                throw PruneDistError(.format, "\(path): tensor \(name): dimensions \(dimensions) (\(type.name)) describe more bytes than any file can hold")
+            }
             guard offset <= UInt64(Int.max / 2), Int(offset) % header.alignment == 0 else {
                 throw PruneDistError(.format, "\(path): tensor \(name): data offset \(offset) is not a multiple of the alignment \(header.alignment)")
             }
@@ -377,7 +381,7 @@ struct GGUFHeader {
                 throw PruneDistError(.format, "\(path): tensor \(name) is listed twice")
             }
             header.tensors.append(GGUFTensorInfo(name: name, dimensions: dimensions, type: type, dataOffset: Int(offset),
-                                                 byteCount: count / type.block.elements * type.block.bytes))
+                                                 byteCount: byteCount))
         }
         let align = header.alignment
         header.dataStart = (reader.offset + align - 1) / align * align

@@ -19,7 +19,8 @@
 ///   are the per-token errors against the dense target, ‖Y − (W⊙K)X̂‖²/N and ‖Y − ŴX̂‖²/N. Without it
 ///   they are measured against the rectified output W*X̂ (the same minus the unreachable ‖Y − W*X̂‖²/N).
 public func pruneKRP(weight: [Float], shape: [Int], hessian: [Double], crossTerm: [Double], pattern: SparsityPattern,
-                     blocksize: Int = 128, percdamp: Double = 0.01, denseHessian: [Double]? = nil) throws -> PruneResult {
+                     blocksize: Int = 128, percdamp: Double = 0.01, denseHessian: [Double]? = nil,
+                     rectification rule: KRPRectification = .legacy) throws -> PruneResult {
     let function = "pruneKRP"
     let (rows, columns) = try checkedLinearShape(weight: weight, shape: shape, function: function)
     try pattern.validate(columns: columns, function: function)
@@ -31,8 +32,16 @@ public func pruneKRP(weight: [Float], shape: [Int], hessian: [Double], crossTerm
     try checkSolverOptions(blocksize: blocksize, percdamp: percdamp, function: function)
 
     let original = weight.map(Double.init)
-    let rectification = try rectifiedWeight(original, rows: rows, columns: columns, hessian: hessian,
+    let rectification: (weight: [Double], ridge: Double, redamped: Int)
+    switch rule {
+    case .legacy:
+        rectification = try rectifiedWeight(original, rows: rows, columns: columns, hessian: hessian,
                                             crossTerm: crossTerm, function: function)
+    case let .towardDense(ratio, correction, perInput):
+        rectification = try shrunkRectifiedWeight(original, rows: rows, columns: columns, hessian: hessian,
+                                                  crossTerm: crossTerm, ridgeRatio: ratio, correction: correction,
+                                                  perInputRidge: perInput, function: function)
+    }
     var updated = rectification.weight
     let solve = try sparseGPTSolve(weight: &updated, rows: rows, columns: columns, hessian: hessian,
                                    pattern: pattern, blocksize: blocksize, percdamp: percdamp, function: function)
@@ -141,4 +150,53 @@ func denseTargetErrors(original: [Float], mask: [Bool], updated: [Double], rows:
         }
     }
     return (maskedError, updatedError)
+}
+
+/// How KRP's rectified weight W* is formed from the statistics.
+public enum KRPRectification: Sendable, Equatable, Codable {
+    /// The authors' ladder: W*ᵀ = (Ĥ + λI)⁻¹ C Wᵀ, ridge toward zero, first λ whose mean squared change is < 1.
+    case legacy
+    /// Ridge toward the dense weights, W*ᵀ = Wᵀ + α (Ĥ + λD)⁻¹ (C − Ĥ) Wᵀ with λ = ratio · mean(diag Ĥ) and
+    /// D = I (`perInput` false), or λ = ratio and D = diag Ĥ (`perInput` true: each input's own scale, so
+    /// outlier inputs are regularised as much as the others).
+    /// ratio → ∞ or α = 0 is SparseGPT on W; ratio → 0 with α = 1 is the full least-squares refit.
+    case towardDense(ratio: Double, correction: Double, perInput: Bool = false)
+}
+
+/// W* = W + α ((Ĥ + λI)⁻¹ (C − Ĥ) Wᵀ)ᵀ: the correction of the cumulative input error, shrunk toward the
+/// dense weights. (C − Ĥ) = X̂ᵀ(X − X̂)/N is how the input error co-varies with the pruned inputs.
+/// weight: [rows, columns] dense W; hessian, crossTerm: [columns, columns]
+/// Returns weight: [rows, columns] W*.
+func shrunkRectifiedWeight(_ weight: [Double], rows: Int, columns: Int, hessian: [Double], crossTerm: [Double],
+                           ridgeRatio: Double, correction: Double, perInputRidge: Bool = false, function: String) throws
+    -> (weight: [Double], ridge: Double, redamped: Int)
+{
+    var diagonalSum = 0.0
+    for i in 0..<columns { diagonalSum += hessian[i * columns + i] }
+    let scale = diagonalSum > 0 ? diagonalSum / Double(columns) : 1
+    var errorCovariance = crossTerm                                         // [columns, columns] C − Ĥ
+    for i in errorCovariance.indices { errorCovariance[i] -= hessian[i] }
+    var rightHandSides = [Double](repeating: 0, count: columns * rows)      // [columns, rows] (C − Ĥ) Wᵀ
+    dgemm(.none, .transpose, m: columns, n: rows, k: columns, errorCovariance, lda: columns, weight, ldb: columns,
+          &rightHandSides, ldc: rows)
+    // Dead inputs (zero diagonal) get the mean scale, so the per-input ridge still makes Ĥ + λD definite.
+    let ridgeShape = (0..<columns).map { i in perInputRidge && hessian[i * columns + i] > 0 ? hessian[i * columns + i] : (perInputRidge ? scale : 1) }
+    var ridge = perInputRidge ? ridgeRatio : scale * ridgeRatio
+    for failures in 0...maximumRedampings {
+        var factor = hessian
+        for i in 0..<columns { factor[i * columns + i] += ridge * ridgeShape[i] }
+        if choleskyUpper(&factor, n: columns) {
+            solveWithCholeskyUpper(factor, n: columns, &rightHandSides, columns: rows)   // → [columns, rows] Δᵀ
+            var rectified = weight
+            for row in 0..<rows {
+                for column in 0..<columns {
+                    rectified[row * columns + column] += correction * rightHandSides[column * rows + row]
+                }
+            }
+            return (rectified, ridge, failures)
+        }
+        ridge = ridge > 0 ? ridge * 10 : (perInputRidge ? 1e-8 : scale * 1e-8)
+    }
+    throw PruneDistError(.numerics,
+        "\(function): Ĥ + λI [\(columns), \(columns)] stayed singular after \(maximumRedampings) re-dampings (last λ = \(ridge)); the pruned-input statistics are unusable")
 }

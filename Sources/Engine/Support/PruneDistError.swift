@@ -14,6 +14,8 @@ public struct PruneDistError: Error, CustomStringConvertible, Equatable, Sendabl
         case numerics          // a factorisation failed beyond recovery
         case communication     // MPI reported an error
         case unsupported       // a valid input we do not handle (architecture, quantisation type)
+        case busy              // another prune-dist run holds the output's lock
+        case interrupted       // SIGINT or SIGTERM ended the run
     }
 
     public let kind: Kind
