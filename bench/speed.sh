@@ -25,12 +25,8 @@ export OPENBLAS_NUM_THREADS="$threads"
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -q -w avx2 /proc/cpuinfo && grep -q -w fma /proc/cpuinfo; then
   export OPENBLAS_CORETYPE=Haswell
 fi
-swift build -c release --product prune-dist >&2
+source bench/smollm2.sh
 swift build -c release --product prune-dist-bench >&2
-bin="$PWD/.build/release/prune-dist"
-cache="$(scripts/fetch-assets.sh | tail -1)"
-model="$cache/SmolLM2-135M-Instruct"
-[ -f "$model/config.json" ] || "$bin" convert --gguf "$cache/SmolLM2-135M-Instruct.Q4_1.gguf" --out "$model" --dtype bf16 >&2
 out="${PRUNE_DIST_BENCH:-$cache/bench}/speed-$method-${flag[1]/:/of}-$samples"
 rm -rf "$out"
 rates="$(.build/release/prune-dist-bench forward --layers 1 --sequences 1 --repeats 3 --threads "$threads" | grep '^reference rates')"
