@@ -37,7 +37,7 @@ let package = Package(
         ]),
         .executableTarget(name: "prune-dist", dependencies: ["Coordinator"]),
         // Benchmarks (bench/*.sh build this in release mode); never run by the tests.
-        .executableTarget(name: "prune-dist-bench", dependencies: ["Engine"], path: "bench/Sources/prune-dist-bench"),
+        .executableTarget(name: "prune-dist-bench", dependencies: ["Engine", "Worker", "COpenBLAS"], path: "bench/Sources/prune-dist-bench"),
 
         .target(name: "TestSupport", dependencies: ["Engine"], path: "Tests/TestSupport"),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "TestSupport"], exclude: ["Golden"]),

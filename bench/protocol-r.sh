@@ -29,12 +29,8 @@ done
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export OPENBLAS_NUM_THREADS=1
 
-swift build -c release --product prune-dist >&2
-bin="$PWD/.build/release/prune-dist"
-cache="$(scripts/fetch-assets.sh | tail -1)"
+source bench/smollm2.sh
 shared="${PRUNE_DIST_SHARED:-$PWD/../shared}"
-model="$cache/SmolLM2-135M-Instruct"
-[ -f "$model/config.json" ] || "$bin" convert --gguf "$cache/SmolLM2-135M-Instruct.Q4_1.gguf" --out "$model" --dtype bf16 >&2
 out="${PRUNE_DIST_BENCH:-$cache/bench}"
 mkdir -p "$out"
 tasks=boolq,piqa,hellaswag,winogrande,arc_easy,arc_challenge,openbookqa

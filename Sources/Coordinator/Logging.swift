@@ -1,4 +1,5 @@
 import ArgumentParser
+import Engine
 import Foundation
 import Logging
 
@@ -7,13 +8,24 @@ public struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     public var logLevel: String = "info"
 
+    @Option(name: .long, help: "OpenBLAS threads per rank (default: OPENBLAS_NUM_THREADS, else OpenBLAS's own choice, all cores). Results are the same bits for a given rank count and thread count.")
+    public var threads: Int?
+
     public init() {}
+
+    /// Applies `--threads` to OpenBLAS. Called by `makeLogger`, which every command calls before any work.
+    public func applyThreads() throws {
+        guard let threads else { return }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        setBLASThreads(threads)
+    }
 
     /// Bootstraps swift-log once per process, writing to standard error.
     public func makeLogger(_ label: String = "prune-dist") throws -> Logger {
         guard let level = Logger.Level(rawValue: logLevel.lowercased()) else {
             throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), got \(logLevel)")
         }
+        try applyThreads()
         LoggingSetup.bootstrapOnce()
         var logger = Logger(label: label)
         logger.logLevel = level

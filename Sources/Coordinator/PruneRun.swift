@@ -72,6 +72,7 @@ final class PruneRun {
         let windows: [[Int]] = method == .magnitude ? [] : try weights.windows(settings: settings)
         let mine = windows.indices.filter { $0 % comm.size == comm.rank }.map { windows[$0] }
         let rope = try RopeTable(config: config, positions: seqlen)
+        let scratch = LlamaBlockScratch()  // one forward's q, k, v, gate, up for the whole run
         var prunedStream: [[Float]] = []
         if !windows.isEmpty, let embedding = try weights.embedding(needed: !mine.isEmpty) {
             prunedStream = try mine.map { try embedding.embed($0) }
@@ -81,7 +82,7 @@ final class PruneRun {
 
         let resumption = try RunResumption.start(settings: settings, checkpoint: weights.checkpoint, comm: comm, logger: logger)
         let output = resumption.output
-        try replayFinishedBlocks(resumption.firstBlock, journal: resumption.journal, weights: weights, rope: rope,
+        try replayFinishedBlocks(resumption.firstBlock, journal: resumption.journal, weights: weights, rope: rope, scratch: scratch,
                                  prunedStream: &prunedStream, denseStream: &denseStream)
         var linears: [RunReport.Linear] = []
         var blocks: [RunReport.Block] = []
@@ -92,32 +93,33 @@ final class PruneRun {
         for layer in resumption.firstBlock..<config.numHiddenLayers {
             let blockStart = Date()
             FaultInjection.atBlockStart(rank: comm.rank, host: comm.hostName, layer: layer)
-            var statisticsSeconds = 0.0, solveSeconds = 0.0, forwardSeconds = 0.0
+            var statisticsTime = PhaseTime(), solveTime = PhaseTime(), forwardTime = PhaseTime()
             let dense = try weights.block(layer)
             var pruned = dense
             var traces = prunedStream.map { LlamaBlockTrace(input: $0, seqlen: seqlen) }
             var denseTraces: [LlamaBlockTrace] = []
             if let denseStream {
-                let t = Date()
-                denseTraces = denseStream.map { llamaBlockTrace($0, weights: dense, rope: rope, seqlen: seqlen) }
-                forwardSeconds += Date().timeIntervalSince(t)
+                denseTraces = forwardTime.measure {
+                    denseStream.map { llamaBlockTrace($0, weights: dense, rope: rope, seqlen: seqlen, scratch: scratch) }
+                }
             }
             for phase in plan.phases {
                 let inputs = LlamaLinearInput.allCases.filter { input in phase.contains { $0.inputGroup == input } }
                 var statistics: [LlamaLinearInput: InputStatistics] = [:]
                 if method.statistics != .none {
                     // Inputs as the block stands at the start of the phase (earlier phases already pruned).
-                    let t0 = Date()
                     let last = LlamaBlockStage(inputs.last!)
-                    for s in traces.indices { traces[s].advance(to: last, weights: pruned, rope: rope) }
-                    forwardSeconds += Date().timeIntervalSince(t0)
-                    let t1 = Date()
-                    statistics = try reducedStatistics(inputs: inputs, layer: layer, plan: plan, dense: dense,
-                                                       traces: traces, denseTraces: denseTraces)
-                    statisticsSeconds += Date().timeIntervalSince(t1)
+                    forwardTime.measure {
+                        for s in traces.indices { traces[s].advance(to: last, weights: pruned, rope: rope, scratch: scratch) }
+                        scratch.release()  // peak memory: not held next to the statistics
+                    }
+                    statistics = try statisticsTime.measure {
+                        try reducedStatistics(inputs: inputs, layer: layer, plan: plan, dense: dense,
+                                              traces: traces, denseTraces: denseTraces)
+                    }
                 }
 
-                let t2 = Date()
+                let solveStart = PhaseTime.now()
                 for linear in phase {
                     let owner = plan.owner(layer: layer, linear: linear)
                     var weight: [Float]
@@ -133,26 +135,28 @@ final class PruneRun {
                     try comm.broadcast(&weight, root: owner)
                     pruned.setWeight(linear, weight)
                 }
-                solveSeconds += Date().timeIntervalSince(t2)
+                solveTime.add(since: solveStart)
                 // Stages computed with this phase's linears before they were pruned must be computed again.
                 for s in traces.indices { traces[s].rewind(to: LlamaBlockStage(inputs.first!)) }
             }
 
             // The next block's inputs: the pruned stream through the pruned block, the dense one through the dense block.
-            let t3 = Date()
-            for s in traces.indices {
-                traces[s].advance(to: .output, weights: pruned, rope: rope)
-                prunedStream[s] = traces[s].output
+            forwardTime.measure {
+                for s in traces.indices {
+                    traces[s].advance(to: .output, weights: pruned, rope: rope, scratch: scratch)
+                    prunedStream[s] = traces[s].output
+                }
+                if denseStream != nil { denseStream = denseTraces.map(\.output) }
+                traces = []
+                denseTraces = []
             }
-            if denseStream != nil { denseStream = denseTraces.map(\.output) }
-            traces = []
-            denseTraces = []
-            forwardSeconds += Date().timeIntervalSince(t3)
             try output?.writeBlock(layer: layer, linears: Dictionary(uniqueKeysWithValues: LlamaLinear.allCases.map { ($0, pruned.weight($0)) }))
             try resumption.blockFinished(layer, pruned: pruned)
             let seconds = Date().timeIntervalSince(blockStart)
-            blocks.append(RunReport.Block(layer: layer, seconds: seconds, statisticsSeconds: statisticsSeconds,
-                                          solveSeconds: solveSeconds, forwardSeconds: forwardSeconds))
+            blocks.append(RunReport.Block(layer: layer, seconds: seconds, statisticsSeconds: statisticsTime.wall,
+                                          solveSeconds: solveTime.wall, forwardSeconds: forwardTime.wall,
+                                          statisticsCPUSeconds: statisticsTime.cpu, solveCPUSeconds: solveTime.cpu,
+                                          forwardCPUSeconds: forwardTime.cpu))
             if comm.rank == 0 {
                 let elapsed = Date().timeIntervalSince(start)
                 let left = elapsed / Double(layer + 1 - resumption.firstBlock) * Double(config.numHiddenLayers - layer - 1)
@@ -296,5 +300,25 @@ final class PruneRun {
                                      errorBefore: result.errorBefore, errorAfter: result.errorAfter, damping: result.damping,
                                      ridge: result.ridge, redamped: result.redamped, seconds: 0)
         return (result.weight, entry)
+    }
+}
+
+/// Wall and CPU seconds spent in one phase of a block. CPU time (the process's, so every BLAS thread counts) is
+/// what a loaded machine does not inflate; the run report gives both.
+struct PhaseTime {
+    var wall = 0.0, cpu = 0.0
+
+    static func now() -> (wall: Date, cpu: Double) { (Date(), processCPUSeconds()) }
+
+    mutating func add(since start: (wall: Date, cpu: Double)) {
+        wall += Date().timeIntervalSince(start.wall)
+        cpu += processCPUSeconds() - start.cpu
+    }
+
+    @discardableResult
+    mutating func measure<T>(_ body: () throws -> T) rethrows -> T {
+        let start = PhaseTime.now()
+        defer { add(since: start) }
+        return try body()
     }
 }

@@ -34,9 +34,15 @@ public struct RunReport: Codable, Sendable {
         public var statisticsSeconds: Double
         public var solveSeconds: Double
         public var forwardSeconds: Double
+        /// CPU seconds of the same phases (user + system, the whole process); absent in reports of older versions.
+        public var statisticsCPUSeconds: Double? = nil
+        public var solveCPUSeconds: Double? = nil
+        public var forwardCPUSeconds: Double? = nil
         enum CodingKeys: String, CodingKey {
             case layer, seconds
             case statisticsSeconds = "statistics_seconds", solveSeconds = "solve_seconds", forwardSeconds = "forward_seconds"
+            case statisticsCPUSeconds = "statistics_cpu_seconds", solveCPUSeconds = "solve_cpu_seconds"
+            case forwardCPUSeconds = "forward_cpu_seconds"
         }
     }
 

@@ -57,7 +57,7 @@ extension PruneRun {
     /// broadcast), and the dense stream through the dense blocks, exactly as the run itself did.
     /// prunedStream, denseStream: [sequences] of [seqlen, hidden]
     func replayFinishedBlocks(_ count: Int, journal: RunJournal?, weights: RunWeights, rope: RopeTable,
-                              prunedStream: inout [[Float]], denseStream: inout [[Float]]?) throws {
+                              scratch: LlamaBlockScratch, prunedStream: inout [[Float]], denseStream: inout [[Float]]?) throws {
         for layer in 0..<count {
             let dense = try weights.block(layer)
             var pruned = dense
@@ -68,12 +68,12 @@ extension PruneRun {
                 pruned.setWeight(linear, weight)
             }
             for s in prunedStream.indices {
-                var trace = LlamaBlockTrace(input: prunedStream[s], seqlen: settings.seqlen)
-                trace.advance(to: .output, weights: pruned, rope: rope)
-                prunedStream[s] = trace.output
+                llamaBlockForward(&prunedStream[s], weights: pruned, rope: rope, seqlen: settings.seqlen, scratch: scratch)
             }
             if let stream = denseStream {
-                denseStream = stream.map { llamaBlockTrace($0, weights: dense, rope: rope, seqlen: settings.seqlen).output }
+                var stream = stream
+                for s in stream.indices { llamaBlockForward(&stream[s], weights: dense, rope: rope, seqlen: settings.seqlen, scratch: scratch) }
+                denseStream = stream
             }
             if comm.rank == 0 { logger.info("block \(layer + 1)/\(weights.config.numHiddenLayers) replayed") }
         }

@@ -1,3 +1,4 @@
+import CEngineKernels
 import COpenBLAS
 import Engine
 
@@ -33,6 +34,8 @@ public struct InputStatistics: Sendable {
     /// Σ x̂_j², [d].
     public var columnNorms: [Double]
     public var tokens: Int
+    /// [d, d] Float32 product of the last batch, reused by `accumulate`; released by `takePacked()`.
+    private var product: [Float] = []
 
     public init(dimension d: Int, needs: StatisticsNeeds) {
         dimension = d
@@ -51,17 +54,18 @@ public struct InputStatistics: Sendable {
         precondition(pruned.count == n * d, "accumulate: expected \(n)×\(d) inputs, got \(pruned.count)")
         tokens += n
         if needs.hessian || needs.cross {
-            var product = [Float](repeating: 0, count: d * d)
+            // Kept from batch to batch: a fresh [d, d] per sequence cost a page-faulting allocation and a memset.
+            if product.count != d * d { product = [Float](repeating: 0, count: d * d) }
             if needs.hessian {
                 // Upper triangle of x̂ᵀx̂; the lower one is filled by symmetrise().
                 cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(d), Int32(n), 1, pruned, Int32(d), 0, &product, Int32(d))
-                addUpper(product, into: &hessian)
+                cengine_add_upper_f32_to_f64(&hessian, product, d)
             }
             if needs.cross {
                 guard let dense else { preconditionFailure("accumulate: the cross term needs the dense stream's inputs") }
                 precondition(dense.count == n * d)
                 sgemm(.transpose, .none, m: d, n: d, k: n, pruned, lda: d, dense, ldb: d, &product, ldc: d)
-                for i in 0..<(d * d) { cross[i] += Double(product[i]) }
+                cengine_add_f32_to_f64(&cross, product, d * d)
             }
         }
         if needs.columnNorms {
@@ -69,14 +73,6 @@ public struct InputStatistics: Sendable {
             pruned.withUnsafeBufferPointer { x in
                 for j in 0..<d { columnNorms[j] += cblas_dsdot(Int32(n), x.baseAddress! + j, Int32(d), x.baseAddress! + j, Int32(d)) }
             }
-        }
-    }
-
-    private func addUpper(_ product: [Float], into sum: inout [Double]) {
-        let d = dimension
-        for i in 0..<d {
-            let row = i * d
-            for j in i..<d { sum[row + j] += Double(product[row + j]) }
         }
     }
 
@@ -97,6 +93,7 @@ public struct InputStatistics: Sendable {
     /// `packed()` that releases each sum once it is copied, so packing holds about one extra copy of the
     /// statistics rather than two (a 70B down_proj's KRP sums are 13 GB): afterwards only `unpack` may follow.
     public mutating func takePacked() -> [Double] {
+        product = []
         var buffer: [Double] = []
         buffer.reserveCapacity(hessian.count + cross.count + columnNorms.count + 1)
         let (h, c, n) = (hessian.count, cross.count, columnNorms.count)

@@ -129,6 +129,21 @@ final class PruneTests: XCTestCase {
         }
     }
 
+    /// `--threads 2`: two BLAS threads per rank give the same checkpoint bytes run after run (and 1 rank with 2
+    /// threads is a valid run, whatever OPENBLAS_NUM_THREADS says).
+    func testTwoBLASThreadsGiveTheSameBytesEveryRun() throws {
+        let common = ["--method", "sparsegpt", "--sparsity", "0.5", "--calib", try randomCalibration().path,
+                      "--samples", "16", "--seqlen", "64", "--threads", "2"]
+        let first = try prune(common, out: "threads-a"), second = try prune(common, out: "threads-b")
+        let a = try Data(contentsOf: first.appendingPathComponent("model.safetensors"))
+        let b = try Data(contentsOf: second.appendingPathComponent("model.safetensors"))
+        XCTAssertEqual(a, b)
+        let bad = try PruneDistBinary.run(["prune", "--model", try model(), "--out", scratch.appendingPathComponent("threads-0").path,
+                                           "--method", "magnitude", "--sparsity", "0.5", "--threads", "0"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("--threads"), bad.stderr)
+    }
+
     /// OWL: the report lists each block's target, their mean is the asked sparsity, they differ, and every
     /// block's linears are pruned to their block's target; a fixed N:M pattern is refused before any work.
     func testOWLAllocationPrunesEachBlockToItsTarget() throws {

@@ -151,4 +151,37 @@ final class ForwardTests: XCTestCase {
         XCTAssertEqual(switched.output, reference.output)
         XCTAssertNotEqual(switched.output, full.output)
     }
+
+    /// One scratch reused over sequences of different lengths, over blocks, and by a rewound trace gives the
+    /// same bits as a fresh forward each time, and never writes into an array the caller still holds.
+    func testReusedScratchGivesTheSameBits() throws {
+        let checkpoint = try Checkpoint(directory: Fixtures.path("fixtures/tiny-llama"))
+        let embedding = try LlamaEmbedding(checkpoint: checkpoint)
+        let ids = try inputIDs(try reference())
+        let rope = try RopeTable(config: checkpoint.config, positions: 16)
+        let blocks = try (0..<checkpoint.config.numHiddenLayers).map { try LlamaBlockWeights(checkpoint: checkpoint, layer: $0) }
+        let scratch = LlamaBlockScratch()
+        for seqlen in [16, 8, 16] {
+            let input = try embedding.embed(Array(ids.prefix(seqlen)))
+            var reused = input, fresh = input
+            for block in blocks {
+                let before = reused
+                llamaBlockForward(&reused, weights: block, rope: rope, seqlen: seqlen, scratch: scratch)
+                llamaBlockForward(&fresh, weights: block, rope: rope, seqlen: seqlen)
+                XCTAssertEqual(reused, fresh, "seqlen \(seqlen), block \(block.layer)")
+                XCTAssertNotEqual(before, reused, "the caller's copy of the input is left alone")
+            }
+            XCTAssertEqual(input, try embedding.embed(Array(ids.prefix(seqlen))))
+        }
+        var trace = LlamaBlockTrace(input: try embedding.embed(ids), seqlen: 16)
+        trace.advance(to: .mlpHidden, weights: blocks[0], rope: rope, scratch: scratch)
+        let kept = trace.input(.mlpInput)
+        trace.rewind(to: .attentionInput)
+        var changed = blocks[0]
+        changed.setWeight(.o, blocks[0].weight(.o).map { $0 * 0.5 })
+        trace.advance(to: .output, weights: changed, rope: rope, scratch: scratch)
+        XCTAssertEqual(trace.output, llamaBlockTrace(try embedding.embed(ids), weights: changed, rope: rope, seqlen: 16).output)
+        XCTAssertEqual(kept, llamaBlockTrace(try embedding.embed(ids), weights: blocks[0], rope: rope, seqlen: 16).input(.mlpInput),
+                       "a stage read before the rewind keeps its values")
+    }
 }

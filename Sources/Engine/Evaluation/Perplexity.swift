@@ -22,9 +22,10 @@ public func llamaForward(checkpoint: Checkpoint, embedding: LlamaEmbedding, ids:
     let rope = try RopeTable(config: checkpoint.config, positions: seqlen)
     var hidden = try embedding.embed(ids)
     var states: [[Float]] = keepHiddenStates ? [hidden] : []
+    let scratch = LlamaBlockScratch()
     for layer in 0..<checkpoint.config.numHiddenLayers {
         let weights = try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
-        llamaBlockForward(&hidden, weights: weights, rope: rope, seqlen: seqlen)
+        llamaBlockForward(&hidden, weights: weights, rope: rope, seqlen: seqlen, scratch: scratch)
         if keepHiddenStates { states.append(hidden) }
         onBlock?(layer)
     }
@@ -63,10 +64,11 @@ public enum Perplexity {
         let rope = try RopeTable(config: checkpoint.config, positions: seqlen)
         var hidden = try windows.map { try embedding.embed($0) }
         var firstNonFiniteBlock = [Int?](repeating: nil, count: windows.count)
+        let scratch = LlamaBlockScratch()
         for layer in 0..<checkpoint.config.numHiddenLayers {
             let weights = try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
             for w in hidden.indices {
-                llamaBlockForward(&hidden[w], weights: weights, rope: rope, seqlen: seqlen)
+                llamaBlockForward(&hidden[w], weights: weights, rope: rope, seqlen: seqlen, scratch: scratch)
                 if firstNonFiniteBlock[w] == nil, !allFinite(hidden[w]) { firstNonFiniteBlock[w] = layer }
             }
             onBlock?(layer)

@@ -14,10 +14,11 @@ public func structuredPrunedNLL(checkpoint: Checkpoint, keeps: [Int: StructuredK
     let rope = try RopeTable(config: checkpoint.config, positions: seqlen)
     let ids = windows.flatMap { $0 }
     var hidden = try embedding.embed(ids)
+    let scratch = LlamaBlockScratch()
     for layer in 0..<checkpoint.config.numHiddenLayers {
         var weights = try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
         if let keep = keeps[layer] { weights = StructuredPruning.removing(weights, keep: keep) }
-        llamaBlockForward(&hidden, weights: weights, rope: rope, seqlen: seqlen)
+        llamaBlockForward(&hidden, weights: weights, rope: rope, seqlen: seqlen, scratch: scratch)
     }
     let nll = head.nextTokenNLL(hidden: hidden, ids: ids, seqlen: seqlen)
     return (nll.reduce(0, +), nll.count)

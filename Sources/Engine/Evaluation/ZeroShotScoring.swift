@@ -79,10 +79,11 @@ public enum ZeroShotScoring {
                 let padded = batch.flatMap { sequences[$0].ids + [Int](repeating: 0, count: width - sequences[$0].ids.count) }
                 return try embedding.embed(padded)
             }
+            let scratch = LlamaBlockScratch()
             for layer in 0..<config.numHiddenLayers {
                 let weights = try LlamaBlockWeights(checkpoint: checkpoint, layer: layer, checkFinite: true)
                 for b in group.indices {
-                    llamaBlockForward(&hidden[b], weights: weights, rope: rope, seqlen: groupWidths[b])
+                    llamaBlockForward(&hidden[b], weights: weights, rope: rope, seqlen: groupWidths[b], scratch: scratch)
                 }
             }
             for (b, batch) in group.enumerated() {

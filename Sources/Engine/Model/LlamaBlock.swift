@@ -1,3 +1,5 @@
+import CEngineKernels
+
 /// Where a block's computation stands: each stage is the input of one group of linears, then the output.
 public enum LlamaBlockStage: Int, Comparable, CaseIterable, Sendable {
     case input, attentionInput, attentionOutput, mlpInput, mlpHidden, output
@@ -16,12 +18,14 @@ public enum LlamaBlockStage: Int, Comparable, CaseIterable, Sendable {
 
 /// One decoder block's intermediate values for a batch of whole sequences, computed stage by stage so that
 /// pruning can change a group of linears and continue from there (true-sequential pruning costs one forward).
+/// Stages are written into the arrays already held when their size fits, so advancing a rewound trace (or a
+/// restarted one, see llamaBlockForward) allocates nothing.
 public struct LlamaBlockTrace: Sendable {
     public let seqlen: Int
     /// The last stage computed.
     public private(set) var stage: LlamaBlockStage
     /// [tokens, hidden]: the residual stream entering the block
-    public let input: [Float]
+    public private(set) var input: [Float]
     /// [tokens, hidden]: RMSNorm(x), read by q, k, v
     public private(set) var attentionInput: [Float] = []
     /// [tokens, heads·headDim]: attention result, read by o
@@ -33,12 +37,19 @@ public struct LlamaBlockTrace: Sendable {
     /// [tokens, intermediate]: silu(gate)·up, read by down
     public private(set) var mlpHidden: [Float] = []
     /// [tokens, hidden]: the residual stream after the block
-    public private(set) var output: [Float] = []
+    public internal(set) var output: [Float] = []
 
     /// - input: [tokens, hidden], tokens a multiple of seqlen (positions 0..<seqlen in each sequence)
     public init(input: [Float], seqlen: Int) {
         self.input = input
         self.seqlen = seqlen
+        stage = .input
+    }
+
+    /// Starts again from a new input of the same shape, keeping the stages' storage.
+    /// - input: [tokens, hidden]
+    mutating func restart(input: [Float]) {
+        self.input = input
         stage = .input
     }
 
@@ -58,80 +69,161 @@ public struct LlamaBlockTrace: Sendable {
     }
 
     /// Computes every stage after the current one up to `target`, with `weights`.
-    public mutating func advance(to target: LlamaBlockStage, weights: LlamaBlockWeights, rope: RopeTable) {
+    /// - scratch: q, k, v, gate, up and projection buffers, reused across calls (a fresh one when nil)
+    public mutating func advance(to target: LlamaBlockStage, weights: LlamaBlockWeights, rope: RopeTable,
+                                 scratch: LlamaBlockScratch? = nil) {
         let d = weights.hiddenSize
         let tokens = input.count / d
         precondition(input.count == tokens * d && tokens % seqlen == 0 && seqlen <= rope.positions,
                      "LlamaBlockTrace: \(input.count) values are not whole sequences of \(seqlen) tokens of width \(d)")
+        let scratch = scratch ?? LlamaBlockScratch()
         while stage < target {
             let next = LlamaBlockStage(rawValue: stage.rawValue + 1)!
             switch next {
             case .input:
                 break
             case .attentionInput:
-                attentionInput = [Float](repeating: 0, count: tokens * d)
-                rmsnormForward(&attentionInput, input, weights.inputNorm, tokens: tokens, dim: d, eps: weights.rmsNormEps)
+                llamaNormStage(&attentionInput, input, weights.inputNorm, weights: weights, tokens: tokens)
             case .attentionOutput:
-                attentionOutput = llamaAttentionSublayer(attentionInput, weights: weights, rope: rope, tokens: tokens, seqlen: seqlen)
+                llamaAttentionStage(&attentionOutput, q: &scratch.q, k: &scratch.k, v: &scratch.v,
+                                    probabilities: &scratch.probabilities, attentionInput: attentionInput,
+                                    weights: weights, rope: rope, tokens: tokens, seqlen: seqlen)
             case .mlpInput:
-                afterAttention = input
-                var projected = [Float](repeating: 0, count: tokens * d)
-                applyLinear(&projected, attentionOutput, weights, .o, tokens: tokens)
-                residualForward(&afterAttention, projected, count: tokens * d)
-                mlpInput = [Float](repeating: 0, count: tokens * d)
-                rmsnormForward(&mlpInput, afterAttention, weights.postAttentionNorm, tokens: tokens, dim: d, eps: weights.rmsNormEps)
+                llamaResidualStage(&afterAttention, input, attentionOutput, .o, projected: &scratch.projected,
+                                   weights: weights, tokens: tokens)
+                llamaNormStage(&mlpInput, afterAttention, weights.postAttentionNorm, weights: weights, tokens: tokens)
             case .mlpHidden:
-                let ffn = weights.intermediateSize
-                var gate = [Float](repeating: 0, count: tokens * ffn)
-                var up = [Float](repeating: 0, count: tokens * ffn)
-                applyLinear(&gate, mlpInput, weights, .gate, tokens: tokens)
-                applyLinear(&up, mlpInput, weights, .up, tokens: tokens)
-                mlpHidden = [Float](repeating: 0, count: tokens * ffn)
-                swigluForward(&mlpHidden, gate, up, count: tokens * ffn)
+                llamaMLPHiddenStage(&mlpHidden, gate: &scratch.gate, up: &scratch.up, mlpInput: mlpInput,
+                                    weights: weights, tokens: tokens)
             case .output:
-                output = afterAttention
-                var projected = [Float](repeating: 0, count: tokens * d)
-                applyLinear(&projected, mlpHidden, weights, .down, tokens: tokens)
-                residualForward(&output, projected, count: tokens * d)
+                llamaResidualStage(&output, afterAttention, mlpHidden, .down, projected: &scratch.projected,
+                                   weights: weights, tokens: tokens)
             }
             stage = next
         }
     }
 }
 
+/// The buffers a block forward needs only inside a stage (q, k, v, attention probabilities, gate, up, a
+/// projection before its residual sum). One per rank, reused from sequence to sequence and block to block,
+/// so a forward allocates nothing per stage. Not shared between threads.
+public final class LlamaBlockScratch {
+    /// [tokens, heads·headDim], [tokens, kvHeads·headDim] twice
+    var q: [Float] = [], k: [Float] = [], v: [Float] = []
+    /// [seqlen, seqlen]
+    var probabilities: [Float] = []
+    /// [tokens, intermediate] each
+    var gate: [Float] = [], up: [Float] = []
+    /// [tokens, hidden]
+    var projected: [Float] = []
+    /// A block forward from scratch for llamaBlockForward.
+    var trace: LlamaBlockTrace? = nil
+
+    public init() {}
+
+    /// Frees the buffers (they come back at the next forward), so they do not add to the peak of a phase that
+    /// holds other large arrays, such as a block's statistics.
+    public func release() {
+        q = []; k = []; v = []; probabilities = []; gate = []; up = []; projected = []
+        trace = nil
+    }
+}
+
+// The stages of a block, shared by LlamaBlockTrace (pruning, evaluation) and llamaBlockForwardKeepingActivations
+// (gradients). Each writes its outputs over the arrays passed in, reallocating only when the size differs.
+
+/// Makes `array` hold `count` values, keeping its storage when it already does (contents are then overwritten).
+@inline(__always)
+func ensureCount(_ array: inout [Float], _ count: Int) {
+    if array.count != count { array = [Float](unsafeUninitializedCapacity: count) { _, n in n = count } }
+}
+
+/// out = RMSNorm(x) · weight.
+/// - out: [tokens, hidden] (written)
+/// - x: [tokens, hidden]
+/// - norm: [hidden]
+func llamaNormStage(_ out: inout [Float], _ x: [Float], _ norm: [Float], weights: LlamaBlockWeights, tokens: Int) {
+    ensureCount(&out, tokens * weights.hiddenSize)
+    rmsnormForward(&out, x, norm, tokens: tokens, dim: weights.hiddenSize, eps: weights.rmsNormEps)
+}
+
 /// q, k, v projections, RoPE and causal attention: the input of o.
+/// - out: [tokens, heads·headDim] (written)
+/// - q: [tokens, heads·headDim], k, v: [tokens, kvHeads·headDim] (written: rotated queries and keys, values)
+/// - probabilities: [seqlen, seqlen] scratch
 /// - attentionInput: [tokens, hidden]
-/// - Returns: [tokens, heads·headDim]
-func llamaAttentionSublayer(_ attentionInput: [Float], weights: LlamaBlockWeights, rope: RopeTable, tokens: Int, seqlen: Int) -> [Float] {
+func llamaAttentionStage(_ out: inout [Float], q: inout [Float], k: inout [Float], v: inout [Float],
+                         probabilities: inout [Float], attentionInput: [Float],
+                         weights: LlamaBlockWeights, rope: RopeTable, tokens: Int, seqlen: Int) {
     let heads = weights.numAttentionHeads, kvHeads = weights.numKeyValueHeads, headDim = weights.headDim
     let qDim = heads * headDim, kvDim = kvHeads * headDim
-    var q = [Float](repeating: 0, count: tokens * qDim)
-    var k = [Float](repeating: 0, count: tokens * kvDim)
-    var v = [Float](repeating: 0, count: tokens * kvDim)
+    ensureCount(&q, tokens * qDim)
+    ensureCount(&k, tokens * kvDim)
+    ensureCount(&v, tokens * kvDim)
     applyLinear(&q, attentionInput, weights, .q, tokens: tokens)
     applyLinear(&k, attentionInput, weights, .k, tokens: tokens)
     applyLinear(&v, attentionInput, weights, .v, tokens: tokens)
     ropeForward(&q, rope: rope, tokens: tokens, heads: heads, seqlen: seqlen)
     ropeForward(&k, rope: rope, tokens: tokens, heads: kvHeads, seqlen: seqlen)
-    var out = [Float](repeating: 0, count: tokens * qDim)
-    var probabilities = [Float](repeating: 0, count: seqlen * seqlen)
+    ensureCount(&out, tokens * qDim)
+    ensureCount(&probabilities, seqlen * seqlen)
     attentionForward(&out, q, k, v, probabilities: &probabilities,
                      tokens: tokens, seqlen: seqlen, heads: heads, kvHeads: kvHeads, headDim: headDim)
-    return out
+}
+
+/// out = residual + linear(x): o after attention, down after the MLP.
+/// - out: [tokens, hidden] (written)
+/// - residual: [tokens, hidden]
+/// - x: [tokens, linear's inputs]
+/// - projected: [tokens, hidden] scratch
+func llamaResidualStage(_ out: inout [Float], _ residual: [Float], _ x: [Float], _ linear: LlamaLinear,
+                        projected: inout [Float], weights: LlamaBlockWeights, tokens: Int) {
+    let count = tokens * weights.hiddenSize
+    ensureCount(&projected, count)
+    applyLinear(&projected, x, weights, linear, tokens: tokens)
+    ensureCount(&out, count)
+    cengine_add(&out, residual, projected, count)
+}
+
+/// silu(gate(x)) · up(x), the input of down.
+/// - out: [tokens, intermediate] (written)
+/// - gate, up: [tokens, intermediate] (written)
+/// - mlpInput: [tokens, hidden]
+func llamaMLPHiddenStage(_ out: inout [Float], gate: inout [Float], up: inout [Float], mlpInput: [Float],
+                         weights: LlamaBlockWeights, tokens: Int) {
+    let count = tokens * weights.intermediateSize
+    ensureCount(&gate, count)
+    ensureCount(&up, count)
+    applyLinear(&gate, mlpInput, weights, .gate, tokens: tokens)
+    applyLinear(&up, mlpInput, weights, .up, tokens: tokens)
+    ensureCount(&out, count)
+    swigluForward(&out, gate, up, count: count)
 }
 
 /// One decoder block, keeping every linear's input.
 /// - hidden: [tokens, hidden], tokens a multiple of seqlen (whole sequences, positions 0..<seqlen each)
-public func llamaBlockTrace(_ hidden: [Float], weights: LlamaBlockWeights, rope: RopeTable, seqlen: Int) -> LlamaBlockTrace {
+public func llamaBlockTrace(_ hidden: [Float], weights: LlamaBlockWeights, rope: RopeTable, seqlen: Int,
+                            scratch: LlamaBlockScratch? = nil) -> LlamaBlockTrace {
     var trace = LlamaBlockTrace(input: hidden, seqlen: seqlen)
-    trace.advance(to: .output, weights: weights, rope: rope)
+    trace.advance(to: .output, weights: weights, rope: rope, scratch: scratch)
     return trace
 }
 
 /// One decoder block, in place.
 /// - hidden: [tokens, hidden], whole sequences of seqlen tokens
-public func llamaBlockForward(_ hidden: inout [Float], weights: LlamaBlockWeights, rope: RopeTable, seqlen: Int) {
-    hidden = llamaBlockTrace(hidden, weights: weights, rope: rope, seqlen: seqlen).output
+/// - scratch: kept between calls, it also holds the stages, so a loop over sequences and blocks allocates nothing
+public func llamaBlockForward(_ hidden: inout [Float], weights: LlamaBlockWeights, rope: RopeTable, seqlen: Int,
+                              scratch: LlamaBlockScratch? = nil) {
+    let scratch = scratch ?? LlamaBlockScratch()
+    var trace = scratch.trace ?? LlamaBlockTrace(input: [], seqlen: seqlen)
+    scratch.trace = nil  // so the trace's arrays are uniquely held while it is written
+    if trace.seqlen != seqlen { trace = LlamaBlockTrace(input: [], seqlen: seqlen) }
+    trace.restart(input: hidden)
+    trace.advance(to: .output, weights: weights, rope: rope, scratch: scratch)
+    // The output becomes `hidden`; the old input's storage becomes the next call's output.
+    swap(&hidden, &trace.output)
+    trace.restart(input: [])
+    scratch.trace = trace
 }
 
 /// - out: [tokens, out_features]

@@ -31,7 +31,8 @@ public struct LlamaBlockActivations: Sendable {
     public var output: [Float]
 }
 
-/// One decoder block, keeping what llamaBlockBackward needs; same arithmetic as llamaBlockTrace.
+/// One decoder block, keeping what llamaBlockBackward needs: llamaBlockTrace's stages and its scratch's q, k, v,
+/// gate and up (the same forward, nothing recomputed).
 /// Holds tokens × (4·hidden + 2·(heads + kvHeads)·headDim + 3·intermediate) floats besides the input.
 /// - hidden: [tokens, hidden], whole sequences of seqlen tokens
 public func llamaBlockForwardKeepingActivations(_ hidden: [Float], weights: LlamaBlockWeights, rope: RopeTable,
@@ -40,44 +41,13 @@ public func llamaBlockForwardKeepingActivations(_ hidden: [Float], weights: Llam
     let tokens = hidden.count / d
     precondition(hidden.count == tokens * d && tokens % seqlen == 0 && seqlen <= rope.positions,
                  "llamaBlockForwardKeepingActivations: \(hidden.count) values are not whole sequences of \(seqlen) tokens of width \(d)")
-    let heads = weights.numAttentionHeads, kvHeads = weights.numKeyValueHeads, headDim = weights.headDim
-    let qDim = heads * headDim, kvDim = kvHeads * headDim, ffn = weights.intermediateSize
-
-    var attentionInput = [Float](repeating: 0, count: tokens * d)
-    rmsnormForward(&attentionInput, hidden, weights.inputNorm, tokens: tokens, dim: d, eps: weights.rmsNormEps)
-    var q = [Float](repeating: 0, count: tokens * qDim)
-    var k = [Float](repeating: 0, count: tokens * kvDim)
-    var v = [Float](repeating: 0, count: tokens * kvDim)
-    applyLinear(&q, attentionInput, weights, .q, tokens: tokens)
-    applyLinear(&k, attentionInput, weights, .k, tokens: tokens)
-    applyLinear(&v, attentionInput, weights, .v, tokens: tokens)
-    ropeForward(&q, rope: rope, tokens: tokens, heads: heads, seqlen: seqlen)
-    ropeForward(&k, rope: rope, tokens: tokens, heads: kvHeads, seqlen: seqlen)
-    var attentionOutput = [Float](repeating: 0, count: tokens * qDim)
-    var probabilities = [Float](repeating: 0, count: seqlen * seqlen)
-    attentionForward(&attentionOutput, q, k, v, probabilities: &probabilities,
-                     tokens: tokens, seqlen: seqlen, heads: heads, kvHeads: kvHeads, headDim: headDim)
-
-    var afterAttention = hidden
-    var projected = [Float](repeating: 0, count: tokens * d)
-    applyLinear(&projected, attentionOutput, weights, .o, tokens: tokens)
-    residualForward(&afterAttention, projected, count: tokens * d)
-
-    var mlpInput = [Float](repeating: 0, count: tokens * d)
-    rmsnormForward(&mlpInput, afterAttention, weights.postAttentionNorm, tokens: tokens, dim: d, eps: weights.rmsNormEps)
-    var gate = [Float](repeating: 0, count: tokens * ffn)
-    var up = [Float](repeating: 0, count: tokens * ffn)
-    applyLinear(&gate, mlpInput, weights, .gate, tokens: tokens)
-    applyLinear(&up, mlpInput, weights, .up, tokens: tokens)
-    var mlpHidden = [Float](repeating: 0, count: tokens * ffn)
-    swigluForward(&mlpHidden, gate, up, count: tokens * ffn)
-    var output = afterAttention
-    applyLinear(&projected, mlpHidden, weights, .down, tokens: tokens)
-    residualForward(&output, projected, count: tokens * d)
-
-    return LlamaBlockActivations(input: hidden, attentionInput: attentionInput, q: q, k: k, v: v,
-                                 attentionOutput: attentionOutput, afterAttention: afterAttention, mlpInput: mlpInput,
-                                 gate: gate, up: up, mlpHidden: mlpHidden, output: output)
+    // A fresh scratch: in one forward each of q, k, v, gate and up is written once, so they are the activations.
+    let scratch = LlamaBlockScratch()
+    let trace = llamaBlockTrace(hidden, weights: weights, rope: rope, seqlen: seqlen, scratch: scratch)
+    return LlamaBlockActivations(input: hidden, attentionInput: trace.attentionInput, q: scratch.q, k: scratch.k, v: scratch.v,
+                                 attentionOutput: trace.attentionOutput, afterAttention: trace.afterAttention,
+                                 mlpInput: trace.mlpInput, gate: scratch.gate, up: scratch.up, mlpHidden: trace.mlpHidden,
+                                 output: trace.output)
 }
 
 /// The gradient of the loss with respect to each parameter of one block, in the parameters' own layouts.

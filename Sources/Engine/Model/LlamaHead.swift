@@ -1,3 +1,4 @@
+import CEngineKernels
 import Foundation
 
 /// The token embedding table, the one tensor kept whole in Float32 for a whole run.
@@ -63,6 +64,18 @@ public struct LlamaHead: Sendable {
         } else {
             weight = try checkpoint.floatsCheckedFinite(LlamaTensorNames.lmHead, shape: [config.vocabSize, config.hiddenSize])
         }
+    }
+
+    /// A head from tensors already in memory (benchmarks, broadcast weights).
+    /// - finalNorm: [hidden]
+    /// - weight: [vocab, hidden]
+    public init(finalNorm: [Float], weight: [Float], vocabSize: Int, hiddenSize: Int, rmsNormEps: Float) {
+        precondition(finalNorm.count == hiddenSize && weight.count == vocabSize * hiddenSize, "LlamaHead: shapes do not match")
+        self.vocabSize = vocabSize
+        self.hiddenSize = hiddenSize
+        self.rmsNormEps = rmsNormEps
+        self.finalNorm = finalNorm
+        self.weight = weight
     }
 
     /// - hidden: [tokens, hidden], the last block's output
@@ -151,12 +164,9 @@ extension LlamaHead {
     }
 }
 
-/// −log softmax(logits)[target], with the log-sum-exp taken in Double.
+/// −log softmax(logits)[target]: the exponentials in Float32 (vectorised, within 2 ulp), their sum and the log in
+/// Double. A Double exp per vocabulary entry made the log-softmax cost more than the LM head's GEMM.
 /// - logits: [vocabSize]
 public func crossEntropy(_ logits: UnsafePointer<Float>, target: Int, vocabSize: Int) -> Double {
-    var maximum = -Float.infinity
-    for i in 0..<vocabSize { maximum = max(maximum, logits[i]) }
-    var sum = 0.0
-    for i in 0..<vocabSize { sum += Foundation.exp(Double(logits[i] - maximum)) }
-    return Foundation.log(sum) + Double(maximum) - Double(logits[target])
+    cengine_cross_entropy(logits, vocabSize, target)
 }

@@ -1,3 +1,4 @@
+import CEngineKernels
 import COpenBLAS
 
 /// How many damping escalations (×10 each) a failed factorisation gets before the layer is given up.
@@ -119,7 +120,9 @@ func eliminateColumns(weight: inout [Double], rows: Int, columns: Int, inverseFa
                     scores[row * width + c] = w * w / (d * d)
                 }
             }
-            let threshold = scores.sorted()[Int(Double(rows * width) * fraction)]
+            // The k-th smallest score, found by selection on a copy (the scores are read again below).
+            var selection = scores
+            let threshold = cengine_select(&selection, rows * width, Int(Double(rows * width) * fraction))
             for row in 0..<rows {
                 for c in 0..<width where scores[row * width + c] <= threshold { mask[row * columns + blockStart + c] = true }
             }

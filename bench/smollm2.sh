@@ -1,0 +1,7 @@
+# Sourced by the bench scripts (from the package root): builds the release binary and sets `bin`, `cache` (the
+# asset folder of scripts/fetch-assets.sh) and `model` (SmolLM2-135M-Instruct in bf16, converted once).
+swift build -c release --product prune-dist >&2
+bin="$PWD/.build/release/prune-dist"
+cache="$(scripts/fetch-assets.sh | tail -1)"
+model="$cache/SmolLM2-135M-Instruct"
+[ -f "$model/config.json" ] || "$bin" convert --gguf "$cache/SmolLM2-135M-Instruct.Q4_1.gguf" --out "$model" --dtype bf16 >&2
