@@ -78,7 +78,9 @@ func checkRegularFile(_ path: String, option: String, mustExist: Bool = true) th
         if !mustExist { return }
         throw PruneDistError(.io, "\(option) \(path): no such file")
     }
-    guard (try? FileManager.default.attributesOfItem(atPath: path)[.type] as? FileAttributeType) == .typeRegular else {
-        throw PruneDistError(.argument, "\(option) \(path): is \(OutputFolder.fileKind(url)), not a data file")
+    // A symbolic link to a data file is a data file (scripts/fetch-assets.sh links ../shared's): look through it.
+    let target = url.resolvingSymlinksInPath()
+    guard (try? FileManager.default.attributesOfItem(atPath: target.path)[.type] as? FileAttributeType) == .typeRegular else {
+        throw PruneDistError(.argument, "\(option) \(path): is \(OutputFolder.fileKind(target)), not a data file")
     }
 }

@@ -40,11 +40,9 @@ enum RankConsistency {
 
     /// "file NAME: SIZE bytes, modified TIME", the time in UTC to the millisecond (readable in the message).
     private static func fileLine(_ file: URL) -> String {
-        let attributes = try? FileManager.default.attributesOfItem(atPath: file.path)
+        let attributes = try? FileManager.default.attributesOfItem(atPath: file.resolvingSymlinksInPath().path)
         let size = (attributes?[.size] as? Int).map(String.init) ?? "absent"
-        let format = ISO8601DateFormatter()
-        format.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        let modified = (attributes?[.modificationDate] as? Date).map(format.string) ?? "-"
+        let modified = (attributes?[.modificationDate] as? Date).map(utcTimestamp) ?? "-"
         return "file \(file.lastPathComponent): \(size) bytes, modified \(modified)"
     }
 
@@ -79,4 +77,15 @@ extension PruneCommand {
             + [calib, structured.pool].compactMap { $0 }.map { URL(fileURLWithPath: $0) }
         return RankConsistency.fingerprint(arguments: CommandLine.arguments, files: files)
     }
+}
+
+/// "2026-12-03T18:55:47.757Z" with the C library's gmtime: Foundation's ISO8601DateFormatter loads ICU's data,
+/// some 10 MB of resident memory on every rank, for one line of a message.
+func utcTimestamp(_ date: Date) -> String {
+    var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
+    let milliseconds = Int((date.timeIntervalSince1970 - Double(seconds)) * 1000)
+    var parts = tm()
+    gmtime_r(&seconds, &parts)
+    return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
+                  Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), milliseconds)
 }

@@ -17,7 +17,7 @@ struct RunFingerprint: Codable, Equatable, Sendable {
         fields["code version"] = PruneDistVersion.string
         for file in checkpoint.files {
             let url = file.url
-            let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? -1
+            let size = (try? FileManager.default.attributesOfItem(atPath: url.resolvingSymlinksInPath().path)[.size] as? Int) ?? -1
             fields["model file \(url.lastPathComponent)"] = "\(size) bytes, header \(try headerHash(url))"
         }
         let config = settings.model.appendingPathComponent("config.json")

@@ -347,5 +347,12 @@ final class HostileInputTests: XCTestCase {
         try assertRefused(prune(out: path("o"), wanda).map { $0 == calib.path ? outOfVocabulary.path : $0 }, status: 1,
                           ["\(outOfVocabulary.path): token id 600 in window 2 (position 5) is outside the model's vocabulary of 512"])
         try assertRefused(prune(out: notes.path + "/o", wanda), status: 1, ["--out: cannot create folder \(notes.path)", "is in the way"])
+        // A symbolic link to a data file is a data file (the demo's cache links ../shared's text), one to a folder is not.
+        let linked = path("calib-link.json"), folderLink = path("model-link")
+        try FileManager.default.createSymbolicLink(atPath: linked, withDestinationPath: calib.path)
+        try FileManager.default.createSymbolicLink(atPath: folderLink, withDestinationPath: model.path)
+        try assertRefused(prune(out: path("o"), wanda).map { $0 == calib.path ? folderLink : $0 }, status: 64, ["is a folder, not a data file"])
+        let accepted = try PruneDistBinary.run(prune(out: path("o-linked"), wanda).map { $0 == calib.path ? linked : $0 })
+        XCTAssertEqual(accepted.status, 0, accepted.stderr)
     }
 }
