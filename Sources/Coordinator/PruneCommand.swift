@@ -74,11 +74,11 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "SparseGPT/KRP dampening, as a fraction of the mean Hessian diagonal (default: 0.01).")
     var percdamp: Double?
 
-    @Option(name: .long, help: "KRP: ridge toward the dense weights, as a fraction of the mean Hessian diagonal (legacy: the authors' ridge toward zero, adaptive ladder 1e-4…1).")
-    var krpRidge: String = "legacy"
+    @Option(name: .long, help: "KRP: ridge λ pulling the rectified weight toward the dense one, relative to each input's mean square (legacy: the authors' ridge toward zero, ladder 1e-4…1).")
+    var krpRidge: String = "3"
 
-    @Flag(name: .long, help: "KRP: scale the ridge by each input's own mean square (diag Ĥ) instead of their mean.")
-    var krpRidgePerInput = false
+    @Flag(name: .long, inversion: .prefixedNo, help: "KRP: scale the ridge by each input's own mean square (diag Ĥ), not by their mean.")
+    var krpRidgePerInput = true
 
     @Option(name: .long, help: "KRP: fraction of the cumulative-error correction applied (0 = SparseGPT on the dense weights, 1 = full).")
     var krpCorrection: Double = 1
