@@ -80,8 +80,8 @@ struct PruneCommand: ParsableCommand {
     @Flag(name: .long, inversion: .prefixedNo, help: "KRP: scale the ridge by each input's own mean square (diag Ĥ), not by their mean.")
     var krpRidgePerInput = true
 
-    @Option(name: .long, help: "KRP: fraction α of the cumulative-error correction applied (0 = SparseGPT on the dense weights, 1 = the full refit; default 0.5).")
-    var krpCorrection: Double = 0.5
+    @Option(name: .long, help: "KRP: fraction α of the cumulative-error correction applied (0 = SparseGPT on the dense weights, 1 = the full refit; default 0.3).")
+    var krpCorrection: Double = 0.3
 
     @Option(name: .long, help: "How the target --sparsity is spread over blocks: uniform, or owl (outlier-weighed, Yin et al. 2024).")
     var allocation: SparsityAllocation = .uniform
