@@ -30,11 +30,7 @@ final class PruneTests: XCTestCase {
 
     /// More calibration tokens (1024) than any linear has inputs (172), so every statistic is well conditioned.
     private func randomCalibration() throws -> URL {
-        var random = SplitMix64(seed: 5)
-        let windows = (0..<16).map { _ in (0..<64).map { _ in Int(random.next() % 512) } }
-        let url = scratch.appendingPathComponent("calib_random.json")
-        try JSONSerialization.data(withJSONObject: windows).write(to: url)
-        return url
+        try writeRandomCalibrationWindows(to: scratch.appendingPathComponent("calib_random.json"), count: 16, seqlen: 64, seed: 5)
     }
 
     @discardableResult
