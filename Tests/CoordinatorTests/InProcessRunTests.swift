@@ -34,7 +34,7 @@ final class InProcessRunTests: XCTestCase {
     }
 
     /// Rank 0's lock on `out`'s partial folder, as `prune` takes it before any work; nil on other ranks.
-    private func lock(_ out: URL, rank: Int) throws -> OutputLock? {
+    private static func lock(_ out: URL, rank: Int) throws -> OutputLock? {
         rank == 0 ? try OutputLock.acquire(partial: OutputFolder.partialFolder(for: out), out: out) : nil
     }
 
@@ -49,12 +49,12 @@ final class InProcessRunTests: XCTestCase {
     /// Runs `settings` over `ranks` in-memory ranks; returns the written checkpoint's linear weights by tensor name.
     private func prune(_ settings: PruneSettings, ranks: Int, out name: String) throws -> (weights: [String: [Float]], report: RunReport) {
         let out = scratch.appendingPathComponent(name)
-        var settings = settings
-        settings.out = out
-        let logger = logger
+        var common = settings
+        common.out = out
+        let (shared, logger) = (common, logger)
         let reports = try InMemoryCommunicator.run(ranks: ranks) { comm in
-            var settings = settings
-            settings.outputLock = try self.lock(out, rank: comm.rank)
+            var settings = shared
+            settings.outputLock = try InProcessRunTests.lock(out, rank: comm.rank)
             return try PruneRun(settings: settings, comm: comm, logger: logger).run()
         }
         let checkpoint = try Checkpoint(directory: out)
@@ -98,7 +98,9 @@ final class InProcessRunTests: XCTestCase {
                 XCTAssertEqual(many.report.linears.map(\.name), one.report.linears.map(\.name), "report order")
                 XCTAssertEqual(many.report.linears.map(\.zeros), one.report.linears.map(\.zeros))
                 XCTAssertGreaterThan(Set(many.report.linears.map(\.owner)).count, 1, "the linears are solved on several ranks")
-                XCTAssertEqual(many.report.rankUsage.map(\.sequences), (0..<ranks).map { r in (0..<16).filter { $0 % ranks == r }.count })
+                if method != .magnitude {  // magnitude reads no calibration data
+                    XCTAssertEqual(many.report.rankUsage.map(\.sequences), (0..<ranks).map { r in (0..<16).filter { $0 % ranks == r }.count })
+                }
             }
         }
     }
@@ -115,20 +117,25 @@ final class InProcessRunTests: XCTestCase {
 
     // MARK: StructuredPruneRun and AdaPrunerSearch
 
+    /// 8 windows of 32 tokens for the structured runs (gradients of every block are held at once).
+    private func structuredCalibration() throws -> URL {
+        try writeRandomCalibrationWindows(to: scratch.appendingPathComponent("calib-structured.json"), count: 8, seqlen: 32, seed: 9)
+    }
+
     private func structuredSettings(search: AdaPrunerSettings? = nil, importance: TaylorTerm = .el1) throws -> StructuredPruneSettings {
         StructuredPruneSettings(model: try model(), out: scratch, method: search == nil ? .llmPruner : .adapruner, ratio: 0.4,
-                                importance: importance, aggregation: .sum, calibration: try calibration(), samples: 8, seqlen: 32,
+                                importance: importance, aggregation: .sum, calibration: try structuredCalibration(), samples: 8, seqlen: 32,
                                 seed: 0, calibrationDraw: .stream, blocks: 0...2, outputDType: nil, reportURL: nil, search: search)
     }
 
     private func structuredPrune(_ settings: StructuredPruneSettings, ranks: Int, out name: String) throws -> StructuredReport {
         let out = scratch.appendingPathComponent(name)
-        var settings = settings
-        settings.out = out
-        let logger = logger
+        var common = settings
+        common.out = out
+        let (shared, logger) = (common, logger)
         let reports = try InMemoryCommunicator.run(ranks: ranks) { comm in
-            var settings = settings
-            settings.outputLock = try self.lock(out, rank: comm.rank)
+            var settings = shared
+            settings.outputLock = try InProcessRunTests.lock(out, rank: comm.rank)
             return try StructuredPruneRun(settings: settings, comm: comm, logger: logger).run()
         }
         return reports[0]
@@ -153,7 +160,7 @@ final class InProcessRunTests: XCTestCase {
                 let many = try structuredPrune(settings, ranks: ranks, out: "llm-\(importance.rawValue)-\(ranks)")
                 XCTAssertEqual(many.kept, one.kept, "\(importance.rawValue) on \(ranks) ranks")
                 assertSameScores(one.scores, many.scores, "\(importance.rawValue) on \(ranks) ranks")
-                XCTAssertEqual(many.calibrationLoss!, one.calibrationLoss!, accuracy: 1e-9 * one.calibrationLoss!)
+                XCTAssertEqual(many.calibrationLoss!, one.calibrationLoss!, accuracy: 1e-6 * one.calibrationLoss!)
                 XCTAssertEqual(try checkpointFileDifferences(scratch.appendingPathComponent("llm-\(importance.rawValue)-1"),
                                                              scratch.appendingPathComponent("llm-\(importance.rawValue)-\(ranks)")), [])
             }

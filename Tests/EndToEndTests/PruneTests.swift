@@ -3,7 +3,8 @@ import Foundation
 import TestSupport
 import XCTest
 
-/// `prune-dist prune` end to end: against the reference pipelines' goldens (../shared/fixtures README §5),
+/// `prune-dist prune` end to end: against the reference pipelines' goldens (tiny-llama-pruned.safetensors: masks and NLL of
+/// sparsegpt.py's and Wanda's pipelines),
 /// and under `mpirun -n 2` and `-n 4` against the single-process result.
 final class PruneTests: XCTestCase {
     private var scratch: URL!

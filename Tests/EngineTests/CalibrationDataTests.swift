@@ -109,7 +109,7 @@ final class CalibrationDataTests: XCTestCase {
     }
 
     /// LLM-Pruner's loader reproduced: the windows Python's `random` and the Hugging Face tokenizer pick from
-    /// calib.txt for seed 0, 10 × 64 (reference.md's LLM-Pruner runs), made by scripts/golden/llm_pruner_draw.py.
+    /// calib.txt for seed 0, 10 × 64 (the LLM-Pruner reference runs' setting), made by scripts/golden/llm_pruner_draw.py.
     func testDocumentDrawEqualsLLMPrunersLoader() throws {
         struct Golden: Decodable { var seed: UInt64; var samples: Int; var seqlen: Int; var windows: [[Int]] }
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()

@@ -4,7 +4,7 @@ import TestSupport
 import XCTest
 
 /// The backward pass: each layer's backward against central differences of its own forward, then whole-model
-/// gradients against PyTorch's `loss.backward()` (../shared/fixtures README §4).
+/// gradients against PyTorch's `loss.backward()` (the golden tiny-llama-grads.safetensors).
 final class GradientTests: XCTestCase {
     // MARK: finite differences
 

@@ -7,7 +7,7 @@ import XCTest
 /// the four aggregations, the three terms), physical removal against zeroing, and the TPE search.
 final class StructuredPruningTests: XCTestCase {
     func testKeptCountsFollowLLMPrunerOnSmolLM2Widths() {
-        // reference.md: ratio 0.27 keeps 1121 of 1536 channels and all 9/3 heads; 0.34 keeps 1013 and 6/9, 2/3.
+        // LLM-Pruner's own code on SmolLM2: ratio 0.27 keeps 1121 of 1536 channels and all 9/3 heads; 0.34 keeps 1013 and 6/9, 2/3.
         XCTAssertEqual(StructuredPruning.keptCount(total: 1536, ratio: 0.27), 1121)
         XCTAssertEqual(StructuredPruning.removedKeyValueHeads(heads: 9, kvHeads: 3, headDim: 64, ratio: 0.27), 0)
         XCTAssertEqual(StructuredPruning.keptCount(total: 1536, ratio: 0.34), 1013)

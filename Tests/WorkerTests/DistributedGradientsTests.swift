@@ -2,6 +2,7 @@ import Engine
 import Foundation
 import TestSupport
 import Worker
+import WorkerTesting
 import XCTest
 
 /// Gradients split over 1, 2 and 4 ranks (threads with InMemoryCommunicator) sum to the same gradients, and to

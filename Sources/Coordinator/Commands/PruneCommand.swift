@@ -3,29 +3,6 @@ import Engine
 import Foundation
 import Worker
 
-/// The pruning methods prune-dist runs.
-public enum PruneMethod: String, CaseIterable, ExpressibleByArgument, Codable, Sendable {
-    case magnitude, wanda, sparsegpt, krp
-    /// Structured (whole heads and MLP channels, Taylor importance from gradients): StructuredPruneRun.
-    case llmPruner = "llm-pruner", adapruner
-
-    var isStructured: Bool { self == .llmPruner || self == .adapruner }
-
-    /// Which statistics of each linear input the method needs.
-    var statistics: StatisticsNeeds {
-        switch self {
-        case .magnitude: return .none
-        case .wanda: return StatisticsNeeds(columnNorms: true)
-        case .sparsegpt: return StatisticsNeeds(hessian: true)
-        case .krp: return StatisticsNeeds(hessian: true, cross: true)
-        case .llmPruner, .adapruner: return .none
-        }
-    }
-
-    /// KRP's target is the dense model's output, so it runs the dense stream beside the pruned one.
-    var needsDenseStream: Bool { self == .krp }
-}
-
 /// `prune-dist prune`: unstructured and N:M pruning, distributed over MPI ranks.
 struct PruneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -55,8 +32,9 @@ struct PruneCommand: ParsableCommand {
     var calib: String?
 
     // .unconditional: `--samples -1` reaches the range check (a positive integer) instead of "missing value".
-    @Option(name: .long, parsing: .unconditional, help: "Number of calibration sequences.")
-    var samples: Int = 128
+    // Optional so that AdaPruner can default to its first --sample-choices; the default is applied below.
+    @Option(name: .long, parsing: .unconditional, help: "Number of calibration sequences (default: 128; AdaPruner: the first of --sample-choices, and it must be one of them).")
+    var samples: Int?
 
     @Option(name: .long, parsing: .unconditional, help: "Tokens per calibration sequence.")
     var seqlen: Int = 512
@@ -126,6 +104,7 @@ struct PruneCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
+    var resolvedSamples: Int { samples ?? 128 }
     var resolvedBlocksize: Int { blocksize ?? 128 }
     var resolvedPercdamp: Double { percdamp ?? 0.01 }
     var resolvedEvalSeqlen: Int { evalSeqlen ?? 512 }
@@ -172,7 +151,7 @@ struct PruneCommand: ParsableCommand {
     func settings() throws -> PruneSettings {
         PruneSettings(model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out), method: method,
                       pattern: try SparsityPattern.parse(sparsity: sparsity, pattern: pattern),
-                      calibration: calib.map { URL(fileURLWithPath: $0) }, samples: samples, seqlen: seqlen, seed: seed,
+                      calibration: calib.map { URL(fileURLWithPath: $0) }, samples: resolvedSamples, seqlen: seqlen, seed: seed,
                       trueSequential: trueSequential ?? (method == .krp), blocksize: resolvedBlocksize, percdamp: resolvedPercdamp,
                       krpRectification: try krpRectification(), allocation: allocation,
                       owl: OWLSettings(threshold: owlThreshold, spread: owlLambda),

@@ -63,7 +63,7 @@ struct StructuredReport: Codable, Sendable {
     /// Parameters of the blocks' linears before, and the fraction of them removed
     var blockLinearParametersBefore: Int
     var blockLinearFractionRemoved: Double
-    /// The fraction removed of the pruned blocks' linears only (reference.md's "block-linear parameters removed")
+    /// The fraction removed of the pruned blocks' linears only (the figure LLM-Pruner's paper reports)
     var prunedBlocksFractionRemoved: Double
     var layerWidths: [Widths]
     var kept: [StructuredKeep]
@@ -143,7 +143,7 @@ final class StructuredPruneRun {
 
         let usage = RunReport.Rank(rank: comm.rank, host: comm.hostName, peakRSSBytes: peakResidentBytes(),
                                    cpuSeconds: processCPUSeconds(), sequences: 0)
-        let gathered = try comm.gather(try JSONEncoder().encode(usage), root: 0)
+        let usages = try comm.gather(usage, root: 0)
         var report = try makeReport(checkpoint: checkpoint, keeps: keeps, blocks: blocks, scores: scores)
         report.samples = samples
         report.seed = seed
@@ -152,7 +152,7 @@ final class StructuredPruneRun {
         report.gradientSeconds = gradientSeconds
         report.search = searchReport
         if comm.rank == 0 {
-            report.rankUsage = try gathered.map { try JSONDecoder().decode(RunReport.Rank.self, from: $0) }
+            report.rankUsage = usages
             report.totalSeconds = Date().timeIntervalSince(start)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -214,7 +214,7 @@ enum TaylorTermsOverRanks {
     /// windows: every rank's [count][seqlen]; rank r differentiates those with index ≡ r (mod size)
     static func compute(checkpoint: Checkpoint, windows: [[Int]], seqlen: Int, blocks: ClosedRange<Int>, fisher: Bool,
                         comm: Communicator) throws -> Terms {
-        let mine = windows.indices.filter { $0 % comm.size == comm.rank }.map { windows[$0] }
+        let mine = comm.shard(windows)
         var terms: [Int: TaylorImportance.BlockTerms] = [:]
         let result = try DistributedGradients.compute(checkpoint: checkpoint, mine: mine, seqlen: seqlen, totalSequences: windows.count,
                                                       perSequenceSquares: fisher, layers: Set(blocks), comm: comm, root: 0) { sums in
@@ -237,9 +237,7 @@ enum TaylorTermsOverRanks {
                 keeps.append(TaylorImportance.keep(scores: s, heads: blockTerms.heads, headDim: blockTerms.headDim, ratio: ratio))
             }
         }
-        var data = comm.rank == 0 ? try JSONEncoder().encode(keeps) : Data()
-        try comm.broadcast(&data, root: 0)
-        keeps = try JSONDecoder().decode([StructuredKeep].self, from: data)
+        keeps = try comm.broadcast(keeps, root: 0)
         return (Dictionary(uniqueKeysWithValues: keeps.map { ($0.layer, $0) }), scores)
     }
 }

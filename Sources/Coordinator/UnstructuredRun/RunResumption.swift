@@ -35,9 +35,7 @@ struct RunResumption {
                 journal = try RunJournal.create(in: output!.temporary, fingerprint: fingerprint)
             }
         }
-        var message = Data(String(first).utf8)
-        try comm.broadcast(&message, root: 0)
-        first = Int(String(decoding: message, as: UTF8.self)) ?? 0
+        first = try comm.broadcast(first, root: 0)
         return RunResumption(output: output, journal: journal, firstBlock: first)
     }
 

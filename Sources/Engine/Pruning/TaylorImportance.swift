@@ -1,7 +1,7 @@
 import Foundation
 
-// Taylor importance of structured groups (LLM-Pruner §5.2 of ../shared/methods.md, and AdaPruner's mix of
-// its terms, §2.2). Each structure (a row or a column of one linear) gets a score per term:
+// Taylor importance of structured groups (LLM-Pruner, Ma et al. 2023, and AdaPruner's mix of its terms,
+// Kong et al. 2025). Each structure (a row or a column of one linear) gets a score per term:
 //   vector  |Σ_k w_k g_k|                      (first-order change of the loss when the structure is removed)
 //   el1     Σ_k |w_k g_k|
 //   el2     Σ_k |w_k g_k − ½ w_k² F_kk|,  F = (1/N) Σ_n g_n²  (LLM-Pruner's param_mix)
