@@ -81,19 +81,27 @@ final class InProcessRunTests: XCTestCase {
         }
     }
 
-    /// Every unstructured method on 1, 2 and 4 ranks: the same masks and weights, the same report entries.
+    /// Every unstructured method on 1, 2 and 4 ranks (KRP also with the authors' ridge, SparseGPT also with OWL's
+    /// per-block sparsities): the same masks and weights, the same report entries.
     func testPruneRunGivesTheSameModelOnOneTwoAndFourRanks() throws {
-        let runs: [(PruneMethod, SparsityPattern)] = [(.magnitude, .unstructured(fraction: 0.3)), (.wanda, .nOfM(n: 2, m: 4)),
-                                                      (.sparsegpt, .unstructured(fraction: 0.5)), (.krp, .unstructured(fraction: 0.5))]
-        for (method, pattern) in runs {
-            let settings = try pruneSettings(method: method, pattern: pattern, out: scratch)
-            let one = try prune(settings, ranks: 1, out: "\(method.rawValue)-1")
+        let runs: [(String, PruneMethod, SparsityPattern, (inout PruneSettings) -> Void)] = [
+            ("magnitude", .magnitude, .unstructured(fraction: 0.3), { _ in }),
+            ("wanda-2of4", .wanda, .nOfM(n: 2, m: 4), { _ in }),
+            ("sparsegpt", .sparsegpt, .unstructured(fraction: 0.5), { _ in }),
+            ("krp", .krp, .unstructured(fraction: 0.5), { _ in }),
+            ("krp-legacy", .krp, .unstructured(fraction: 0.5), { $0.krpRectification = .legacy }),
+            ("sparsegpt-owl", .sparsegpt, .unstructured(fraction: 0.6), { $0.allocation = .owl }),
+        ]
+        for (name, method, pattern, adjust) in runs {
+            var settings = try pruneSettings(method: method, pattern: pattern, out: scratch)
+            adjust(&settings)
+            let one = try prune(settings, ranks: 1, out: "\(name)-1")
             XCTAssertEqual(one.report.linears.count, 21)
             let zeros = one.weights.values.reduce(0) { $0 + $1.filter { $0 == 0 }.count }
-            XCTAssertGreaterThan(zeros, 0, "\(method.rawValue) pruned nothing")
+            XCTAssertGreaterThan(zeros, 0, "\(name) pruned nothing")
             for ranks in [2, 4] {
-                let many = try prune(settings, ranks: ranks, out: "\(method.rawValue)-\(ranks)")
-                assertSameModel(one.weights, many.weights, "\(method.rawValue) on \(ranks) ranks")
+                let many = try prune(settings, ranks: ranks, out: "\(name)-\(ranks)")
+                assertSameModel(one.weights, many.weights, "\(name) on \(ranks) ranks")
                 XCTAssertEqual(many.report.ranks, ranks)
                 XCTAssertEqual(many.report.linears.map(\.name), one.report.linears.map(\.name), "report order")
                 XCTAssertEqual(many.report.linears.map(\.zeros), one.report.linears.map(\.zeros))
