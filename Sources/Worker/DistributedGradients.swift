@@ -25,22 +25,21 @@ public enum DistributedGradients {
         let predictions = totalSequences * (seqlen - 1)
         func reduce(layer: Int, _ tensors: [LlamaLinear: [Float]], squares: [LlamaLinear: [Float]]?) throws {
             guard layers.contains(layer) else { return }
-            var gradients: [LlamaLinear: [Double]] = [:]
-            var squared: [LlamaLinear: [Double]]? = perSequenceSquares ? [:] : nil
-            for linear in LlamaLinear.allCases {
+            // One linear after another, gradient then squares: every rank joins the reductions in this order.
+            let reduced = try PerLinear { linear -> (gradient: [Double], squares: [Double]?) in
                 let shape = linear.shape(config: config, layer: layer)
                 let count = shape[0] * shape[1]
                 var buffer = tensors[linear].map { $0.map(Double.init) } ?? [Double](repeating: 0, count: count)
                 try comm.reduceSum(&buffer, root: root)
-                gradients[linear] = buffer
-                if perSequenceSquares {
-                    var s = squares?[linear].map { $0.map(Double.init) } ?? [Double](repeating: 0, count: count)
-                    try comm.reduceSum(&s, root: root)
-                    squared![linear] = s
-                }
+                guard perSequenceSquares else { return (buffer, nil) }
+                var s = squares?[linear].map { $0.map(Double.init) } ?? [Double](repeating: 0, count: count)
+                try comm.reduceSum(&s, root: root)
+                return (buffer, s)
             }
             if comm.rank == root {
-                try onBlock(BlockGradientSums(layer: layer, gradients: gradients, squaredPerSequence: squared, sequences: totalSequences))
+                let squared = perSequenceSquares ? reduced.map { $0.squares ?? [] } : nil
+                try onBlock(BlockGradientSums(layer: layer, gradients: reduced.map(\.gradient), squaredPerSequence: squared,
+                                              sequences: totalSequences))
             }
         }
 

@@ -37,7 +37,7 @@ final class RunPlanTests: XCTestCase {
                             XCTAssertEqual(owners, Set(input.linears.map { plan.owner(layer: layer, linear: $0) }).sorted())
                         }
                     }
-                    if ranks == 1 { XCTAssertTrue(plan.owners.allSatisfy { $0.values.allSatisfy { $0 == 0 } }) }
+                    if ranks == 1 { XCTAssertTrue(plan.owners.allSatisfy { $0 == PerLinear(repeating: 0) }) }
                 }
             }
         }

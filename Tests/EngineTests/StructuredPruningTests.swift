@@ -40,8 +40,8 @@ final class StructuredPruningTests: XCTestCase {
         func terms(_ values: [Double]) -> [TaylorTerm: [Double]] { [.el1: values, .vector: values.map { _ in 0 }] }
         let blockTerms = TaylorImportance.BlockTerms(
             layer: 0, headDim: 1, heads: 6, kvHeads: 2, intermediate: 2,
-            terms: [.q: terms([1, 1, 1, 10, 10, 10]), .k: terms([2, 3]), .v: terms([4, 5]), .o: terms([1, 2, 3, 4, 5, 6]),
-                    .gate: terms([1, 2]), .up: terms([3, 4]), .down: terms([5, 0.5])])
+            terms: PerLinear(q: terms([1, 1, 1, 10, 10, 10]), k: terms([2, 3]), v: terms([4, 5]), o: terms([1, 2, 3, 4, 5, 6]),
+                             gate: terms([1, 2]), up: terms([3, 4]), down: terms([5, 0.5])))
         func scores(_ aggregation: GroupAggregation) -> StructuredGroupScores {
             TaylorImportance.groupScores(terms: blockTerms, mix: .single(.el1), aggregation: aggregation)
         }

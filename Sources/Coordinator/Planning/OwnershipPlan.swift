@@ -7,7 +7,7 @@ import Engine
 public struct OwnershipPlan: Codable, Equatable, Sendable {
     public let ranks: Int
     /// owners[layer][linear] = rank.
-    public let owners: [[LlamaLinear: Int]]
+    public let owners: [PerLinear<Int>]
     /// The linears solved together, in order: statistics are collected once per phase.
     public let phases: [[LlamaLinear]]
 
@@ -20,7 +20,7 @@ public struct OwnershipPlan: Codable, Equatable, Sendable {
         let phases = OwnershipPlan.phases(trueSequential: trueSequential)
         self.phases = phases
         owners = (0..<config.numHiddenLayers).map { layer in
-            var assignment: [LlamaLinear: Int] = [:]
+            var assignment = PerLinear(repeating: 0)  // every linear is in exactly one phase, so each is set below
             for phase in phases {
                 var load = [Double](repeating: 0, count: ranks)
                 let costed = phase.map { ($0, OwnershipPlan.cost(of: $0, config: config, layer: layer, statisticsPerInput: statisticsPerInput)) }
@@ -43,7 +43,7 @@ public struct OwnershipPlan: Codable, Equatable, Sendable {
         return Double(statisticsPerInput) * d * d + d * d * d / 3 + m * d * d
     }
 
-    public func owner(layer: Int, linear: LlamaLinear) -> Int { owners[layer][linear]! }
+    public func owner(layer: Int, linear: LlamaLinear) -> Int { owners[layer][linear] }
 
     /// The distinct ranks that need the statistics of one linear input in one phase.
     public func statisticOwners(layer: Int, input: LlamaLinearInput) -> [Int] {

@@ -150,7 +150,7 @@ final class PruneRun {
                 traces = []
                 denseTraces = []
             }
-            try output?.writeBlock(layer: layer, linears: Dictionary(uniqueKeysWithValues: LlamaLinear.allCases.map { ($0, pruned.weight($0)) }))
+            try output?.writeBlock(layer: layer, linears: pruned.weights)
             try resumption.blockFinished(layer, pruned: pruned)
             let seconds = Date().timeIntervalSince(blockStart)
             blocks.append(RunReport.Block(layer: layer, seconds: seconds, statisticsSeconds: statisticsTime.wall,

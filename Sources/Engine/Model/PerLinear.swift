@@ -14,6 +14,11 @@ public struct PerLinear<T> {
                   gate: try body(.gate), up: try body(.up), down: try body(.down))
     }
 
+    /// The same value for every linear.
+    public init(repeating value: T) {
+        self.init(q: value, k: value, v: value, o: value, gate: value, up: value, down: value)
+    }
+
     public subscript(linear: LlamaLinear) -> T {
         get {
             switch linear {
