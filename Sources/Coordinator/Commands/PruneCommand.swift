@@ -25,8 +25,9 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Fraction of each linear's weights set to zero (unstructured), in [0, 1).")
     var sparsity: Double?
 
-    @Option(name: .long, help: "N:M semi-structured pattern, e.g. 2:4 or 4:8 (N of every M consecutive inputs zeroed).")
-    var pattern: String?
+    @Option(name: .long, help: "N:M semi-structured pattern, e.g. 2:4 or 4:8 (N of every M consecutive inputs zeroed).",
+            transform: SparsityPattern.commandLinePattern)
+    var pattern: SparsityPattern?
 
     @Option(name: .long, help: "Calibration data: plain text, JSONL (field \"text\"), token ids (.u16 or JSON array), or .u16 windows.")
     var calib: String?
@@ -73,8 +74,8 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Write the JSON run report here (default: OUT/prune-report.json).")
     var report: String?
 
-    @Option(name: .long, help: "Output dtype: bf16, f16 or f32 (default: the input's).")
-    var dtype: String?
+    @Option(name: .long, help: "Output dtype: bf16, f16 or f32 (default: the input's).", transform: DType.commandLineWeightType)
+    var dtype: DType?
 
     @Option(name: .long, help: "Evaluate perplexity of the result on this text (or .u16 token) file; repeat for several (e.g. in-domain and out-of-domain texts).")
     var evalText: [String] = []
@@ -118,14 +119,10 @@ struct PruneCommand: ParsableCommand {
     }
 
     private func validateUnstructured() throws {
-        do {
-            _ = try SparsityPattern.parse(sparsity: sparsity, pattern: pattern)
-        } catch let error as PruneDistError {
-            throw ValidationError(error.message)
-        }
+        _ = try sparsityPattern()
         _ = try krpRectification()
         if allocation == .owl {
-            guard pattern == nil else { throw ValidationError("--allocation owl spreads an unstructured --sparsity over blocks; it does not apply to --pattern \(pattern!)") }
+            if let pattern { throw ValidationError("--allocation owl spreads an unstructured --sparsity over blocks; it does not apply to --pattern \(pattern)") }
             guard owlThreshold.isFinite, owlThreshold > 0 else { throw ValidationError("--owl-threshold must be a positive number, got \(owlThreshold)") }
             guard owlLambda.isFinite, owlLambda >= 0, owlLambda < 0.5 else { throw ValidationError("--owl-lambda must be in [0, 0.5), got \(owlLambda)") }
             if let sparsity, sparsity - owlLambda < 0 || sparsity + owlLambda >= 1 {
@@ -143,19 +140,25 @@ struct PruneCommand: ParsableCommand {
                 throw ValidationError("--eval-data \(evalData): no \(task.fileName) for task \(task.rawValue)")
             }
         }
-        if let dtype, DType(torchName: dtype) == nil || !(DType(torchName: dtype)!.isWeightType) {
-            throw ValidationError("--dtype must be bf16, f16 or f32, got \(dtype)")
+    }
+
+    /// Exactly one of --sparsity and --pattern (each already parsed), as a pattern.
+    func sparsityPattern() throws -> SparsityPattern {
+        do {
+            return try SparsityPattern.resolve(sparsity: sparsity, pattern: pattern)
+        } catch let error as PruneDistError {
+            throw ValidationError(error.message)
         }
     }
 
     func settings() throws -> PruneSettings {
         PruneSettings(model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out), method: method,
-                      pattern: try SparsityPattern.parse(sparsity: sparsity, pattern: pattern),
+                      pattern: try sparsityPattern(),
                       calibration: calib.map { URL(fileURLWithPath: $0) }, samples: resolvedSamples, seqlen: seqlen, seed: seed,
                       trueSequential: trueSequential ?? (method == .krp), blocksize: resolvedBlocksize, percdamp: resolvedPercdamp,
                       krpRectification: try krpRectification(), allocation: allocation,
                       owl: OWLSettings(threshold: owlThreshold, spread: owlLambda),
-                      outputDType: dtype.flatMap { DType(torchName: $0) },
+                      outputDType: dtype,
                       reportURL: report.map { URL(fileURLWithPath: $0) })
     }
 

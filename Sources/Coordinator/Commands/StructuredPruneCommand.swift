@@ -117,9 +117,6 @@ extension PruneCommand {
         }
         if (s.blockStart == nil) != (s.blockEnd == nil) { throw ValidationError("give both --block-start and --block-end, or neither") }
         if let a = s.blockStart, let b = s.blockEnd, a > b || a < 0 { throw ValidationError("--block-start \(a) … --block-end \(b) is not a block range") }
-        if let dtype, DType(torchName: dtype) == nil || !(DType(torchName: dtype)!.isWeightType) {
-            throw ValidationError("--dtype must be bf16, f16 or f32, got \(dtype)")
-        }
         if method == .adapruner {
             guard s.calibDraw == nil else {
                 throw ValidationError("--calib-draw is for --method llm-pruner; AdaPruner's trials draw their windows from the pool's documents")
@@ -177,7 +174,7 @@ extension PruneCommand {
             importance: s.importance ?? .el1, aggregation: s.aggregation ?? .sum, calibration: URL(fileURLWithPath: calib!),
             samples: method == .adapruner ? try samples ?? searchSettings().sampleChoices[0] : resolvedSamples, seqlen: seqlen, seed: seed,
             calibrationDraw: s.calibDraw ?? CalibrationDraw.defaultDraw(for: URL(fileURLWithPath: calib!)),
-            blocks: s.blockStart.map { $0...s.blockEnd! }, outputDType: dtype.flatMap { DType(torchName: $0) },
+            blocks: s.blockStart.map { $0...s.blockEnd! }, outputDType: dtype,
             reportURL: report.map { URL(fileURLWithPath: $0) }, search: method == .adapruner ? try searchSettings() : nil)
         let result = try comm.abortingJobOnError {
             try RankConsistency.check(rankFingerprint(), comm: comm)
