@@ -178,9 +178,9 @@ final class PruneRun {
         }
         if method == .krp { report.krpRectification = "\(settings.krpRectification)" }
         if comm.rank == 0 {
-            let order = Dictionary(uniqueKeysWithValues: LlamaLinear.allCases.enumerated().map { ($0.element.weightName(layer: 0), $0.offset) })
+            // Execution order within a block (q, k, v, o, gate, up, down), as the entry's tensor name says.
             func position(_ entry: RunReport.Linear) -> Int {
-                order[entry.name.replacingOccurrences(of: "layers.\(entry.layer).", with: "layers.0.")] ?? 0
+                LlamaLinear.parse(weightName: entry.name).flatMap { LlamaLinear.allCases.firstIndex(of: $0.linear) } ?? 0
             }
             report.linears = parts.flatMap(\.linears).sorted { ($0.layer, position($0)) < ($1.layer, position($1)) }
             report.rankUsage = parts.map(\.usage)
