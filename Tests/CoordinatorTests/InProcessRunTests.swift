@@ -165,9 +165,15 @@ final class InProcessRunTests: XCTestCase {
             let one = try structuredPrune(settings, ranks: 1, out: "llm-\(importance.rawValue)-1")
             XCTAssertEqual(one.kept.map(\.layer), [0, 1, 2])
             XCTAssertGreaterThan(one.parametersRemoved, 0)
+            XCTAssertEqual(one.samples, 8)
+            XCTAssertEqual(one.importance, importance.rawValue)
+            XCTAssertNotNil(one.calibrationLoss)
+            XCTAssertGreaterThan(one.gradientSeconds, 0)
+            XCTAssertGreaterThan(one.totalSeconds, one.gradientSeconds)
             for ranks in [2, 4] {
                 let many = try structuredPrune(settings, ranks: ranks, out: "llm-\(importance.rawValue)-\(ranks)")
                 XCTAssertEqual(many.kept, one.kept, "\(importance.rawValue) on \(ranks) ranks")
+                XCTAssertEqual(many.rankUsage.map(\.rank), Array(0..<ranks))
                 assertSameScores(one.scores, many.scores, "\(importance.rawValue) on \(ranks) ranks")
                 XCTAssertEqual(many.calibrationLoss!, one.calibrationLoss!, accuracy: 1e-6 * one.calibrationLoss!)
                 XCTAssertEqual(try checkpointFileDifferences(scratch.appendingPathComponent("llm-\(importance.rawValue)-1"),
@@ -203,6 +209,10 @@ final class InProcessRunTests: XCTestCase {
                 XCTAssertEqual(a.objectivePerplexity, b.objectivePerplexity, accuracy: 1e-6 * a.objectivePerplexity)
             }
             XCTAssertEqual(many.best.index, one.best.index)
+            XCTAssertEqual(report.samples, many.best.samples, "the report gives the chosen trial's calibration")
+            XCTAssertEqual(report.seed, many.best.calibrationSeed)
+            XCTAssertNil(report.importance, "AdaPruner mixes terms")
+            XCTAssertNil(report.calibrationLoss)
             XCTAssertEqual(try checkpointFileDifferences(scratch.appendingPathComponent("ada-1"), scratch.appendingPathComponent("ada-\(ranks)")), [])
         }
     }
