@@ -14,7 +14,12 @@ import XCTest
 /// the same runs through the binary and Open MPI.
 final class InProcessRunTests: XCTestCase {
     private var scratch: URL!
-    private let logger = Logger(label: "prune-dist.tests")
+    /// Warnings only: the runs' progress lines would drown the test output.
+    private let logger: Logger = {
+        var logger = Logger(label: "prune-dist.tests")
+        logger.logLevel = .warning
+        return logger
+    }()
 
     override func setUpWithError() throws {
         scratch = try Fixtures.temporaryDirectory("in-process")

@@ -44,6 +44,20 @@ public struct PerLinear<T> {
         }
     }
 
+    /// Runs `body` on one linear's value in place (no copy-on-write copy, unlike `values[linear] += …` through the
+    /// subscript's get and set).
+    public mutating func update<R>(_ linear: LlamaLinear, _ body: (inout T) throws -> R) rethrows -> R {
+        switch linear {
+        case .q: return try body(&q)
+        case .k: return try body(&k)
+        case .v: return try body(&v)
+        case .o: return try body(&o)
+        case .gate: return try body(&gate)
+        case .up: return try body(&up)
+        case .down: return try body(&down)
+        }
+    }
+
     public func map<U>(_ transform: (T) throws -> U) rethrows -> PerLinear<U> {
         try PerLinear<U> { try transform(self[$0]) }
     }
