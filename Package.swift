@@ -22,27 +22,29 @@ let package = Package(
         // Hand-written kernels where no library routine fits (half-precision conversion with F16C).
         .target(name: "CEngineKernels"),
 
-        .target(name: "Engine", dependencies: [
-            "COpenBLAS", "CEngineKernels",
-            .product(name: "Logging", package: "swift-log"),
-        ]),
-        .target(name: "Worker", dependencies: [
-            "Engine", "CMPI",
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        // Dependencies match the imports: Engine never sees MPI, Coordinator reaches MPI only through Worker.
+        .target(name: "Engine", dependencies: ["COpenBLAS", "CEngineKernels"]),
+        .target(name: "Worker", dependencies: ["Engine", "CMPI"]),
         .target(name: "Coordinator", dependencies: [
-            "Engine", "Worker", "CMPI",
+            "Engine", "Worker",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "prune-dist", dependencies: ["Coordinator"]),
         // Benchmarks (bench/*.sh build this in release mode); never run by the tests.
-        .executableTarget(name: "prune-dist-bench", dependencies: ["Engine", "Worker", "COpenBLAS"], path: "bench/Sources/prune-dist-bench"),
+        .executableTarget(name: "prune-dist-bench", dependencies: ["Engine", "COpenBLAS"], path: "bench/Sources/prune-dist-bench"),
+
+        // N ranks as N threads of one process (InMemoryCommunicator), for tests only: no product links it
+        // (swift-nio's NIOEmbedded pattern).
+        .target(name: "WorkerTesting", dependencies: ["Worker", "Engine"]),
 
         .target(name: "TestSupport", dependencies: ["Engine"], path: "Tests/TestSupport"),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "TestSupport"], exclude: ["Golden"]),
-        .testTarget(name: "WorkerTests", dependencies: ["Worker", "TestSupport"]),
-        .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "TestSupport"]),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker", "WorkerTesting", "Engine", "CMPI", "TestSupport"]),
+        .testTarget(name: "CoordinatorTests", dependencies: [
+            "Coordinator", "Worker", "WorkerTesting", "Engine", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "EndToEndTests", dependencies: ["Engine", "TestSupport"]),
     ]
 )

@@ -6,7 +6,7 @@ import Foundation
 /// `abort(code:)` so the others do not wait for it forever.
 ///
 /// Two implementations: `MPICommunicator` (Open MPI, one process per rank, also as a singleton without
-/// mpirun) and `InMemoryCommunicator` (threads as ranks, for unit tests).
+/// mpirun) and `InMemoryCommunicator` in WorkerTesting (threads as ranks, for tests only).
 public protocol Communicator: AnyObject, Sendable {
     /// This process's index, 0 ..< size.
     var rank: Int { get }
@@ -66,7 +66,7 @@ extension Communicator {
     }
 
     /// Throws unless `root` names a rank of this job.
-    func checkRoot(_ root: Int, _ operation: String) throws {
+    public func checkRoot(_ root: Int, _ operation: String) throws {
         guard (0..<size).contains(root) else {
             throw communicationError(operation, "root \(root) is not a rank (ranks are 0..<\(size))")
         }

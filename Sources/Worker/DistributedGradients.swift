@@ -23,24 +23,29 @@ public enum DistributedGradients {
                                onBlock: (BlockGradientSums) throws -> Void) throws -> Result {
         let config = checkpoint.config
         let predictions = totalSequences * (seqlen - 1)
-        func reduce(layer: Int, _ tensors: [LlamaLinear: [Float]], squares: [LlamaLinear: [Float]]?) throws {
+        /// tensors, squares: this rank's gradients of the block (nil when it holds no sequences)
+        func reduce(layer: Int, _ tensors: PerLinear<[Float]>?, squares: PerLinear<[Float]>?) throws {
             guard layers.contains(layer) else { return }
-            var gradients: [LlamaLinear: [Double]] = [:]
-            var squared: [LlamaLinear: [Double]]? = perSequenceSquares ? [:] : nil
-            for linear in LlamaLinear.allCases {
+            // One linear after another, gradient then squares: every rank joins the reductions in this order.
+            let reduced = try PerLinear { linear -> (gradient: [Double], squares: [Double]?) in
                 let shape = linear.shape(config: config, layer: layer)
                 let count = shape[0] * shape[1]
-                var buffer = tensors[linear].map { $0.map(Double.init) } ?? [Double](repeating: 0, count: count)
-                try comm.reduceSum(&buffer, root: root)
-                gradients[linear] = buffer
-                if perSequenceSquares {
-                    var s = squares?[linear].map { $0.map(Double.init) } ?? [Double](repeating: 0, count: count)
-                    try comm.reduceSum(&s, root: root)
-                    squared![linear] = s
+                // A rank without sequences (or without this part) adds zeros.
+                func widened(_ part: PerLinear<[Float]>?) -> [Double] {
+                    guard let part else { return [Double](repeating: 0, count: count) }
+                    return part[linear].map(Double.init)
                 }
+                var buffer = widened(tensors)
+                try comm.reduceSum(&buffer, root: root)
+                guard perSequenceSquares else { return (buffer, nil) }
+                var s = widened(squares)
+                try comm.reduceSum(&s, root: root)
+                return (buffer, s)
             }
             if comm.rank == root {
-                try onBlock(BlockGradientSums(layer: layer, gradients: gradients, squaredPerSequence: squared, sequences: totalSequences))
+                let squared = perSequenceSquares ? reduced.map { $0.squares ?? [] } : nil
+                try onBlock(BlockGradientSums(layer: layer, gradients: reduced.map(\.gradient), squaredPerSequence: squared,
+                                              sequences: totalSequences))
             }
         }
 
@@ -48,7 +53,7 @@ public enum DistributedGradients {
         if mine.isEmpty {
             // Nothing to differentiate here, but every reduction must still be joined, in the same order.
             for layer in stride(from: config.numHiddenLayers - 1, through: 0, by: -1) {
-                try reduce(layer: layer, [:], squares: nil)
+                try reduce(layer: layer, nil, squares: nil)
             }
         } else {
             let model = try llamaGradientsStreamed(checkpoint: checkpoint, ids: mine.flatMap { $0 }, seqlen: seqlen,

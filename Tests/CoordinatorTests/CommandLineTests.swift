@@ -1,8 +1,50 @@
+import Foundation
+import TestSupport
 import XCTest
 @testable import Coordinator
 
 final class CommandLineTests: XCTestCase {
     func testRootCommandHasHelp() {
         XCTAssertTrue(PruneDistCommand.helpMessage().contains("prune-dist"))
+    }
+
+    /// AdaPruner's first trial uses --samples sequences, so --samples must be one of --sample-choices: otherwise a
+    /// usage error (exit 64) naming both, not a silent switch to the first choice.
+    func testAdaPrunerSamplesMustBeOneOfTheSampleChoices() throws {
+        let scratch = try Fixtures.temporaryDirectory("command-line")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let calibration = try writeRandomCalibrationWindows(to: scratch.appendingPathComponent("calib.json"), count: 8, seqlen: 32, seed: 1)
+        func arguments(samples: String) throws -> [String] {
+            ["prune", "--model", try Fixtures.path("fixtures/tiny-llama").path, "--out", scratch.appendingPathComponent("out").path,
+             "--method", "adapruner", "--ratio", "0.2", "--calib", calibration.path, "--seqlen", "32",
+             "--samples", samples, "--sample-choices", "4,16"]
+        }
+        XCTAssertThrowsError(try PruneDistCommand.parseAsRoot(try arguments(samples: "8"))) { error in
+            XCTAssertEqual(PruneDistCommand.exitCode(for: error).rawValue, 64)
+            let message = PruneDistCommand.message(for: error)
+            XCTAssertTrue(message.contains("--samples 8 is not one of --sample-choices 4,16"), message)
+        }
+        XCTAssertNoThrow(try PruneDistCommand.parseAsRoot(try arguments(samples: "16")))
+    }
+
+    /// --pattern and --dtype are parsed once, into their types, by the command line parser; a bad value is a usage
+    /// error naming the option.
+    func testPatternAndDTypeAreParsedIntoTheirTypes() throws {
+        let scratch = try Fixtures.temporaryDirectory("command-line")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let base = ["prune", "--model", try Fixtures.path("fixtures/tiny-llama").path, "--out", scratch.appendingPathComponent("out").path,
+                    "--method", "magnitude"]
+        let command = try XCTUnwrap(try PruneDistCommand.parseAsRoot(base + ["--pattern", "2:4", "--dtype", "f16"]) as? PruneCommand)
+        XCTAssertEqual(command.pattern, .nOfM(n: 2, m: 4))
+        XCTAssertEqual(command.dtype, .f16)
+        XCTAssertEqual(try command.settings().pattern, .nOfM(n: 2, m: 4))
+        XCTAssertEqual(try command.settings().outputDType, .f16)
+        for (arguments, message) in [(["--pattern", "4:2"], "invalid for '--pattern <pattern>': N:M pattern needs 0 < N < M, got 4:2"), (["--sparsity", "0.5", "--dtype", "int8"], "--dtype must be bf16, f16 or f32, got int8"),
+                                     (["--sparsity", "0.5", "--pattern", "2:4"], "pass only one")] {
+            XCTAssertThrowsError(try PruneDistCommand.parseAsRoot(base + arguments)) { error in
+                XCTAssertEqual(PruneDistCommand.exitCode(for: error).rawValue, 64, "\(arguments)")
+                XCTAssertTrue(PruneDistCommand.message(for: error).contains(message), PruneDistCommand.message(for: error))
+            }
+        }
     }
 }

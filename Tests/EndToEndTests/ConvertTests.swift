@@ -215,7 +215,7 @@ final class ConvertTests: XCTestCase {
     }
 
     /// The bundled SmolLM2 file, converted by the binary and read back by `inspect`: the README's shape,
-    /// the parameter count and the 33 483 exact zeros of ../shared/reference.md.
+    /// the parameter count and the 33 483 exact zeros transformers' dequantisation gives.
     func testSmolLM2ConvertsAndInspects() throws {
         let gguf = try Fixtures.path("models/SmolLM2-135M-Instruct.Q4_1.gguf")
         let out = dir.appendingPathComponent("smollm2")

@@ -5,16 +5,10 @@ import XCTest
 /// `prune-dist comm-check` as operators run it: alone, and under mpirun with 1, 2 and 4 ranks.
 /// No assertions on speed (the machine is shared); only that bandwidth was measured.
 final class MPIRunTests: XCTestCase {
-    /// The JSON object comm-check prints on rank 0 (its last line starting with "{").
-    func report(_ result: PruneDistBinary.Result, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
-        let jsonLine = result.stdout.split(separator: "\n").last { $0.hasPrefix("{") }
-        let text = try XCTUnwrap(jsonLine, "no JSON line in stdout:\n\(result.stdout)\nstderr:\n\(result.stderr)", file: file, line: line)
-        return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], file: file, line: line)
-    }
-
+    /// comm-check passed on `ranks` ranks: its JSON object (rank 0's last line starting with "{") says so.
     func assertPassed(_ result: PruneDistBinary.Result, ranks: Int, file: StaticString = #filePath, line: UInt = #line) throws {
         XCTAssertEqual(result.status, 0, "stdout:\n\(result.stdout)\nstderr:\n\(result.stderr)", file: file, line: line)
-        let json = try report(result, file: file, line: line)
+        let json = try result.lastJSON()
         XCTAssertEqual(json["ok"] as? Bool, true, "\(json["failures"] ?? "")", file: file, line: line)
         XCTAssertEqual(json["ranks"] as? Int, ranks, file: file, line: line)
         XCTAssertEqual((json["rank_hosts"] as? [String])?.count, ranks, file: file, line: line)
@@ -48,14 +42,14 @@ final class MPIRunTests: XCTestCase {
     func testCommCheckWithMessagesInPieces() throws {
         let result = try PruneDistBinary.mpirun(ranks: 3, ["comm-check", "--megabytes", "1", "--json", "--max-message-elements", "777"])
         try assertPassed(result, ranks: 3)
-        XCTAssertEqual(try report(result)["max_message_elements"] as? Int, 777)
+        XCTAssertEqual(try result.lastJSON()["max_message_elements"] as? Int, 777)
     }
 
     /// The checks can fail: a rank that adds 1 to its reduction inputs makes comm-check report it and exit 1.
     func testCommCheckReportsWrongSums() throws {
         let result = try PruneDistBinary.mpirun(ranks: 2, ["comm-check", "--megabytes", "0", "--json", "--perturb-rank", "1"])
         XCTAssertNotEqual(result.status, 0)
-        let json = try report(result)
+        let json = try result.lastJSON()
         XCTAssertEqual(json["ok"] as? Bool, false)
         let failures = json["failures"] as? [String] ?? []
         XCTAssertTrue(failures.contains("rank 0: reduceSum to root 0: element 0 is 4.0, expected 3.0"), "\(failures)")
@@ -76,7 +70,7 @@ final class MPIRunTests: XCTestCase {
     func testCommCheckInSplitGroups() throws {
         let result = try PruneDistBinary.mpirun(ranks: 4, ["comm-check", "--megabytes", "1", "--json", "--split-groups", "2"])
         try assertPassed(result, ranks: 2)
-        XCTAssertEqual(try report(result)["split_groups"] as? Int, 2)
+        XCTAssertEqual(try result.lastJSON()["split_groups"] as? Int, 2)
 
         let failed = try failingCommCheck(["--split-groups", "2", "--fail-rank", "3"])
         XCTAssertTrue(failed.stderr.contains("prune-dist: rank 1 of 2 on "), failed.stderr)

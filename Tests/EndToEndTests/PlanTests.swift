@@ -11,19 +11,11 @@ final class PlanTests: XCTestCase {
     override func setUpWithError() throws { scratch = try Fixtures.temporaryDirectory("plan") }
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: scratch) }
 
-    private func json(_ result: PruneDistBinary.Result) throws -> [String: Any] {
-        let line = try XCTUnwrap(result.stdout.split(separator: "\n").last { $0.hasPrefix("{") }, result.stdout + result.stderr)
-        return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
-    }
-
     /// Predicted resident size (page cache kept, as VmHWM counts it) within 15 % of the measured peak on
     /// every rank, for KRP at 1 and 2 ranks.
     func testPredictionMatchesMeasuredPeakOnTinyLlama() throws {
         let model = try Fixtures.path("fixtures/tiny-llama").path
-        var random = SplitMix64(seed: 9)
-        let windows = (0..<16).map { _ in (0..<64).map { _ in Int(random.next() % 512) } }
-        let calibration = scratch.appendingPathComponent("calib.json")
-        try JSONSerialization.data(withJSONObject: windows).write(to: calibration)
+        let calibration = try writeRandomCalibrationWindows(to: scratch.appendingPathComponent("calib.json"), count: 16, seqlen: 64, seed: 9)
         for ranks in [1, 2] {
             let out = scratch.appendingPathComponent("out-\(ranks)")
             let arguments = ["prune", "--model", model, "--out", out.path, "--method", "krp", "--sparsity", "0.5",
@@ -32,8 +24,8 @@ final class PlanTests: XCTestCase {
             XCTAssertEqual(run.status, 0, run.stderr)
             let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("prune-report.json"))) as? [String: Any])
             let usage = try XCTUnwrap(report["rank_usage"] as? [[String: Any]])
-            let plan = try json(try PruneDistBinary.run(["plan", "--model", model, "--ranks", String(ranks), "--mem-per-rank", "1G",
-                                                         "--samples", "16", "--seqlen", "64", "--method", "krp", "--json"]))
+            let plan = try PruneDistBinary.run(["plan", "--model", model, "--ranks", String(ranks), "--mem-per-rank", "1G",
+                                                "--samples", "16", "--seqlen", "64", "--method", "krp", "--json"]).lastJSON()
             let predicted = try XCTUnwrap(plan["per_rank"] as? [[String: Any]])
             XCTAssertEqual(predicted.count, ranks)
             for entry in usage {
@@ -71,6 +63,6 @@ final class PlanTests: XCTestCase {
         let huge = try PruneDistBinary.run(["plan", "--config", big, "--ranks", "8", "--mem-per-rank", "64G",
                                             "--samples", "128", "--seqlen", "2048", "--json"])
         XCTAssertNotEqual(huge.status, 0)
-        XCTAssertEqual(try json(huge)["fits"] as? Bool, false)
+        XCTAssertEqual(try huge.lastJSON()["fits"] as? Bool, false)
     }
 }

@@ -133,10 +133,11 @@ final class StructuredPruneTests: XCTestCase {
         XCTAssertLessThan(zip(theirs, ours).map { abs($0 - Double($1)) }.max() ?? 1, 1e-4)
     }
 
-    /// One process, mpirun -n 2 and -n 4 keep the same groups; importances (functions of the summed gradients)
-    /// agree within 1e-6 relative; for el1 and el2.
+    /// One process and mpirun -n 2 and -n 4 keep the same groups; importances (functions of the summed gradients)
+    /// agree within 1e-6 relative. A smoke test through Open MPI for el2; el1 and el2 are checked over in-memory
+    /// ranks (CoordinatorTests' InProcessRunTests).
     func testRanksChooseTheSameGroups() throws {
-        for importance in ["el1", "el2"] {
+        for importance in ["el2"] {
             let args = ["--method", "llm-pruner", "--ratio", "0.4", "--block-start", "0", "--block-end", "2", "--importance", importance]
             let one = try prune(args, out: "one-\(importance)").report
             let oneScores = allScores(one)

@@ -109,7 +109,7 @@ final class CalibrationDataTests: XCTestCase {
     }
 
     /// LLM-Pruner's loader reproduced: the windows Python's `random` and the Hugging Face tokenizer pick from
-    /// calib.txt for seed 0, 10 × 64 (reference.md's LLM-Pruner runs), made by scripts/golden/llm_pruner_draw.py.
+    /// calib.txt for seed 0, 10 × 64 (the LLM-Pruner reference runs' setting), made by scripts/golden/llm_pruner_draw.py.
     func testDocumentDrawEqualsLLMPrunersLoader() throws {
         struct Golden: Decodable { var seed: UInt64; var samples: Int; var seqlen: Int; var windows: [[Int]] }
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -180,17 +180,6 @@ final class CalibrationDataTests: XCTestCase {
     }
 
     // MARK: - Errors
-
-    private func assertError(_ kind: PruneDistError.Kind, containing parts: [String],
-                             file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
-        XCTAssertThrowsError(try body(), file: file, line: line) { error in
-            guard let e = error as? PruneDistError else { return XCTFail("not a PruneDistError: \(error)", file: file, line: line) }
-            XCTAssertEqual(e.kind, kind, e.message, file: file, line: line)
-            for part in parts {
-                XCTAssertTrue(e.message.contains(part), "\"\(e.message)\" should mention \"\(part)\"", file: file, line: line)
-            }
-        }
-    }
 
     func testErrors() throws {
         let tokenizer = try smol()

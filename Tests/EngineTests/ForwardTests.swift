@@ -3,7 +3,7 @@ import Foundation
 import TestSupport
 import XCTest
 
-/// The forward pass against the transformers goldens of ../shared/fixtures (README §3).
+/// The forward pass against transformers' outputs on tiny-llama (the golden tiny-llama-reference.safetensors).
 final class ForwardTests: XCTestCase {
     private func reference() throws -> SafetensorsFile {
         try SafetensorsFile(url: Fixtures.path("fixtures/tiny-llama-reference.safetensors"))

@@ -3,7 +3,8 @@ import XCTest
 @testable import Engine
 import TestSupport
 
-/// The pruning solvers against the reference tools' outputs on one layer (fixtures README §6), and
+/// The pruning solvers against the reference tools' outputs on one layer (the golden sparsegpt-layer.safetensors
+/// in the shared fixtures, made by sparsegpt.py and the authors' KRP code), and
 /// KRP against independent least-squares solves.
 final class PruningSolverTests: XCTestCase {
     // MARK: fixture layer

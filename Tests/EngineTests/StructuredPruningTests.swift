@@ -7,7 +7,7 @@ import XCTest
 /// the four aggregations, the three terms), physical removal against zeroing, and the TPE search.
 final class StructuredPruningTests: XCTestCase {
     func testKeptCountsFollowLLMPrunerOnSmolLM2Widths() {
-        // reference.md: ratio 0.27 keeps 1121 of 1536 channels and all 9/3 heads; 0.34 keeps 1013 and 6/9, 2/3.
+        // LLM-Pruner's own code on SmolLM2: ratio 0.27 keeps 1121 of 1536 channels and all 9/3 heads; 0.34 keeps 1013 and 6/9, 2/3.
         XCTAssertEqual(StructuredPruning.keptCount(total: 1536, ratio: 0.27), 1121)
         XCTAssertEqual(StructuredPruning.removedKeyValueHeads(heads: 9, kvHeads: 3, headDim: 64, ratio: 0.27), 0)
         XCTAssertEqual(StructuredPruning.keptCount(total: 1536, ratio: 0.34), 1013)
@@ -40,8 +40,8 @@ final class StructuredPruningTests: XCTestCase {
         func terms(_ values: [Double]) -> [TaylorTerm: [Double]] { [.el1: values, .vector: values.map { _ in 0 }] }
         let blockTerms = TaylorImportance.BlockTerms(
             layer: 0, headDim: 1, heads: 6, kvHeads: 2, intermediate: 2,
-            terms: [.q: terms([1, 1, 1, 10, 10, 10]), .k: terms([2, 3]), .v: terms([4, 5]), .o: terms([1, 2, 3, 4, 5, 6]),
-                    .gate: terms([1, 2]), .up: terms([3, 4]), .down: terms([5, 0.5])])
+            terms: PerLinear(q: terms([1, 1, 1, 10, 10, 10]), k: terms([2, 3]), v: terms([4, 5]), o: terms([1, 2, 3, 4, 5, 6]),
+                             gate: terms([1, 2]), up: terms([3, 4]), down: terms([5, 0.5])))
         func scores(_ aggregation: GroupAggregation) -> StructuredGroupScores {
             TaylorImportance.groupScores(terms: blockTerms, mix: .single(.el1), aggregation: aggregation)
         }

@@ -339,17 +339,6 @@ final class TokenizerTests: XCTestCase {
 
     // MARK: - Errors
 
-    private func assertError(_ kind: PruneDistError.Kind, containing parts: [String],
-                             file: StaticString = #filePath, line: UInt = #line, _ body: () throws -> Void) {
-        XCTAssertThrowsError(try body(), file: file, line: line) { error in
-            guard let e = error as? PruneDistError else { return XCTFail("not a PruneDistError: \(error)", file: file, line: line) }
-            XCTAssertEqual(e.kind, kind, e.message, file: file, line: line)
-            for part in parts {
-                XCTAssertTrue(e.message.contains(part), "\"\(e.message)\" should mention \"\(part)\"", file: file, line: line)
-            }
-        }
-    }
-
     func testErrorsNameFileAndField() throws {
         let broken = dir.appendingPathComponent("broken.json")
         try Data("{\"model\": ".utf8).write(to: broken)

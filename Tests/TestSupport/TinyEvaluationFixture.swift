@@ -2,7 +2,7 @@ import Foundation
 
 /// The tiny-llama fixture made evaluable: a copy with a byte-level BPE tokenizer.json whose ids stay below
 /// the model's 512-token vocabulary (the 256 byte tokens plus a few merges), and small hand-made task files
-/// in the ../shared/data/tasks formats.
+/// in the zero-shot task file formats (ZeroShotTask.fileName).
 public enum TinyEvaluationFixture {
     /// GPT-2's byte → printable character table (bytes_to_unicode).
     static func byteCharacters() -> [Character] {

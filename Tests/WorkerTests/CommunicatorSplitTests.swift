@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import WorkerTesting
 import XCTest
 @testable import Worker
 

@@ -1,6 +1,7 @@
 import CMPI
 import Engine
 import Foundation
+import WorkerTesting
 import XCTest
 @testable import Worker
 

@@ -2,6 +2,7 @@ import Engine
 import Foundation
 import TestSupport
 import Worker
+import WorkerTesting
 import XCTest
 
 /// Gradients split over 1, 2 and 4 ranks (threads with InMemoryCommunicator) sum to the same gradients, and to
@@ -43,14 +44,14 @@ final class DistributedGradientsTests: XCTestCase {
             XCTAssertEqual(many.nll, one.nll, accuracy: 1e-7 * one.nll)  // Float forward over differently sized batches
             for layer in 0..<3 {
                 for linear in LlamaLinear.allCases {
-                    assertClose(one.blocks[layer]!.gradients[linear]!, many.blocks[layer]!.gradients[linear]!,
+                    assertClose(one.blocks[layer]!.gradients[linear], many.blocks[layer]!.gradients[linear],
                                 "\(ranks) ranks, \(linear.weightName(layer: layer))")
                 }
             }
         }
         for layer in 0..<3 {
             for linear in LlamaLinear.allCases {
-                assertClose(single.gradients[linear.weightName(layer: layer)]!.map(Double.init), one.blocks[layer]!.gradients[linear]!,
+                assertClose(single.gradients[linear.weightName(layer: layer)]!.map(Double.init), one.blocks[layer]!.gradients[linear],
                             "llamaGradients vs one rank, \(linear.weightName(layer: layer))")
             }
         }
@@ -62,9 +63,9 @@ final class DistributedGradientsTests: XCTestCase {
         for layer in 0..<3 {
             for linear in LlamaLinear.allCases {
                 // Squares double the Float rounding of the per-sequence gradients (GEMMs of other batch sizes upstream).
-                assertClose(one.blocks[layer]!.squaredPerSequence![linear]!, four.blocks[layer]!.squaredPerSequence![linear]!,
+                assertClose(one.blocks[layer]!.squaredPerSequence![linear], four.blocks[layer]!.squaredPerSequence![linear],
                             "Σ g_n², \(linear.weightName(layer: layer))", tolerance: 1e-5)
-                assertClose(one.blocks[layer]!.gradients[linear]!, four.blocks[layer]!.gradients[linear]!,
+                assertClose(one.blocks[layer]!.gradients[linear], four.blocks[layer]!.gradients[linear],
                             "g with per-sequence backward, \(linear.weightName(layer: layer))")
             }
         }

@@ -3,7 +3,7 @@ import Foundation
 /// Calibration (and evaluation) text as token ids, and the random windows pruning calibrates on.
 ///
 /// Sources: `.u16` / `.json` token files (ids as they are), `.jsonl` (each line's "text" is a document;
-/// documents are joined with a blank line, "\n\n", as ../shared/data/README.md joins the wiki extracts),
+/// documents are joined with a blank line, "\n\n", as the wiki extracts of calib.txt are joined),
 /// and anything else as plain UTF-8 text whose documents are separated by blank lines.
 public enum CalibrationData {
     /// The token stream of a source: token files as stored, text encoded in one call (so the ids equal
@@ -61,8 +61,8 @@ public enum CalibrationData {
     /// `random.randint(0, D − 1)` until one of at least `seqlen` tokens that was not picked before comes up, then
     /// the window starts at `random.randint(0, n − seqlen)` inside it. Documents are the pieces of Python's
     /// `text.split("\n\n")`, kept as they are (empty ones too, so D is the same), or a JSONL file's lines, each
-    /// tokenized on its own without special tokens. Seed 0, 10 × 64 on calib.txt gives the windows of
-    /// reference.md's LLM-Pruner runs. Returns [samples][seqlen].
+    /// tokenized on its own without special tokens. Seed 0, 10 × 64 on calib.txt gives the windows LLM-Pruner's
+    /// own code draws (CalibrationDataTests checks them). Returns [samples][seqlen].
     public static func documentDrawWindows(url: URL, tokenizer: Tokenizer, samples: Int, seqlen: Int,
                                            seed: UInt64) throws -> [[Int]] {
         guard samples > 0, seqlen > 0 else {

@@ -23,7 +23,7 @@ public struct ZeroShotDocument: Sendable, Equatable {
 public enum ZeroShotTask: String, CaseIterable, Sendable {
     case boolq, piqa, hellaswag, winogrande, arcEasy = "arc_easy", arcChallenge = "arc_challenge", openbookqa, sst2
 
-    /// File name inside a tasks folder (../shared/data/tasks layout).
+    /// File name inside a tasks folder (the Hugging Face dataset's split, one JSON document per line).
     public var fileName: String {
         switch self {
         case .boolq: return "boolq.validation.jsonl"

@@ -13,9 +13,9 @@ public struct LlamaBlockWeights: Sendable {
     public var inputNorm: [Float]
     public var postAttentionNorm: [Float]
     /// [out, in] row-major per linear (PyTorch nn.Linear layout).
-    private var weights: [LlamaLinear: [Float]]
-    /// [out] per linear, only for linears that have one (attention_bias, Qwen2 q/k/v, mlp_bias).
-    private var biases: [LlamaLinear: [Float]]
+    public private(set) var weights: PerLinear<[Float]>
+    /// [out] for linears that have one (attention_bias, Qwen2 q/k/v, mlp_bias), nil for the others.
+    public private(set) var biases: PerLinear<[Float]?>
 
     /// Reads block `layer` from the checkpoint, checking every shape against config.json.
     /// With `checkFinite`, a NaN or Inf anywhere in the block is an error naming the tensor.
@@ -34,15 +34,14 @@ public struct LlamaBlockWeights: Sendable {
         }
         inputNorm = try load(LlamaTensorNames.inputNorm(layer: layer), [hiddenSize])
         postAttentionNorm = try load(LlamaTensorNames.postAttentionNorm(layer: layer), [hiddenSize])
-        weights = [:]
-        biases = [:]
-        for linear in LlamaLinear.allCases {
+        let linears = try PerLinear { linear -> (weight: [Float], bias: [Float]?) in
             let shape = linear.shape(config: config, layer: layer)
-            weights[linear] = try load(linear.weightName(layer: layer), shape)
-            if checkpoint.contains(linear.biasName(layer: layer)) {
-                biases[linear] = try load(linear.biasName(layer: layer), [shape[0]])
-            }
+            let weight = try load(linear.weightName(layer: layer), shape)
+            let bias = checkpoint.contains(linear.biasName(layer: layer)) ? try load(linear.biasName(layer: layer), [shape[0]]) : nil
+            return (weight, bias)
         }
+        weights = linears.map(\.weight)
+        biases = linears.map(\.bias)
     }
 
     /// Zero weights and unit norms of the given widths, no biases: to be filled by the caller (e.g. from a
@@ -58,11 +57,8 @@ public struct LlamaBlockWeights: Sendable {
         rmsNormEps = Float(config.rmsNormEps)
         inputNorm = [Float](repeating: 1, count: hiddenSize)
         postAttentionNorm = inputNorm
-        weights = [:]
-        biases = [:]
-        for linear in LlamaLinear.allCases {
-            weights[linear] = [Float](repeating: 0, count: linear.shape(config: config, layer: layer).reduce(1, *))
-        }
+        weights = PerLinear { [Float](repeating: 0, count: $0.shape(config: config, layer: layer).reduce(1, *)) }
+        biases = PerLinear(repeating: nil)
     }
 
     /// Random weights of the given widths, for benchmarks and tests: N(0, 1/in) linears, norms near 1.
@@ -78,21 +74,21 @@ public struct LlamaBlockWeights: Sendable {
         var random = SplitMix64(seed: seed &+ UInt64(layer) &* 0x9E37_79B9)
         inputNorm = (0..<hiddenSize).map { _ in Float(0.5 + random.nextUnit()) }
         postAttentionNorm = (0..<hiddenSize).map { _ in Float(0.5 + random.nextUnit()) }
-        weights = [:]
-        biases = [:]
-        for linear in LlamaLinear.allCases {
+        // PerLinear calls the closure in LlamaLinear.allCases order, so the draws are in that order.
+        weights = PerLinear { linear in
             let shape = linear.shape(config: config, layer: layer)
             let scale = 1 / Float(shape[1]).squareRoot()
-            weights[linear] = (0..<(shape[0] * shape[1])).map { _ in Float(random.nextGaussian()) * scale }
+            return (0..<(shape[0] * shape[1])).map { _ in Float(random.nextGaussian()) * scale }
         }
+        biases = PerLinear(repeating: nil)
     }
 
     /// A block from explicit tensors, e.g. after structured pruning has removed heads and channels.
-    /// - weights: [out, in] per linear, every linear present, shapes as `shape(_:)` gives for these widths
+    /// - weights: [out, in] per linear, shapes as `shape(_:)` gives for these widths
     /// - biases: [out] per linear that has one
     public init(layer: Int, hiddenSize: Int, headDim: Int, numAttentionHeads: Int, numKeyValueHeads: Int,
                 intermediateSize: Int, rmsNormEps: Float, inputNorm: [Float], postAttentionNorm: [Float],
-                weights: [LlamaLinear: [Float]], biases: [LlamaLinear: [Float]]) {
+                weights: PerLinear<[Float]>, biases: PerLinear<[Float]?>) {
         self.layer = layer
         self.hiddenSize = hiddenSize
         self.headDim = headDim
@@ -106,18 +102,18 @@ public struct LlamaBlockWeights: Sendable {
         self.biases = biases
         for linear in LlamaLinear.allCases {
             let shape = self.shape(linear)
-            precondition(weights[linear]?.count == shape[0] * shape[1],
-                         "LlamaBlockWeights: \(linear.rawValue) has \(weights[linear]?.count ?? 0) values, expected \(shape)")
-            precondition(biases[linear] == nil || biases[linear]!.count == shape[0], "LlamaBlockWeights: \(linear.rawValue) bias size")
+            precondition(weights[linear].count == shape[0] * shape[1],
+                         "LlamaBlockWeights: \(linear.rawValue) has \(weights[linear].count) values, expected \(shape)")
+            precondition((biases[linear]?.count ?? shape[0]) == shape[0], "LlamaBlockWeights: \(linear.rawValue) bias size")
         }
     }
 
-    public func weight(_ linear: LlamaLinear) -> [Float] { weights[linear]! }
+    public func weight(_ linear: LlamaLinear) -> [Float] { weights[linear] }
     public func bias(_ linear: LlamaLinear) -> [Float]? { biases[linear] }
 
     /// Replaces a linear's weight, e.g. by its pruned version; the shape must not change.
     public mutating func setWeight(_ linear: LlamaLinear, _ weight: [Float]) {
-        precondition(weight.count == weights[linear]!.count, "setWeight(\(linear.rawValue)): \(weight.count) values, expected \(weights[linear]!.count)")
+        precondition(weight.count == weights[linear].count, "setWeight(\(linear.rawValue)): \(weight.count) values, expected \(weights[linear].count)")
         weights[linear] = weight
     }
 
@@ -127,6 +123,9 @@ public struct LlamaBlockWeights: Sendable {
         precondition(bias == nil || bias!.count == shape(linear)[0], "setBias(\(linear.rawValue)): \(bias!.count) values, expected \(shape(linear)[0])")
         biases[linear] = bias
     }
+
+    /// [out_features, in_features] of every linear.
+    public var shapes: PerLinear<[Int]> { PerLinear { shape($0) } }
 
     /// [out_features, in_features].
     public func shape(_ linear: LlamaLinear) -> [Int] {

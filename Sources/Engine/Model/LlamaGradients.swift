@@ -57,19 +57,19 @@ public struct LlamaBlockGradients: Sendable {
     public var inputNorm: [Float]
     public var postAttentionNorm: [Float]
     /// [out, in] per linear, like its weight
-    public var weights: [LlamaLinear: [Float]]
-    /// [out] per linear that has a bias
-    public var biases: [LlamaLinear: [Float]]
+    public var weights: PerLinear<[Float]>
+    /// [out] per linear that has a bias, nil for the others
+    public var biases: PerLinear<[Float]?>
     /// [out, in] per linear: Σ_n (∂L_n/∂W)² over the batch's sequences, L_n the mean NLL of sequence n
     /// alone (LLM-Pruner's per-sample Fisher term, before its 1/N). Nil unless asked for.
-    public var squaredPerSequence: [LlamaLinear: [Float]]? = nil
+    public var squaredPerSequence: PerLinear<[Float]>? = nil
 
     /// Keyed by Hugging Face tensor name.
     public var tensors: [String: [Float]] {
         var named = [LlamaTensorNames.inputNorm(layer: layer): inputNorm,
                      LlamaTensorNames.postAttentionNorm(layer: layer): postAttentionNorm]
-        for (linear, gradient) in weights { named[linear.weightName(layer: layer)] = gradient }
-        for (linear, gradient) in biases { named[linear.biasName(layer: layer)] = gradient }
+        for (linear, gradient) in weights.all { named[linear.weightName(layer: layer)] = gradient }
+        for (linear, gradient) in biases.all { if let gradient { named[linear.biasName(layer: layer)] = gradient } }
         return named
     }
 }
@@ -87,7 +87,8 @@ public func llamaBlockBackward(_ dHidden: inout [Float], activations a: LlamaBlo
     var gradients = LlamaBlockGradients(layer: weights.layer,
                                         inputNorm: [Float](repeating: 0, count: d),
                                         postAttentionNorm: [Float](repeating: 0, count: d),
-                                        weights: [:], biases: [:])
+                                        // every linear's gradient is set by its blockLinearBackward below
+                                        weights: PerLinear(repeating: []), biases: PerLinear(repeating: nil))
 
     // MLP half: output = h + down(swiglu(gate(m), up(m))), m = RMSNorm(h). The residual passes dHidden on to h.
     var dMlpHidden = [Float](repeating: 0, count: tokens * ffn)
@@ -287,20 +288,21 @@ private func llamaBlockBackwardPerSequence(_ dHidden: inout [Float], input: [Flo
                                            rope: RopeTable, seqlen: Int, sampleScale: Float) -> LlamaBlockGradients {
     let width = seqlen * weights.hiddenSize
     var total: LlamaBlockGradients?
-    var squares: [LlamaLinear: [Float]] = [:]
+    var squares = PerLinear<[Float]>(repeating: [])  // sums start at the first sequence's squares
     for start in stride(from: 0, to: input.count, by: width) {
         let range = start..<(start + width)
         let activations = llamaBlockForwardKeepingActivations(Array(input[range]), weights: weights, rope: rope, seqlen: seqlen)
         var dSequence = Array(dHidden[range])
         let sequence = llamaBlockBackward(&dSequence, activations: activations, weights: weights, rope: rope, seqlen: seqlen)
         dHidden.replaceSubrange(range, with: dSequence)
-        for (linear, gradient) in sequence.weights {
-            var sum = squares[linear] ?? [Float](repeating: 0, count: gradient.count)
-            for i in 0..<gradient.count {
-                let g = sampleScale * gradient[i]
-                sum[i] += g * g
+        for (linear, gradient) in sequence.weights.all {
+            squares.update(linear) { sum in
+                if sum.isEmpty { sum = [Float](repeating: 0, count: gradient.count) }
+                for i in 0..<gradient.count {
+                    let g = sampleScale * gradient[i]
+                    sum[i] += g * g
+                }
             }
-            squares[linear] = sum
         }
         if total == nil { total = sequence } else { total!.add(sequence) }
     }
@@ -316,7 +318,16 @@ extension LlamaBlockGradients {
         }
         accumulate(&inputNorm, other.inputNorm)
         accumulate(&postAttentionNorm, other.postAttentionNorm)
-        for (linear, term) in other.weights { accumulate(&weights[linear]!, term) }
-        for (linear, term) in other.biases { accumulate(&biases[linear]!, term) }
+        for linear in LlamaLinear.allCases {
+            weights.update(linear) { accumulate(&$0, other.weights[linear]) }
+            if let term = other.biases[linear] {
+                biases.update(linear) { sum in
+                    var total = sum ?? [Float](repeating: 0, count: term.count)
+                    sum = nil  // total holds the only reference: accumulating does not copy
+                    accumulate(&total, term)
+                    sum = total
+                }
+            }
+        }
     }
 }

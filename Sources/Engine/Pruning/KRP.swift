@@ -1,4 +1,4 @@
-/// KRP (Li et al., "Towards Robust Pruning"), at LLaMA scale (methods.md §1.2 and "Decisions"): the
+/// KRP (Li et al., "Towards Robust Pruning"), at LLaMA scale (the choices made for it: docs/decisions.md): the
 /// target is the dense layer's output Y = W X, fed by the pruned model's inputs X̂.
 ///
 /// 1. Rectified dense weight W*ᵀ = (Ĥ + λI)⁻¹ (X̂ᵀX/N) Wᵀ, ridge least squares of Y on X̂.

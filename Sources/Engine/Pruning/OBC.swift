@@ -1,6 +1,6 @@
 import COpenBLAS
 
-/// Optimal Brain Compression, row by row (Frantar & Alistarh 2022; KRP's own solver, methods.md §1.3): each
+/// Optimal Brain Compression, row by row (Frantar & Alistarh 2022; the solver of KRP's authors): each
 /// output row keeps its own inverse Hessian and removes, one at a time, the weight whose removal costs least,
 /// w_j²/[H⁻¹]_jj, updating the remaining weights and the inverse exactly. O(rows · zeros · columns²): meant for
 /// small layers and as the oracle the SparseGPT solver is tested against.

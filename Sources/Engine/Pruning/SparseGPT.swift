@@ -5,7 +5,8 @@ import COpenBLAS
 let maximumRedampings = 8
 
 /// SparseGPT (Frantar & Alistarh): OBS pruning with one inverse Hessian shared by all rows, in
-/// blocks of columns eliminated left to right (methods.md §3, fixtures README §6).
+/// blocks of columns eliminated left to right, as the authors' sparsegpt.py does (PruningSolverTests compare
+/// its masks with sparsegpt.py's on one layer).
 /// weight: [rows, columns] row-major; shape = [rows, columns]
 /// hessian: [columns, columns] Double, Σ x xᵀ / N (scale-invariant)
 /// errorBefore/errorAfter are measured with `hessian` as given (per token when it is Σ x xᵀ / N).

@@ -25,6 +25,22 @@ public enum SparsityPattern: Equatable, Sendable, CustomStringConvertible {
     /// The pattern named by the command line: exactly one of `--sparsity S` (unstructured) or
     /// `--pattern N:M`. Whether M divides a layer's input width is checked by the solvers.
     public static func parse(sparsity: Double?, pattern: String?) throws -> SparsityPattern {
+        try resolve(sparsity: sparsity, pattern: pattern.map(parse(nOfM:)))
+    }
+
+    /// `--pattern N:M` as given on the command line, checked (0 < N < M).
+    public static func parse(nOfM text: String) throws -> SparsityPattern {
+        let parts = text.trimmingCharacters(in: .whitespaces).split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let n = Int(parts[0]), let m = Int(parts[1]) else {
+            throw PruneDistError(.argument, "--pattern must be N:M with integers 0 < N < M (e.g. 2:4), got \"\(text)\"")
+        }
+        let result = SparsityPattern.nOfM(n: n, m: m)
+        try result.validate()
+        return result
+    }
+
+    /// Exactly one of `--sparsity S` and an already parsed `--pattern N:M`.
+    public static func resolve(sparsity: Double?, pattern: SparsityPattern?) throws -> SparsityPattern {
         switch (sparsity, pattern) {
         case (nil, nil):
             throw PruneDistError(.argument, "no sparsity given: pass --sparsity S (0 ≤ S < 1) or --pattern N:M")
@@ -35,13 +51,7 @@ public enum SparsityPattern: Equatable, Sendable, CustomStringConvertible {
             try result.validate()
             return result
         case let (nil, .some(p)):
-            let parts = p.trimmingCharacters(in: .whitespaces).split(separator: ":", omittingEmptySubsequences: false)
-            guard parts.count == 2, let n = Int(parts[0]), let m = Int(parts[1]) else {
-                throw PruneDistError(.argument, "--pattern must be N:M with integers 0 < N < M (e.g. 2:4), got \"\(p)\"")
-            }
-            let result = SparsityPattern.nOfM(n: n, m: m)
-            try result.validate()
-            return result
+            return p
         }
     }
 

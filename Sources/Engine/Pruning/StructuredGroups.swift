@@ -65,27 +65,21 @@ public enum StructuredPruning {
         let headDim = block.headDim, heads = block.numAttentionHeads, kvHeads = block.numKeyValueHeads
         let queryRows = keptQueryHeads(keep, heads: heads, kvHeads: kvHeads).flatMap { h in (h * headDim)..<((h + 1) * headDim) }
         let kvRows = keep.keyValueHeads.flatMap { j in (j * headDim)..<((j + 1) * headDim) }
-        let kept: [LlamaLinear: [Int]] = [.q: queryRows, .k: kvRows, .v: kvRows, .o: queryRows,
-                                          .gate: keep.channels, .up: keep.channels, .down: keep.channels]
-        var weights: [LlamaLinear: [Float]] = [:]
-        var biases: [LlamaLinear: [Float]] = [:]
-        for linear in LlamaLinear.allCases {
+        let kept = PerLinear(q: queryRows, k: kvRows, v: kvRows, o: queryRows, gate: keep.channels, up: keep.channels, down: keep.channels)
+        let linears = PerLinear { linear -> (weight: [Float], bias: [Float]?) in
             let shape = block.shape(linear)
-            let indices = kept[linear]!
+            let indices = kept[linear]
             let w = block.weight(linear)
             if linear.prunesColumns {
-                weights[linear] = selectColumns(w, rows: shape[0], columns: shape[1], keep: indices)
-                biases[linear] = block.bias(linear)
-            } else {
-                weights[linear] = selectRows(w, columns: shape[1], keep: indices)
-                biases[linear] = block.bias(linear).map { b in indices.map { b[$0] } }
+                return (selectColumns(w, rows: shape[0], columns: shape[1], keep: indices), block.bias(linear))
             }
+            return (selectRows(w, columns: shape[1], keep: indices), block.bias(linear).map { b in indices.map { b[$0] } })
         }
         return LlamaBlockWeights(layer: block.layer, hiddenSize: block.hiddenSize, headDim: headDim,
                                  numAttentionHeads: queryRows.count / headDim, numKeyValueHeads: keep.keyValueHeads.count,
                                  intermediateSize: keep.channels.count, rmsNormEps: block.rmsNormEps,
                                  inputNorm: block.inputNorm, postAttentionNorm: block.postAttentionNorm,
-                                 weights: weights, biases: biases)
+                                 weights: linears.map(\.weight), biases: linears.map(\.bias))
     }
 
     /// The block at its full widths with every removed group's rows and columns (and row biases) set to zero:

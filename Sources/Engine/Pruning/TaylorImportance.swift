@@ -1,7 +1,7 @@
 import Foundation
 
-// Taylor importance of structured groups (LLM-Pruner §5.2 of ../shared/methods.md, and AdaPruner's mix of
-// its terms, §2.2). Each structure (a row or a column of one linear) gets a score per term:
+// Taylor importance of structured groups (LLM-Pruner, Ma et al. 2023, and AdaPruner's mix of its terms,
+// Kong et al. 2025). Each structure (a row or a column of one linear) gets a score per term:
 //   vector  |Σ_k w_k g_k|                      (first-order change of the loss when the structure is removed)
 //   el1     Σ_k |w_k g_k|
 //   el2     Σ_k |w_k g_k − ½ w_k² F_kk|,  F = (1/N) Σ_n g_n²  (LLM-Pruner's param_mix)
@@ -34,13 +34,13 @@ public struct ImportanceMix: Codable, Equatable, Sendable {
 public struct BlockGradientSums: Sendable {
     public var layer: Int
     /// [out, in] per linear: ∂L/∂W of the whole calibration batch
-    public var gradients: [LlamaLinear: [Double]]
+    public var gradients: PerLinear<[Double]>
     /// [out, in] per linear: Σ_n (∂L_n/∂W)² over the batch's sequences (nil unless the Fisher term is used)
-    public var squaredPerSequence: [LlamaLinear: [Double]]?
+    public var squaredPerSequence: PerLinear<[Double]>?
     /// Number of sequences N (F = squaredPerSequence / N)
     public var sequences: Int
 
-    public init(layer: Int, gradients: [LlamaLinear: [Double]], squaredPerSequence: [LlamaLinear: [Double]]?, sequences: Int) {
+    public init(layer: Int, gradients: PerLinear<[Double]>, squaredPerSequence: PerLinear<[Double]>?, sequences: Int) {
         self.layer = layer
         self.gradients = gradients
         self.squaredPerSequence = squaredPerSequence
@@ -99,9 +99,9 @@ public enum TaylorImportance {
         public var kvHeads: Int
         public var intermediate: Int
         /// per linear, per term: [rows] (q, k, v, gate, up) or [columns] (o, down)
-        public var terms: [LlamaLinear: [TaylorTerm: [Double]]]
+        public var terms: PerLinear<[TaylorTerm: [Double]]>
 
-        public init(layer: Int, headDim: Int, heads: Int, kvHeads: Int, intermediate: Int, terms: [LlamaLinear: [TaylorTerm: [Double]]]) {
+        public init(layer: Int, headDim: Int, heads: Int, kvHeads: Int, intermediate: Int, terms: PerLinear<[TaylorTerm: [Double]]>) {
             self.layer = layer
             self.headDim = headDim
             self.heads = heads
@@ -112,12 +112,11 @@ public enum TaylorImportance {
     }
 
     public static func blockTerms(block: LlamaBlockWeights, gradients: BlockGradientSums) -> BlockTerms {
-        var terms: [LlamaLinear: [TaylorTerm: [Double]]] = [:]
-        for linear in LlamaLinear.allCases {
+        let terms = PerLinear { linear in
             let shape = block.shape(linear)
-            terms[linear] = structureTerms(weight: block.weight(linear), gradient: gradients.gradients[linear]!,
-                                           fisherSum: gradients.squaredPerSequence?[linear], sequences: gradients.sequences,
-                                           rows: shape[0], columns: shape[1], alongColumns: linear.prunesColumns)
+            return structureTerms(weight: block.weight(linear), gradient: gradients.gradients[linear],
+                                  fisherSum: gradients.squaredPerSequence?[linear], sequences: gradients.sequences,
+                                  rows: shape[0], columns: shape[1], alongColumns: linear.prunesColumns)
         }
         return BlockTerms(layer: block.layer, headDim: block.headDim, heads: block.numAttentionHeads,
                           kvHeads: block.numKeyValueHeads, intermediate: block.intermediateSize, terms: terms)
@@ -130,8 +129,7 @@ public enum TaylorImportance {
     }
 
     public static func groupScores(terms blockTerms: BlockTerms, mix: ImportanceMix, aggregation: GroupAggregation) -> StructuredGroupScores {
-        var scores: [LlamaLinear: [Double]] = [:]
-        for (linear, terms) in blockTerms.terms {
+        let scores = blockTerms.terms.map { terms -> [Double] in
             let n = terms[.el1]!.count
             var combined = [Double](repeating: 0, count: n)
             for (term, coefficient) in mix.coefficients where coefficient != 0 {
@@ -140,7 +138,7 @@ public enum TaylorImportance {
                 }
                 for i in 0..<n { combined[i] += coefficient * values[i] }
             }
-            scores[linear] = combined
+            return combined
         }
         func reduce(_ values: [Double]) -> Double {
             switch aggregation {
@@ -151,7 +149,7 @@ public enum TaylorImportance {
             }
         }
         let headDim = blockTerms.headDim, kvHeads = blockTerms.kvHeads, g = blockTerms.heads / kvHeads
-        let q = scores[.q]!, k = scores[.k]!, v = scores[.v]!, o = scores[.o]!
+        let (q, k, v, o) = (scores.q, scores.k, scores.v, scores.o)
         let heads = (0..<kvHeads).map { j -> Double in
             (0..<headDim).reduce(0.0) { total, d in
                 var qAligned = 0.0, oAligned = 0.0
@@ -163,7 +161,7 @@ public enum TaylorImportance {
                 return total + reduce([qAligned, k[j * headDim + d], v[j * headDim + d], oAligned])
             }
         }
-        let gate = scores[.gate]!, up = scores[.up]!, down = scores[.down]!
+        let (gate, up, down) = (scores.gate, scores.up, scores.down)
         let channels = (0..<blockTerms.intermediate).map { reduce([gate[$0], up[$0], down[$0]]) }
         return StructuredGroupScores(layer: blockTerms.layer, keyValueHeads: heads, channels: channels)
     }

@@ -1,7 +1,6 @@
 import COpenBLAS
 import Engine
 import Foundation
-import Worker
 
 // Throughput of the three hot paths of a prune run against this machine's own BLAS rates (issue 15, target 2):
 // a block forward (per 512-token sequence, as pruning and evaluation run it), `eval perplexity` (blocks, final

@@ -19,9 +19,9 @@ final class RunWeights {
         let checkpoint = source == .shared || comm.rank == 0 ? try Checkpoint(directory: settings.model) : nil
         self.checkpoint = checkpoint
         if source == .broadcast {
-            var data = comm.rank == 0 ? try checkpoint!.config.jsonData() : Data()
-            try comm.broadcast(&data, root: 0)
-            config = comm.rank == 0 ? checkpoint!.config : try JSONDecoder().decode(LlamaConfig.self, from: data)
+            // Rank 0 keeps its own config; the others decode the one it sends.
+            let sent = try comm.broadcast(checkpoint?.config, root: 0)
+            config = checkpoint?.config ?? sent
         } else {
             config = checkpoint!.config
         }
@@ -34,9 +34,7 @@ final class RunWeights {
                                           seqlen: settings.seqlen, seed: settings.seed)
         }
         guard source == .broadcast else { return try draw() }
-        var data = comm.rank == 0 ? try JSONEncoder().encode(try draw()) : Data()
-        try comm.broadcast(&data, root: 0)
-        return try JSONDecoder().decode([[Int]].self, from: data)
+        return try comm.broadcast(comm.rank == 0 ? try draw() : nil, root: 0)
     }
 
     /// The embedding table, or nil on a rank that has no sequences (every rank must call this when broadcasting).

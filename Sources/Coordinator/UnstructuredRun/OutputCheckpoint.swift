@@ -94,10 +94,10 @@ final class OutputCheckpoint {
     }
 
     /// Writes block `layer`: its pruned linears as given (by LlamaLinear), everything else copied.
-    func writeBlock(layer: Int, linears: [LlamaLinear: [Float]]) throws {
+    func writeBlock(layer: Int, linears: PerLinear<[Float]>) throws {
         try copyNext { $0 == LlamaTensorNames.embedding }
         let prefix = "model.layers.\(layer)."
-        let replacements = Dictionary(uniqueKeysWithValues: linears.map { ($0.key.weightName(layer: layer), $0.value) })
+        let replacements = Dictionary(uniqueKeysWithValues: linears.all.map { ($0.linear.weightName(layer: layer), $0.value) })
         try copyNext(upTo: { $0.hasPrefix(prefix) }, replacing: replacements)
     }
 

@@ -76,14 +76,10 @@ struct MemoryPlan: Sendable {
         } + 2 * d
         blockWeightBytes = layerElements * 4
         let plan = OwnershipPlan(config: c, ranks: request.ranks, trueSequential: request.trueSequential,
-                                 statisticsPerInput: request.method == .krp ? 2 : 1)
-        let perInput: Int  // Double matrices of n² per input: Hessian, cross term
-        switch request.method {
-        case .magnitude, .wanda: perInput = 0
-        case .sparsegpt: perInput = 1
-        case .krp: perInput = 2
-        case .llmPruner, .adapruner: preconditionFailure("plan: structured methods are refused by PlanCommand")
-        }
+                                 statisticsPerInput: request.method.statisticsPerInput)
+        // Double matrices of n² per input (Hessian, cross term) and vectors of n (column norms), as the method needs.
+        let needs = request.method.statistics
+        let perInput = (needs.hessian ? 1 : 0) + (needs.cross ? 1 : 0)
         let streams = request.method.needsDenseStream ? 2 : 1
         func inputWidth(_ input: LlamaLinearInput) -> Int {
             switch input {
@@ -126,10 +122,10 @@ struct MemoryPlan: Sendable {
                 let inputs = LlamaLinearInput.allCases.filter { input in phase.contains { $0.inputGroup == input } }
                 let activations = sequences == 0 ? 0 : streamBytes + denseTraceBytes + tokens * traceElements(upTo: inputs.last!) * 4
                 var held = 0
-                if perInput > 0 || request.method == .wanda {
+                if needs != .none {
                     for input in inputs {
                         let n = inputWidth(input)
-                        let payload = (perInput * n * n + (request.method == .wanda ? n : 0) + 1) * 8
+                        let payload = (perInput * n * n + (needs.columnNorms ? n : 0) + 1) * 8
                         // Local sums with the Float32 product of one sequence; then the sums and one packed copy.
                         consider(weights: 2 * blockWeightBytes, statistics: held + max(payload + n * n * 4 * min(perInput, 1), 2 * payload),
                                  activations: activations, work: forwardScratch)

@@ -36,12 +36,8 @@ struct AdaPrunerTrialGroups {
     /// Every group's results of a round on every rank, sorted by trial index: each group's rank 0 contributes
     /// its trials, the other ranks nothing, over one allgather of `world`.
     func share(_ trials: [AdaPrunerReport.Trial], world: Communicator) throws -> [AdaPrunerReport.Trial] {
-        // A collapsed trial's perplexity may be infinite, which plain JSON cannot carry.
-        let encoder = JSONEncoder(), decoder = JSONDecoder()
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        let mine = comm.rank == 0 ? try encoder.encode(trials) : Data()
-        let all = try world.allgather(mine).filter { !$0.isEmpty }
-        return try all.flatMap { try decoder.decode([AdaPrunerReport.Trial].self, from: $0) }.sorted { $0.index < $1.index }
+        // A collapsed trial's perplexity may be infinite: the typed allgather carries it (as a string).
+        let all = try world.allgather(comm.rank == 0 ? trials : [])
+        return all.flatMap { $0 }.sorted { $0.index < $1.index }
     }
 }

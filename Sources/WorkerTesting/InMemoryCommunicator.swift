@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Worker
 
 /// N ranks as N threads of one process, for unit tests of code written against `Communicator`.
 ///

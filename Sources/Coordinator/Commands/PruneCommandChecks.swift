@@ -27,7 +27,7 @@ extension PruneCommand {
 
     /// Every number that sizes an allocation is bounded here (CommandLineLimits).
     func checkLimits() throws {
-        try CommandLineLimits.checkCalibration(samples: samples, seqlen: seqlen)
+        try CommandLineLimits.checkCalibration(samples: resolvedSamples, seqlen: seqlen)
         try CommandLineLimits.check(resolvedBlocksize, "--blocksize", in: CommandLineLimits.count)
         try CommandLineLimits.check(resolvedPercdamp, "--percdamp", above: 0, atMost: 1e6)
         try CommandLineLimits.check(resolvedEvalSeqlen, "--eval-seqlen", in: CommandLineLimits.seqlen)

@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import Worker
 
-/// AdaPruner's search settings (../shared/methods.md §2, "Decisions").
+/// AdaPruner's search settings (Kong et al. 2025; our choices where the paper is silent: docs/decisions.md).
 struct AdaPrunerSettings: Sendable {
     var trials: Int
     /// Pool of documents the calibration subsets and the held-out objective text come from
@@ -176,7 +176,10 @@ final class AdaPrunerSearch {
         }
 
         // LLM-Pruner's own configuration: el1 alone (α = 1, its first β), the requested number of samples.
-        var first = [0, Double(search.sampleChoices.firstIndex(of: settings.samples) ?? 0)]
+        guard let firstSamples = search.sampleChoices.firstIndex(of: settings.samples) else {
+            throw PruneDistError(.argument, "adapruner: \(settings.samples) samples is not one of the sample choices \(search.sampleChoices)")
+        }
+        var first = [0, Double(firstSamples)]
         first += terms.map { $0 == .el1 ? 1 : 0 }
         first += terms.map { _ in 0 }
 
@@ -224,15 +227,14 @@ final class AdaPrunerSearch {
         // than new gradients over every rank, and the same kept groups) and its rank 0 sends the kept groups and
         // scores to every rank.
         let source = groups.members[best.group][0]
-        var chosenData = Data()
+        var chosenHere: ChosenGroups?
         if groups.group == best.group {
             let chosen = try TaylorTermsOverRanks.choose(terms: cache["\(best.calibrationSeed):\(best.samples)"]!, mix: mix(best),
                                                          aggregation: settings.aggregation, ratio: settings.ratio, comm: groups.comm)
-            if comm.rank == source { chosenData = try JSONEncoder().encode(ChosenGroups(keeps: Array(chosen.keeps.values), scores: chosen.scores)) }
+            chosenHere = ChosenGroups(keeps: Array(chosen.keeps.values), scores: chosen.scores)
         }
         cache = [:]
-        try comm.broadcast(&chosenData, root: source)
-        let chosen = try JSONDecoder().decode(ChosenGroups.self, from: chosenData)
+        let chosen = try comm.broadcast(chosenHere, root: source)
         let report = AdaPrunerReport(trials: trials, best: best, searchSeed: search.searchSeed, pool: search.pool.path,
                                      poolDocuments: pool.calibration.count, heldOutDocuments: pool.heldOutDocuments,
                                      objectiveWindows: pool.objective.count, objectiveSeqlen: search.objectiveSeqlen,
@@ -304,7 +306,7 @@ final class AdaPrunerSearch {
 
     /// Perplexity of the pruned model on the held-out windows, the windows split over `comm`'s ranks.
     private func objective(keeps: [Int: StructuredKeep], windows: [[Int]], comm: Communicator) throws -> Double {
-        let mine = windows.indices.filter { $0 % comm.size == comm.rank }.map { windows[$0] }
+        let mine = comm.shard(windows)
         let local = try structuredPrunedNLL(checkpoint: checkpoint, keeps: keeps, windows: mine, seqlen: search.objectiveSeqlen)
         var sums = [local.nllSum, Double(local.predictions)]
         try comm.allreduceSum(&sums)

@@ -14,8 +14,8 @@ struct ConvertCommand: ParsableCommand {
     @Option(name: .long, help: "Output directory (absent or empty; written under a temporary name, renamed when complete).")
     var out: String
 
-    @Option(name: .long, help: "Weight dtype of the output: bf16, f16 or f32.")
-    var dtype: String = "bf16"
+    @Option(name: .long, help: "Weight dtype of the output: bf16, f16 or f32.", transform: DType.commandLineWeightType)
+    var dtype: DType = .bf16
 
     @Option(name: .long, help: "Split the safetensors into shards of at most this many bytes (default 5 GB, as transformers).")
     var maxShardBytes: Int = CheckpointWriter.defaultMaxShardBytes
@@ -23,9 +23,6 @@ struct ConvertCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        guard let d = DType(torchName: dtype), d.isWeightType else {
-            throw ValidationError("--dtype must be bf16, f16 or f32, got \(dtype)")
-        }
         guard maxShardBytes > 0 else { throw ValidationError("--max-shard-bytes must be positive, got \(maxShardBytes)") }
     }
 
@@ -33,11 +30,11 @@ struct ConvertCommand: ParsableCommand {
         let logger = try global.makeLogger()
         let start = Date()
         let summary = try GGUFConversion.convert(gguf: URL(fileURLWithPath: gguf), out: URL(fileURLWithPath: out),
-                                                 dtype: DType(torchName: dtype)!, maxShardBytes: maxShardBytes,
+                                                 dtype: dtype, maxShardBytes: maxShardBytes,
                                                  progress: { logger.info("\($0)") })
         let c = summary.config
-        printLine("converted \(gguf) -> \(out): \(c.modelType), \(c.numHiddenLayers) blocks, hidden \(c.hiddenSize), vocab \(c.vocabSize), \(summary.tensors) tensors, \(summary.parameters) parameters in \(dtype), tied embeddings \(c.tieWordEmbeddings), \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
+        printLine("converted \(gguf) -> \(out): \(c.modelType), \(c.numHiddenLayers) blocks, hidden \(c.hiddenSize), vocab \(c.vocabSize), \(summary.tensors) tensors, \(summary.parameters) parameters in \(dtype.rawValue.lowercased()), tied embeddings \(c.tieWordEmbeddings), \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         printLine(try jsonLine(["out": out, "tensors": summary.tensors, "parameters": summary.parameters,
-                                "files": summary.files, "dtype": dtype]))
+                                "files": summary.files, "dtype": dtype.rawValue.lowercased()]))
     }
 }

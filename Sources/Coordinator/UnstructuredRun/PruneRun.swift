@@ -66,11 +66,11 @@ final class PruneRun {
             throw PruneDistError(.argument, "--seqlen \(seqlen) is beyond the model's context: \(settings.model.appendingPathComponent("config.json").path) has max_position_embeddings \(config.maxPositionEmbeddings)")
         }
         let plan = OwnershipPlan(config: config, ranks: comm.size, trueSequential: settings.trueSequential,
-                                 statisticsPerInput: method == .krp ? 2 : 1)
+                                 statisticsPerInput: method.statisticsPerInput)
 
         // Every rank draws the same windows and keeps those with index ≡ rank (mod size).
         let windows: [[Int]] = method == .magnitude ? [] : try weights.windows(settings: settings)
-        let mine = windows.indices.filter { $0 % comm.size == comm.rank }.map { windows[$0] }
+        let mine = comm.shard(windows)
         let rope = try RopeTable(config: config, positions: seqlen)
         let scratch = LlamaBlockScratch()  // one forward's q, k, v, gate, up for the whole run
         var prunedStream: [[Float]] = []
@@ -150,7 +150,7 @@ final class PruneRun {
                 traces = []
                 denseTraces = []
             }
-            try output?.writeBlock(layer: layer, linears: Dictionary(uniqueKeysWithValues: LlamaLinear.allCases.map { ($0, pruned.weight($0)) }))
+            try output?.writeBlock(layer: layer, linears: pruned.weights)
             try resumption.blockFinished(layer, pruned: pruned)
             let seconds = Date().timeIntervalSince(blockStart)
             blocks.append(RunReport.Block(layer: layer, seconds: seconds, statisticsSeconds: statisticsTime.wall,
@@ -167,7 +167,7 @@ final class PruneRun {
 
         // Every rank's report entries and usage, gathered on rank 0.
         let usage = RunReport.Rank(rank: comm.rank, host: comm.hostName, peakRSSBytes: peakResidentBytes(), cpuSeconds: processCPUSeconds(), sequences: mine.count)
-        let gathered = try comm.gather(try JSONEncoder().encode(RankPart(linears: linears, usage: usage)), root: 0)
+        let parts = try comm.gather(RankPart(linears: linears, usage: usage), root: 0)
         var report = RunReport(tool: "prune-dist", version: PruneDistVersion.string, model: settings.model.path, output: settings.out.path,
                                method: method.rawValue, pattern: settings.pattern.description, sparsityTarget: settings.pattern.sparsity,
                                trueSequential: settings.trueSequential, samples: windows.count, seqlen: seqlen, seed: settings.seed,
@@ -178,10 +178,9 @@ final class PruneRun {
         }
         if method == .krp { report.krpRectification = "\(settings.krpRectification)" }
         if comm.rank == 0 {
-            let parts = try gathered.map { try JSONDecoder().decode(RankPart.self, from: $0) }
-            let order = Dictionary(uniqueKeysWithValues: LlamaLinear.allCases.enumerated().map { ($0.element.weightName(layer: 0), $0.offset) })
+            // Execution order within a block (q, k, v, o, gate, up, down), as the entry's tensor name says.
             func position(_ entry: RunReport.Linear) -> Int {
-                order[entry.name.replacingOccurrences(of: "layers.\(entry.layer).", with: "layers.0.")] ?? 0
+                LlamaLinear.parse(weightName: entry.name).flatMap { LlamaLinear.allCases.firstIndex(of: $0.linear) } ?? 0
             }
             report.linears = parts.flatMap(\.linears).sorted { ($0.layer, position($0)) < ($1.layer, position($1)) }
             report.rankUsage = parts.map(\.usage)
@@ -274,23 +273,9 @@ final class PruneRun {
         let shape = dense.shape(linear)
         let name = linear.weightName(layer: layer)
         let result: PruneResult
-        let pattern = pattern(layer: layer)
         do {
-            switch settings.method {
-            case .magnitude:
-                result = try pruneMagnitude(weight: weight, shape: shape, pattern: pattern)
-            case .wanda:
-                result = try pruneWanda(weight: weight, shape: shape, columnNormsSquared: statistics!.columnNorms, pattern: pattern)
-            case .sparsegpt:
-                result = try pruneSparseGPT(weight: weight, shape: shape, hessian: statistics!.hessian, pattern: pattern,
-                                            blocksize: settings.blocksize, percdamp: settings.percdamp)
-            case .krp:
-                result = try pruneKRP(weight: weight, shape: shape, hessian: statistics!.hessian, crossTerm: statistics!.cross,
-                                      pattern: pattern, blocksize: settings.blocksize, percdamp: settings.percdamp,
-                                      rectification: settings.krpRectification)
-            case .llmPruner, .adapruner:
-                throw PruneDistError(.argument, "structured methods run in StructuredPruneRun, not per linear")
-            }
+            result = try settings.method.prune(weight: weight, shape: shape, statistics: statistics, pattern: pattern(layer: layer),
+                                               settings: settings)
         } catch let error as PruneDistError {
             throw PruneDistError(error.kind, "\(name): \(error.message)")
         }

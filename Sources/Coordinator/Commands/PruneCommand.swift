@@ -3,29 +3,6 @@ import Engine
 import Foundation
 import Worker
 
-/// The pruning methods prune-dist runs.
-public enum PruneMethod: String, CaseIterable, ExpressibleByArgument, Codable, Sendable {
-    case magnitude, wanda, sparsegpt, krp
-    /// Structured (whole heads and MLP channels, Taylor importance from gradients): StructuredPruneRun.
-    case llmPruner = "llm-pruner", adapruner
-
-    var isStructured: Bool { self == .llmPruner || self == .adapruner }
-
-    /// Which statistics of each linear input the method needs.
-    var statistics: StatisticsNeeds {
-        switch self {
-        case .magnitude: return .none
-        case .wanda: return StatisticsNeeds(columnNorms: true)
-        case .sparsegpt: return StatisticsNeeds(hessian: true)
-        case .krp: return StatisticsNeeds(hessian: true, cross: true)
-        case .llmPruner, .adapruner: return .none
-        }
-    }
-
-    /// KRP's target is the dense model's output, so it runs the dense stream beside the pruned one.
-    var needsDenseStream: Bool { self == .krp }
-}
-
 /// `prune-dist prune`: unstructured and N:M pruning, distributed over MPI ranks.
 struct PruneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -48,15 +25,17 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Fraction of each linear's weights set to zero (unstructured), in [0, 1).")
     var sparsity: Double?
 
-    @Option(name: .long, help: "N:M semi-structured pattern, e.g. 2:4 or 4:8 (N of every M consecutive inputs zeroed).")
-    var pattern: String?
+    @Option(name: .long, help: "N:M semi-structured pattern, e.g. 2:4 or 4:8 (N of every M consecutive inputs zeroed).",
+            transform: SparsityPattern.commandLinePattern)
+    var pattern: SparsityPattern?
 
     @Option(name: .long, help: "Calibration data: plain text, JSONL (field \"text\"), token ids (.u16 or JSON array), or .u16 windows.")
     var calib: String?
 
     // .unconditional: `--samples -1` reaches the range check (a positive integer) instead of "missing value".
-    @Option(name: .long, parsing: .unconditional, help: "Number of calibration sequences.")
-    var samples: Int = 128
+    // Optional so that AdaPruner can default to its first --sample-choices; the default is applied below.
+    @Option(name: .long, parsing: .unconditional, help: "Number of calibration sequences (default: 128; AdaPruner: the first of --sample-choices, and it must be one of them).")
+    var samples: Int?
 
     @Option(name: .long, parsing: .unconditional, help: "Tokens per calibration sequence.")
     var seqlen: Int = 512
@@ -95,8 +74,8 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Write the JSON run report here (default: OUT/prune-report.json).")
     var report: String?
 
-    @Option(name: .long, help: "Output dtype: bf16, f16 or f32 (default: the input's).")
-    var dtype: String?
+    @Option(name: .long, help: "Output dtype: bf16, f16 or f32 (default: the input's).", transform: DType.commandLineWeightType)
+    var dtype: DType?
 
     @Option(name: .long, help: "Evaluate perplexity of the result on this text (or .u16 token) file; repeat for several (e.g. in-domain and out-of-domain texts).")
     var evalText: [String] = []
@@ -126,6 +105,7 @@ struct PruneCommand: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
+    var resolvedSamples: Int { samples ?? 128 }
     var resolvedBlocksize: Int { blocksize ?? 128 }
     var resolvedPercdamp: Double { percdamp ?? 0.01 }
     var resolvedEvalSeqlen: Int { evalSeqlen ?? 512 }
@@ -139,14 +119,10 @@ struct PruneCommand: ParsableCommand {
     }
 
     private func validateUnstructured() throws {
-        do {
-            _ = try SparsityPattern.parse(sparsity: sparsity, pattern: pattern)
-        } catch let error as PruneDistError {
-            throw ValidationError(error.message)
-        }
+        _ = try sparsityPattern()
         _ = try krpRectification()
         if allocation == .owl {
-            guard pattern == nil else { throw ValidationError("--allocation owl spreads an unstructured --sparsity over blocks; it does not apply to --pattern \(pattern!)") }
+            if let pattern { throw ValidationError("--allocation owl spreads an unstructured --sparsity over blocks; it does not apply to --pattern \(pattern)") }
             guard owlThreshold.isFinite, owlThreshold > 0 else { throw ValidationError("--owl-threshold must be a positive number, got \(owlThreshold)") }
             guard owlLambda.isFinite, owlLambda >= 0, owlLambda < 0.5 else { throw ValidationError("--owl-lambda must be in [0, 0.5), got \(owlLambda)") }
             if let sparsity, sparsity - owlLambda < 0 || sparsity + owlLambda >= 1 {
@@ -164,19 +140,25 @@ struct PruneCommand: ParsableCommand {
                 throw ValidationError("--eval-data \(evalData): no \(task.fileName) for task \(task.rawValue)")
             }
         }
-        if let dtype, DType(torchName: dtype) == nil || !(DType(torchName: dtype)!.isWeightType) {
-            throw ValidationError("--dtype must be bf16, f16 or f32, got \(dtype)")
+    }
+
+    /// Exactly one of --sparsity and --pattern (each already parsed), as a pattern.
+    func sparsityPattern() throws -> SparsityPattern {
+        do {
+            return try SparsityPattern.resolve(sparsity: sparsity, pattern: pattern)
+        } catch let error as PruneDistError {
+            throw ValidationError(error.message)
         }
     }
 
     func settings() throws -> PruneSettings {
         PruneSettings(model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out), method: method,
-                      pattern: try SparsityPattern.parse(sparsity: sparsity, pattern: pattern),
-                      calibration: calib.map { URL(fileURLWithPath: $0) }, samples: samples, seqlen: seqlen, seed: seed,
+                      pattern: try sparsityPattern(),
+                      calibration: calib.map { URL(fileURLWithPath: $0) }, samples: resolvedSamples, seqlen: seqlen, seed: seed,
                       trueSequential: trueSequential ?? (method == .krp), blocksize: resolvedBlocksize, percdamp: resolvedPercdamp,
                       krpRectification: try krpRectification(), allocation: allocation,
                       owl: OWLSettings(threshold: owlThreshold, spread: owlLambda),
-                      outputDType: dtype.flatMap { DType(torchName: $0) },
+                      outputDType: dtype,
                       reportURL: report.map { URL(fileURLWithPath: $0) })
     }
 

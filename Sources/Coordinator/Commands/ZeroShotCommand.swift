@@ -10,7 +10,7 @@ struct ZeroShotCommand: ParsableCommand {
         abstract: "Zero-shot accuracy (acc, acc_norm, standard errors) on multiple-choice tasks, lm-evaluation-harness conventions.",
         discussion: """
         Tasks: \(ZeroShotTask.allCases.map(\.rawValue).joined(separator: ", ")) (all = the seven table tasks, without sst2). \
-        Files are read from --data as named in ../shared/data/tasks. Under mpirun, the length-sorted batches of \
+        Files are read from --data, one per task (boolq.validation.jsonl, …, as the Hugging Face splits are named). Under mpirun, the length-sorted batches of \
         (context, choice) pairs are shared out across ranks and the log-likelihoods summed: the counts are the \
         same for any number of ranks.
         """)

@@ -130,10 +130,10 @@ final class RunJournal {
 
     /// Records block `layer` as finished: its pruned linears (Float32, durable) first, then the line.
     /// The output's tensors must already be durable (OutputCheckpoint.sync()).
-    func blockFinished(_ layer: Int, linears: [LlamaLinear: [Float]], shapes: [LlamaLinear: [Int]], tensorsWritten: Int) throws {
-        let entries = LlamaLinear.allCases.map { SafetensorsWriter.Entry(name: $0.rawValue, dtype: .f32, shape: shapes[$0]!) }
+    func blockFinished(_ layer: Int, linears: PerLinear<[Float]>, shapes: PerLinear<[Int]>, tensorsWritten: Int) throws {
+        let entries = LlamaLinear.allCases.map { SafetensorsWriter.Entry(name: $0.rawValue, dtype: .f32, shape: shapes[$0]) }
         let writer = try SafetensorsWriter(url: resumeFile(layer), tensors: entries)
-        for linear in LlamaLinear.allCases { try writer.append(linear.rawValue, floats: linears[linear]!) }
+        for linear in LlamaLinear.allCases { try writer.append(linear.rawValue, floats: linears[linear]) }
         try writer.finish()
         try syncDirectory(resumeDirectory)
         let line = try JSONEncoder.sorted.encode(Record(block: layer, tensorsWritten: tensorsWritten)) + Data("\n".utf8)
@@ -148,11 +148,9 @@ final class RunJournal {
     }
 
     /// The pruned linears of a finished block, as the run computed them.
-    func prunedLinears(_ layer: Int) throws -> [LlamaLinear: [Float]] {
+    func prunedLinears(_ layer: Int) throws -> PerLinear<[Float]> {
         let file = try SafetensorsFile(url: resumeFile(layer))
-        var result: [LlamaLinear: [Float]] = [:]
-        for linear in LlamaLinear.allCases { result[linear] = try file.floats(linear.rawValue) }
-        return result
+        return try PerLinear { try file.floats($0.rawValue) }
     }
 
     /// Runs `body` (rank 0 holds `lock`; other ranks pass nil). When it fails, the partial output is removed

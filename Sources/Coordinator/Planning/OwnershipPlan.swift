@@ -7,7 +7,7 @@ import Engine
 public struct OwnershipPlan: Codable, Equatable, Sendable {
     public let ranks: Int
     /// owners[layer][linear] = rank.
-    public let owners: [[LlamaLinear: Int]]
+    public let owners: [PerLinear<Int>]
     /// The linears solved together, in order: statistics are collected once per phase.
     public let phases: [[LlamaLinear]]
 
@@ -20,15 +20,10 @@ public struct OwnershipPlan: Codable, Equatable, Sendable {
         let phases = OwnershipPlan.phases(trueSequential: trueSequential)
         self.phases = phases
         owners = (0..<config.numHiddenLayers).map { layer in
-            var assignment: [LlamaLinear: Int] = [:]
+            var assignment = PerLinear(repeating: 0)  // every linear is in exactly one phase, so each is set below
             for phase in phases {
                 var load = [Double](repeating: 0, count: ranks)
-                let costed = phase.map { linear -> (LlamaLinear, Double) in
-                    let shape = linear.shape(config: config, layer: layer)
-                    let (m, d) = (Double(shape[0]), Double(shape[1]))
-                    // d² statistics (×statisticsPerInput, e.g. KRP's cross term) and an O(d³ + m·d²) solve.
-                    return (linear, Double(statisticsPerInput) * d * d + d * d * d / 3 + m * d * d)
-                }
+                let costed = phase.map { ($0, OwnershipPlan.cost(of: $0, config: config, layer: layer, statisticsPerInput: statisticsPerInput)) }
                 // Largest first; ties keep execution order so the plan is deterministic.
                 for (linear, cost) in costed.enumerated().sorted(by: { ($0.element.1, -$0.offset) > ($1.element.1, -$1.offset) }).map(\.element) {
                     let rank = load.indices.min { (load[$0], $0) < (load[$1], $1) }!
@@ -40,7 +35,15 @@ public struct OwnershipPlan: Codable, Equatable, Sendable {
         }
     }
 
-    public func owner(layer: Int, linear: LlamaLinear) -> Int { owners[layer][linear]! }
+    /// What owning `linear` weighs: d² statistics (×statisticsPerInput, e.g. KRP's cross term) and an O(d³ + m·d²)
+    /// solve, for its [m, d] weight.
+    public static func cost(of linear: LlamaLinear, config: LlamaConfig, layer: Int, statisticsPerInput: Int) -> Double {
+        let shape = linear.shape(config: config, layer: layer)
+        let (m, d) = (Double(shape[0]), Double(shape[1]))
+        return Double(statisticsPerInput) * d * d + d * d * d / 3 + m * d * d
+    }
+
+    public func owner(layer: Int, linear: LlamaLinear) -> Int { owners[layer][linear] }
 
     /// The distinct ranks that need the statistics of one linear input in one phase.
     public func statisticOwners(layer: Int, input: LlamaLinearInput) -> [Int] {

@@ -101,7 +101,7 @@ enum DistributedEvaluation {
                            onBlock: ((Int) -> Void)? = nil) throws -> (perplexity: Double, windows: Int) {
         let windows = try Perplexity.windows(tokens: tokens, seqlen: seqlen, maxWindows: maxWindows)
         try Perplexity.checkVocabulary(windows, vocabSize: checkpoint.config.vocabSize, source: source)
-        let mine = windows.indices.filter { $0 % comm.size == comm.rank }
+        let mine = comm.shardIndices(windows.count)
         let values = try Perplexity.windowMeanNLL(checkpoint: checkpoint, windows: mine.map { windows[$0] }, seqlen: seqlen,
                                                   windowNumbers: mine, onBlock: onBlock)
         var all = [Double](repeating: 0, count: windows.count)
@@ -148,7 +148,7 @@ enum DistributedEvaluation {
             }
         }
         let plan = ZeroShotScoring.batches(sequences: sequences, batchTokens: batchTokens)
-        let mine = plan.indices.filter { $0 % comm.size == comm.rank }.map { plan[$0] }
+        let mine = comm.shard(plan)
         var scores = try ZeroShotScoring.logLikelihoods(checkpoint: checkpoint, embedding: embedding, head: head,
                                                         sequences: sequences, batches: mine, batchTokens: batchTokens)
         try comm.allreduceSum(&scores)
@@ -169,7 +169,7 @@ enum DistributedEvaluation {
             seconds: Date().timeIntervalSince(start))
     }
 
-    /// Several tasks read from `folder` (../shared/data/tasks layout), one after another.
+    /// Several tasks read from `folder` (one file per task, named by ZeroShotTask.fileName), one after another.
     static func zeroShot(tasks: [ZeroShotTask], folder: URL, limit: Int?, checkpoint: Checkpoint, comm: Communicator,
                          logger: Logger, batchTokens: Int = 4096) throws -> ZeroShotSummary {
         let tokenizer = try Tokenizer.load(modelDirectory: checkpoint.directory)

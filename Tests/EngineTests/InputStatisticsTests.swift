@@ -1,5 +1,4 @@
 import Engine
-import Worker
 import XCTest
 
 final class InputStatisticsTests: XCTestCase {

@@ -1,6 +1,5 @@
 import CEngineKernels
 import COpenBLAS
-import Engine
 
 /// What a pruning method needs to know about the inputs of one linear group.
 public struct StatisticsNeeds: Sendable, Equatable {
@@ -23,7 +22,7 @@ public struct StatisticsNeeds: Sendable, Equatable {
 /// Sums over calibration tokens of one linear input, kept in Double across batches. Each batch is
 /// multiplied in Float32 by OpenBLAS (ssyrk / sgemm, at GEMM speed) and then added into the Double sums,
 /// so rounding does not grow with the number of tokens. Sums stay unnormalised until every rank's part
-/// has been added; `normalised()` divides once by the global token count.
+/// has been added; `normalise()` divides once by the global token count.
 public struct InputStatistics: Sendable {
     public let dimension: Int
     public let needs: StatisticsNeeds
@@ -85,12 +84,8 @@ public struct InputStatistics: Sendable {
         }
     }
 
-    /// Everything to reduce across ranks, as one buffer (upper triangle and all).
-    public func packed() -> [Double] {
-        hessian + cross + columnNorms + [Double(tokens)]
-    }
-
-    /// `packed()` that releases each sum once it is copied, so packing holds about one extra copy of the
+    /// Everything to reduce across ranks as one buffer (Hessian with its upper triangle filled, cross term, column
+    /// norms, token count), releasing each sum once it is copied, so packing holds about one extra copy of the
     /// statistics rather than two (a 70B down_proj's KRP sums are 13 GB): afterwards only `unpack` may follow.
     public mutating func takePacked() -> [Double] {
         product = []
@@ -112,7 +107,7 @@ public struct InputStatistics: Sendable {
     /// Sizes of the sums released by `takePacked()`.
     private var packedSizes: (Int, Int, Int)? = nil
 
-    /// Divides the sums by the token count in place (no copy) and symmetrises the Hessian; see `normalised()`.
+    /// Divides the sums by the token count in place (no copy) and symmetrises the Hessian: the statistics the solvers take.
     public mutating func normalise() {
         symmetrise()
         let scale = 1 / Double(max(tokens, 1))
@@ -121,7 +116,7 @@ public struct InputStatistics: Sendable {
         for i in columnNorms.indices { columnNorms[i] *= scale }
     }
 
-    /// The inverse of `packed()`, after the buffer has been summed over ranks.
+    /// The inverse of `takePacked()`, after the buffer has been summed over ranks.
     public mutating func unpack(_ buffer: [Double]) {
         let (h, c, n) = packedSizes ?? (hessian.count, cross.count, columnNorms.count)
         packedSizes = nil
@@ -139,16 +134,5 @@ public struct InputStatistics: Sendable {
         if !cross.allSatisfy(\.isFinite) { return "cross term" }
         if !columnNorms.allSatisfy(\.isFinite) { return "column norms" }
         return nil
-    }
-
-    /// Sums divided by the token count (the statistics the solvers take), with the Hessian symmetric.
-    public func normalised() -> InputStatistics {
-        var s = self
-        s.symmetrise()
-        let scale = 1 / Double(max(tokens, 1))
-        for i in s.hessian.indices { s.hessian[i] *= scale }
-        for i in s.cross.indices { s.cross[i] *= scale }
-        for i in s.columnNorms.indices { s.columnNorms[i] *= scale }
-        return s
     }
 }

@@ -117,9 +117,6 @@ extension PruneCommand {
         }
         if (s.blockStart == nil) != (s.blockEnd == nil) { throw ValidationError("give both --block-start and --block-end, or neither") }
         if let a = s.blockStart, let b = s.blockEnd, a > b || a < 0 { throw ValidationError("--block-start \(a) … --block-end \(b) is not a block range") }
-        if let dtype, DType(torchName: dtype) == nil || !(DType(torchName: dtype)!.isWeightType) {
-            throw ValidationError("--dtype must be bf16, f16 or f32, got \(dtype)")
-        }
         if method == .adapruner {
             guard s.calibDraw == nil else {
                 throw ValidationError("--calib-draw is for --method llm-pruner; AdaPruner's trials draw their windows from the pool's documents")
@@ -132,6 +129,11 @@ extension PruneCommand {
             try CommandLineLimits.check(search.minDocumentTokens, "--min-document-tokens", in: CommandLineLimits.count)
             try CommandLineLimits.check(search.parallelTrials, "--parallel-trials", in: CommandLineLimits.count)
             guard search.gamma > 0, search.gamma < 1 else { throw ValidationError("--gamma must be in (0, 1)") }
+            // The first trial is LLM-Pruner's own configuration with --samples sequences: a calibration size the
+            // search cannot choose would silently become another one.
+            if let samples, !search.sampleChoices.contains(samples) {
+                throw ValidationError("--samples \(samples) is not one of --sample-choices \(search.sampleChoices.map(String.init).joined(separator: ",")) (AdaPruner's first trial uses --samples sequences); give one of them or add \(samples) to --sample-choices")
+            }
         }
     }
 
@@ -170,9 +172,9 @@ extension PruneCommand {
         var settings = StructuredPruneSettings(
             model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out), method: method, ratio: s.ratio!,
             importance: s.importance ?? .el1, aggregation: s.aggregation ?? .sum, calibration: URL(fileURLWithPath: calib!),
-            samples: samples, seqlen: seqlen, seed: seed,
+            samples: method == .adapruner ? try samples ?? searchSettings().sampleChoices[0] : resolvedSamples, seqlen: seqlen, seed: seed,
             calibrationDraw: s.calibDraw ?? CalibrationDraw.defaultDraw(for: URL(fileURLWithPath: calib!)),
-            blocks: s.blockStart.map { $0...s.blockEnd! }, outputDType: dtype.flatMap { DType(torchName: $0) },
+            blocks: s.blockStart.map { $0...s.blockEnd! }, outputDType: dtype,
             reportURL: report.map { URL(fileURLWithPath: $0) }, search: method == .adapruner ? try searchSettings() : nil)
         let result = try comm.abortingJobOnError {
             try RankConsistency.check(rankFingerprint(), comm: comm)

@@ -35,9 +35,7 @@ struct RunResumption {
                 journal = try RunJournal.create(in: output!.temporary, fingerprint: fingerprint)
             }
         }
-        var message = Data(String(first).utf8)
-        try comm.broadcast(&message, root: 0)
-        first = Int(String(decoding: message, as: UTF8.self)) ?? 0
+        first = try comm.broadcast(first, root: 0)
         return RunResumption(output: output, journal: journal, firstBlock: first)
     }
 
@@ -45,9 +43,7 @@ struct RunResumption {
     func blockFinished(_ layer: Int, pruned: LlamaBlockWeights) throws {
         guard let output, let journal else { return }
         try output.sync()
-        try journal.blockFinished(layer, linears: Dictionary(uniqueKeysWithValues: LlamaLinear.allCases.map { ($0, pruned.weight($0)) }),
-                                  shapes: Dictionary(uniqueKeysWithValues: LlamaLinear.allCases.map { ($0, pruned.shape($0)) }),
-                                  tensorsWritten: output.tensorsWritten)
+        try journal.blockFinished(layer, linears: pruned.weights, shapes: pruned.shapes, tensorsWritten: output.tensorsWritten)
     }
 }
 
@@ -61,9 +57,9 @@ extension PruneRun {
         for layer in 0..<count {
             let dense = try weights.block(layer)
             var pruned = dense
-            let saved = comm.rank == 0 ? try journal!.prunedLinears(layer) : [:]
+            let saved = comm.rank == 0 ? try journal?.prunedLinears(layer) : nil
             for linear in LlamaLinear.allCases {
-                var weight = saved[linear] ?? [Float](repeating: 0, count: dense.weight(linear).count)
+                var weight = saved?[linear] ?? [Float](repeating: 0, count: dense.weight(linear).count)
                 try comm.broadcast(&weight, root: 0)
                 pruned.setWeight(linear, weight)
             }

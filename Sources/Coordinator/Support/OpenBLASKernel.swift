@@ -3,7 +3,7 @@ import Foundation
 /// Makes OpenBLAS use its AVX2 kernels.
 ///
 /// Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) misdetects some virtualised Xeons as `Prescott` (SSE3), about
-/// 3x slower than its `Haswell` kernels on the same CPU (platform.md). The kernel is chosen when the library is
+/// 3x slower than its `Haswell` kernels on the same CPU. The kernel is chosen when the library is
 /// loaded, before `main`, from `OPENBLAS_CORETYPE`; so when that is unset and the CPU has AVX2 and FMA, the
 /// process sets it and re-executes itself once. An explicit `OPENBLAS_CORETYPE` is always respected.
 enum OpenBLASKernel {

@@ -63,7 +63,7 @@ struct StructuredReport: Codable, Sendable {
     /// Parameters of the blocks' linears before, and the fraction of them removed
     var blockLinearParametersBefore: Int
     var blockLinearFractionRemoved: Double
-    /// The fraction removed of the pruned blocks' linears only (reference.md's "block-linear parameters removed")
+    /// The fraction removed of the pruned blocks' linears only (the figure LLM-Pruner's paper reports)
     var prunedBlocksFractionRemoved: Double
     var layerWidths: [Widths]
     var kept: [StructuredKeep]
@@ -106,57 +106,21 @@ final class StructuredPruneRun {
         guard blocks.lowerBound >= 0, blocks.upperBound < config.numHiddenLayers else {
             throw PruneDistError(.argument, "blocks \(blocks.lowerBound)..\(blocks.upperBound) are outside the model's 0..\(config.numHiddenLayers - 1)")
         }
-        let keeps: [Int: StructuredKeep]
-        var scores: [StructuredGroupScores] = []
-        var loss: Double?
-        var gradientSeconds = 0.0
-        var searchReport: AdaPrunerReport?
-        var samples = settings.samples, seed = settings.seed
-        var importance: String? = settings.importance.rawValue
-        if let search = settings.search {
-            let result = try AdaPrunerSearch(settings: settings, search: search, checkpoint: checkpoint, blocks: blocks,
-                                             comm: comm, logger: logger).run()
-            keeps = result.keeps
-            scores = result.scores
-            searchReport = result.report
-            gradientSeconds = result.report.trials.reduce(0) { $0 + $1.gradientSeconds }
-            samples = result.report.best.samples
-            seed = result.report.best.calibrationSeed
-            importance = nil
-        } else {
-            let windows = try CalibrationSource.windows(url: settings.calibration, modelDirectory: settings.model,
-                                                        vocabSize: checkpoint.config.vocabSize, samples: settings.samples, seqlen: settings.seqlen, seed: settings.seed,
-                                                        draw: settings.calibrationDraw)
-            if comm.rank == 0 {
-                logger.info("llm-pruner: \(settings.importance.rawValue) importance, ratio \(settings.ratio), blocks \(blocks.lowerBound)..\(blocks.upperBound), \(windows.count) sequences of \(settings.seqlen) tokens over \(comm.size) rank(s)")
-            }
-            let t = Date()
-            let terms = try TaylorTermsOverRanks.compute(checkpoint: checkpoint, windows: windows, seqlen: settings.seqlen,
-                                                         blocks: blocks, fisher: settings.importance == .el2, comm: comm)
-            gradientSeconds = Date().timeIntervalSince(t)
-            loss = terms.meanNLL
-            let chosen = try TaylorTermsOverRanks.choose(terms: terms, mix: .single(settings.importance),
-                                                         aggregation: settings.aggregation, ratio: settings.ratio, comm: comm)
-            keeps = chosen.keeps
-            scores = chosen.scores
-        }
+        let choice = try settings.search.map { try searched($0, checkpoint: checkpoint, blocks: blocks) }
+            ?? llmPrunerChoice(checkpoint: checkpoint, blocks: blocks)
 
         let usage = RunReport.Rank(rank: comm.rank, host: comm.hostName, peakRSSBytes: peakResidentBytes(),
                                    cpuSeconds: processCPUSeconds(), sequences: 0)
-        let gathered = try comm.gather(try JSONEncoder().encode(usage), root: 0)
-        var report = try makeReport(checkpoint: checkpoint, keeps: keeps, blocks: blocks, scores: scores)
-        report.samples = samples
-        report.seed = seed
-        report.importance = importance
-        report.calibrationLoss = loss
-        report.gradientSeconds = gradientSeconds
-        report.search = searchReport
+        let usages = try comm.gather(usage, root: 0)  // [] on ranks other than 0
+        let report = try makeReport(checkpoint: checkpoint, choice: choice, blocks: blocks, rankUsage: usages,
+                                    totalSeconds: Date().timeIntervalSince(start))
         if comm.rank == 0 {
-            report.rankUsage = try gathered.map { try JSONDecoder().decode(RunReport.Rank.self, from: $0) }
-            report.totalSeconds = Date().timeIntervalSince(start)
+            guard let lock = settings.outputLock else {
+                throw PruneDistError(.argument, "rank 0 writes the output and must hold its lock (settings.outputLock)")
+            }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try StructuredOutputCheckpoint.write(source: checkpoint, keeps: keeps, out: settings.out, lock: settings.outputLock!, dtype: settings.outputDType,
+            try StructuredOutputCheckpoint.write(source: checkpoint, keeps: choice.keeps, out: settings.out, lock: lock, dtype: settings.outputDType,
                                                  reportData: try encoder.encode(report), reportURL: settings.reportURL)
             logger.info("removed \(report.parametersRemoved) parameters (\(String(format: "%.1f", 100 * report.blockLinearFractionRemoved)) % of all block linears, \(String(format: "%.1f", 100 * report.prunedBlocksFractionRemoved)) % of the pruned blocks'): \(report.parametersBefore) → \(report.parametersAfter)")
         }
@@ -164,8 +128,52 @@ final class StructuredPruneRun {
         return report
     }
 
-    private func makeReport(checkpoint: Checkpoint, keeps: [Int: StructuredKeep], blocks: ClosedRange<Int>,
-                            scores: [StructuredGroupScores]) throws -> StructuredReport {
+    /// What was chosen and how: the kept groups, their scores, and the calibration they came from.
+    private struct Choice {
+        var keeps: [Int: StructuredKeep]
+        var scores: [StructuredGroupScores]
+        /// LLM-Pruner's calibration loss (nil for AdaPruner, whose trials report theirs)
+        var calibrationLoss: Double?
+        var gradientSeconds: Double
+        /// The calibration the chosen groups came from (AdaPruner: its best trial's)
+        var samples: Int
+        var seed: Int
+        /// LLM-Pruner's single importance term (nil for AdaPruner's mix)
+        var importance: String?
+        var search: AdaPrunerReport?
+    }
+
+    /// AdaPruner: the search's best trial.
+    private func searched(_ search: AdaPrunerSettings, checkpoint: Checkpoint, blocks: ClosedRange<Int>) throws -> Choice {
+        let result = try AdaPrunerSearch(settings: settings, search: search, checkpoint: checkpoint, blocks: blocks,
+                                         comm: comm, logger: logger).run()
+        return Choice(keeps: result.keeps, scores: result.scores, calibrationLoss: nil,
+                      gradientSeconds: result.report.trials.reduce(0) { $0 + $1.gradientSeconds },
+                      samples: result.report.best.samples, seed: result.report.best.calibrationSeed, importance: nil,
+                      search: result.report)
+    }
+
+    /// LLM-Pruner: one importance term on the calibration windows.
+    private func llmPrunerChoice(checkpoint: Checkpoint, blocks: ClosedRange<Int>) throws -> Choice {
+        let windows = try CalibrationSource.windows(url: settings.calibration, modelDirectory: settings.model,
+                                                    vocabSize: checkpoint.config.vocabSize, samples: settings.samples, seqlen: settings.seqlen, seed: settings.seed,
+                                                    draw: settings.calibrationDraw)
+        if comm.rank == 0 {
+            logger.info("llm-pruner: \(settings.importance.rawValue) importance, ratio \(settings.ratio), blocks \(blocks.lowerBound)..\(blocks.upperBound), \(windows.count) sequences of \(settings.seqlen) tokens over \(comm.size) rank(s)")
+        }
+        let t = Date()
+        let terms = try TaylorTermsOverRanks.compute(checkpoint: checkpoint, windows: windows, seqlen: settings.seqlen,
+                                                     blocks: blocks, fisher: settings.importance == .el2, comm: comm)
+        let gradientSeconds = Date().timeIntervalSince(t)
+        let chosen = try TaylorTermsOverRanks.choose(terms: terms, mix: .single(settings.importance),
+                                                     aggregation: settings.aggregation, ratio: settings.ratio, comm: comm)
+        return Choice(keeps: chosen.keeps, scores: chosen.scores, calibrationLoss: terms.meanNLL, gradientSeconds: gradientSeconds,
+                      samples: settings.samples, seed: settings.seed, importance: settings.importance.rawValue, search: nil)
+    }
+
+    private func makeReport(checkpoint: Checkpoint, choice: Choice, blocks: ClosedRange<Int>, rankUsage: [RunReport.Rank],
+                            totalSeconds: Double) throws -> StructuredReport {
+        let keeps = choice.keeps
         let config = checkpoint.config
         let before = try checkpoint.tensorNames.reduce(0) { $0 + (try checkpoint.info($1)).count }
         var linearBefore = 0, linearAfter = 0, prunedBefore = 0
@@ -188,16 +196,16 @@ final class StructuredPruneRun {
         }
         let removed = linearBefore - linearAfter
         return StructuredReport(model: settings.model.path, output: settings.out.path, method: settings.method.rawValue,
-                                ratio: settings.ratio, importance: settings.importance.rawValue, aggregation: settings.aggregation.rawValue,
-                                samples: settings.samples, seqlen: settings.seqlen, seed: settings.seed,
+                                ratio: settings.ratio, importance: choice.importance, aggregation: settings.aggregation.rawValue,
+                                samples: choice.samples, seqlen: settings.seqlen, seed: choice.seed,
                                 calibrationDraw: settings.search == nil ? settings.calibrationDraw.rawValue : nil, ranks: comm.size,
-                                blockStart: blocks.lowerBound, blockEnd: blocks.upperBound, calibrationLoss: nil,
+                                blockStart: blocks.lowerBound, blockEnd: blocks.upperBound, calibrationLoss: choice.calibrationLoss,
                                 parametersBefore: before, parametersAfter: before - removed, parametersRemoved: removed,
                                 blockLinearParametersBefore: linearBefore,
                                 blockLinearFractionRemoved: Double(removed) / Double(max(linearBefore, 1)),
                                 prunedBlocksFractionRemoved: Double(removed) / Double(max(prunedBefore, 1)),
-                                layerWidths: widths, kept: keeps.keys.sorted().map { keeps[$0]! }, scores: scores,
-                                gradientSeconds: 0, totalSeconds: 0, rankUsage: [], search: nil)
+                                layerWidths: widths, kept: keeps.sorted { $0.key < $1.key }.map(\.value), scores: choice.scores,
+                                gradientSeconds: choice.gradientSeconds, totalSeconds: totalSeconds, rankUsage: rankUsage, search: choice.search)
     }
 }
 
@@ -214,7 +222,7 @@ enum TaylorTermsOverRanks {
     /// windows: every rank's [count][seqlen]; rank r differentiates those with index ≡ r (mod size)
     static func compute(checkpoint: Checkpoint, windows: [[Int]], seqlen: Int, blocks: ClosedRange<Int>, fisher: Bool,
                         comm: Communicator) throws -> Terms {
-        let mine = windows.indices.filter { $0 % comm.size == comm.rank }.map { windows[$0] }
+        let mine = comm.shard(windows)
         var terms: [Int: TaylorImportance.BlockTerms] = [:]
         let result = try DistributedGradients.compute(checkpoint: checkpoint, mine: mine, seqlen: seqlen, totalSequences: windows.count,
                                                       perSequenceSquares: fisher, layers: Set(blocks), comm: comm, root: 0) { sums in
@@ -237,9 +245,7 @@ enum TaylorTermsOverRanks {
                 keeps.append(TaylorImportance.keep(scores: s, heads: blockTerms.heads, headDim: blockTerms.headDim, ratio: ratio))
             }
         }
-        var data = comm.rank == 0 ? try JSONEncoder().encode(keeps) : Data()
-        try comm.broadcast(&data, root: 0)
-        keeps = try JSONDecoder().decode([StructuredKeep].self, from: data)
+        keeps = try comm.broadcast(keeps, root: 0)
         return (Dictionary(uniqueKeysWithValues: keeps.map { ($0.layer, $0) }), scores)
     }
 }

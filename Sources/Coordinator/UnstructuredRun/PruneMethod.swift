@@ -1,0 +1,63 @@
+import ArgumentParser
+import Engine
+import Foundation
+
+/// The pruning methods prune-dist runs.
+public enum PruneMethod: String, CaseIterable, ExpressibleByArgument, Codable, Sendable {
+    case magnitude, wanda, sparsegpt, krp
+    /// Structured (whole heads and MLP channels, Taylor importance from gradients): StructuredPruneRun.
+    case llmPruner = "llm-pruner", adapruner
+
+    var isStructured: Bool { self == .llmPruner || self == .adapruner }
+}
+
+/// What each unstructured method is, in one place: the sums over a linear's input it needs (every rank collects
+/// them on its sequences, they are reduced to the linear's owner) and how the owner solves with them. PruneRun,
+/// the ownership plan and the memory plan read these; a new method is a new case here and its solver in Engine.
+extension PruneMethod {
+    /// Which statistics of each linear input the method needs.
+    var statistics: StatisticsNeeds {
+        switch self {
+        case .magnitude: return .none
+        case .wanda: return StatisticsNeeds(columnNorms: true)
+        case .sparsegpt: return StatisticsNeeds(hessian: true)
+        case .krp: return StatisticsNeeds(hessian: true, cross: true)
+        case .llmPruner, .adapruner: return .none
+        }
+    }
+
+    /// KRP's target is the dense model's output, so it runs the dense stream beside the pruned one.
+    var needsDenseStream: Bool { self == .krp }
+
+    /// Input-width square matrices an owner holds per linear input (the Hessian, and KRP's cross term): what the
+    /// ownership and memory plans weigh a linear by.
+    var statisticsPerInput: Int { self == .krp ? 2 : 1 }
+
+    /// Prunes one linear.
+    /// - weight: [rows, columns] as `shape` says; statistics: its input's sums, normalised (nil for magnitude)
+    func prune(weight: [Float], shape: [Int], statistics: InputStatistics?, pattern: SparsityPattern,
+               settings: PruneSettings) throws -> PruneResult {
+        func collected() throws -> InputStatistics {
+            guard let statistics, statistics.needs == self.statistics else {
+                throw PruneDistError(.argument, "\(rawValue): the statistics of the linear's input it needs were not collected")
+            }
+            return statistics
+        }
+        switch self {
+        case .magnitude:
+            return try pruneMagnitude(weight: weight, shape: shape, pattern: pattern)
+        case .wanda:
+            return try pruneWanda(weight: weight, shape: shape, columnNormsSquared: try collected().columnNorms, pattern: pattern)
+        case .sparsegpt:
+            return try pruneSparseGPT(weight: weight, shape: shape, hessian: try collected().hessian, pattern: pattern,
+                                      blocksize: settings.blocksize, percdamp: settings.percdamp)
+        case .krp:
+            let statistics = try collected()
+            return try pruneKRP(weight: weight, shape: shape, hessian: statistics.hessian, crossTerm: statistics.cross,
+                                pattern: pattern, blocksize: settings.blocksize, percdamp: settings.percdamp,
+                                rectification: settings.krpRectification)
+        case .llmPruner, .adapruner:
+            throw PruneDistError(.argument, "structured methods run in StructuredPruneRun, not per linear")
+        }
+    }
+}
