@@ -56,7 +56,8 @@ enum HTMLReport {
         for (i, run) in runs.enumerated() {
             html += "<div class=\"panel\"><h3>\(escape(run.label))</h3>\(rankChart(run.report, id: "ranks-\(i)"))\(rankTable(run.report))</div>"
         }
-        html += "</div>\n</body></html>\n"
+        html += "</div>\n" + provenanceSection(runs)
+        html += "</body></html>\n"
         return html
     }
 

@@ -222,6 +222,7 @@ struct PruneCommand: ParsableCommand {
             }
             if comm.rank == 0 {
                 try RunReportFiles.write(report, jsonURLs: [settings.out.appendingPathComponent("prune-report.json")] + (settings.reportURL.map { [$0] } ?? []))
+                if !evaluation.isEmpty { try CheckpointCompanions.writeModelCard(reportData: report.jsonData(), folder: settings.out) }
             }
         }
         if comm.rank == 0 {

@@ -73,9 +73,11 @@ struct StructuredReport: Codable, Sendable {
     var totalSeconds: Double
     var rankUsage: [RunReport.Rank]
     var search: AdaPrunerReport?
+    /// Command line, version and commit, date, hosts, calibration file, dtypes and every option.
+    var provenance: RunProvenance? = nil
 
     enum CodingKeys: String, CodingKey {
-        case tool, version, model, output, method, ratio, importance, aggregation, samples, seqlen, seed, ranks, kept, scores, search
+        case tool, version, model, output, method, ratio, importance, aggregation, samples, seqlen, seed, ranks, kept, scores, search, provenance
         case blockStart = "block_start", blockEnd = "block_end", calibrationLoss = "calibration_loss", calibrationDraw = "calibration_draw"
         case parametersBefore = "parameters_before", parametersAfter = "parameters_after", parametersRemoved = "parameters_removed"
         case blockLinearParametersBefore = "block_linear_parameters_before", blockLinearFractionRemoved = "block_linear_fraction_removed"
@@ -154,6 +156,9 @@ final class StructuredPruneRun {
         if comm.rank == 0 {
             report.rankUsage = try gathered.map { try JSONDecoder().decode(RunReport.Rank.self, from: $0) }
             report.totalSeconds = Date().timeIntervalSince(start)
+            report.provenance = try RunProvenance.make(settings: settings, calibration: settings.calibration, seed: settings.seed,
+                                                       inputDType: checkpoint.storageDType, outputDType: settings.outputDType ?? checkpoint.storageDType,
+                                                       hosts: report.rankUsage.map(\.host), start: start)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try StructuredOutputCheckpoint.write(source: checkpoint, keeps: keeps, out: settings.out, lock: settings.outputLock!, dtype: settings.outputDType,
