@@ -98,14 +98,24 @@ enum CheckpointCompanions {
             row("hosts", (provenance["hosts"] as? [String])?.joined(separator: ", "))
         }
         if let evaluation = report["evaluation"] as? [String: Double], !evaluation.isEmpty {
-            lines += ["", "## Evaluation", "", "| measure | value |", "|---|---|"]
+            let dense = report["dense_evaluation"] as? [String: Double]
+            lines += ["", "## Evaluation", ""]
+            lines += dense == nil ? ["| measure | value |", "|---|---|"]
+                : ["| measure | dense | pruned | difference |", "|---|---|---|---|"]
             // The first text is also under the plain "perplexity" keys (older reports): shown once, by its label.
             let labelled = evaluation.keys.contains { $0.hasPrefix("perplexity.") && !$0.hasSuffix(".seqlen") && !$0.hasSuffix(".windows") }
-            for key in evaluation.keys.sorted() where !key.hasSuffix(".seqlen") && !key.hasSuffix(".windows") && !key.hasSuffix(".limit")
-                && !(labelled && key == "perplexity") {
+            for key in evaluation.keys.sorted() where DenseEvaluation.isMeasure(key) && !(labelled && key == "perplexity") {
                 let detail = [evaluation["\(key).windows"].map { "\(Int($0)) windows" }, evaluation["\(key).seqlen"].map { "of \(Int($0)) tokens" }]
                     .compactMap { $0 }.joined(separator: " ")
-                lines.append("| \(key)\(detail.isEmpty ? "" : " (\(detail))") | \(String(format: "%.4f", evaluation[key]!)) |")
+                let name = "\(key)\(detail.isEmpty ? "" : " (\(detail))")"
+                let value = evaluation[key]!
+                if let dense, let d = dense[key] {
+                    lines.append("| \(name) | \(String(format: "%.4f", d)) | \(String(format: "%.4f", value)) | \(String(format: "%+.4f", value - d)) |")
+                } else if dense != nil {
+                    lines.append("| \(name) | | \(String(format: "%.4f", value)) | |")
+                } else {
+                    lines.append("| \(name) | \(String(format: "%.4f", value)) |")
+                }
             }
         }
         if let command = provenance?["command_line"] as? String {
