@@ -95,6 +95,9 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Evaluate only the first N documents of each --eval-tasks task.")
     var evalLimit: Int?
 
+    @Flag(name: .long, help: "With --eval-*: do not evaluate the dense input model for comparison (by default it is evaluated once and cached in the output's parent folder).")
+    var noDenseEval = false
+
     @Flag(name: .long, help: "Continue an interrupted run with the same fingerprint after its last finished block (the same --out).")
     var resume = false
 
@@ -201,9 +204,15 @@ struct PruneCommand: ParsableCommand {
                 let result = try evaluation.evaluate(model: settings.out, comm: comm, logger: logger)
                 report.evaluation = result.entries
                 if comm.rank == 0 { result.lines.forEach(printLine) }
+                if !noDenseEval, let dense = try DenseEvaluation.entries(evaluation: evaluation, model: settings.model, out: settings.out,
+                                                                        weights: weights, comm: comm, logger: logger) {
+                    report.denseEvaluation = dense.entries
+                    if comm.rank == 0 { DenseEvaluation.comparisonLines(dense: dense.entries, pruned: result.entries).forEach(printLine) }
+                }
             }
             if comm.rank == 0 {
                 try RunReportFiles.write(report, jsonURLs: [settings.out.appendingPathComponent("prune-report.json")] + (settings.reportURL.map { [$0] } ?? []))
+                if !evaluation.isEmpty { try CheckpointCompanions.writeModelCard(reportData: report.jsonData(), folder: settings.out) }
             }
         }
         if comm.rank == 0 {
@@ -211,6 +220,7 @@ struct PruneCommand: ParsableCommand {
                 "output": settings.out.path, "method": report.method, "pattern": report.pattern,
                 "overall_sparsity": report.overallSparsity, "seconds": report.totalSeconds, "ranks": report.ranks,
                 "samples": report.samples, "seqlen": report.seqlen, "evaluation": report.evaluation ?? [:],
+                "dense_evaluation": report.denseEvaluation ?? [:],
             ]))
         }
     }

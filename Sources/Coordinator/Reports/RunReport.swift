@@ -83,9 +83,14 @@ public struct RunReport: Codable, Sendable {
     public var blockSparsityTargets: [Double]? = nil
     /// KRP's rectification (legacy, or the ridge toward the dense weights and the correction fraction).
     public var krpRectification: String? = nil
+    /// Command line, version and commit, date, hosts, calibration file, dtypes and every option (absent in older reports).
+    public var provenance: RunProvenance? = nil
+    /// The same evaluation on the dense input model (`prune --eval-*` without --no-dense-eval), for dense → pruned.
+    public var denseEvaluation: [String: Double]? = nil
 
     enum CodingKeys: String, CodingKey {
-        case tool, version, model, output, method, pattern, samples, seqlen, seed, ranks, linears, blocks, evaluation, allocation
+        case tool, version, model, output, method, pattern, samples, seqlen, seed, ranks, linears, blocks, evaluation, allocation, provenance
+        case denseEvaluation = "dense_evaluation"
         case blockSparsityTargets = "block_sparsity_targets", krpRectification = "krp_rectification"
         case sparsityTarget = "sparsity_target", trueSequential = "true_sequential", rankUsage = "rank_usage"
         case totalSeconds = "total_seconds", overallSparsity = "overall_sparsity"

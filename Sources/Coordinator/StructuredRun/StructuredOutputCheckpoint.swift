@@ -86,7 +86,8 @@ enum StructuredOutputCheckpoint {
                  "intermediate_size": $0.intermediateSize]
             }
         }
-        try OutputCheckpoint.completeFolder(temporary, config: configObject, source: source.directory, reportData: reportData)
+        try OutputCheckpoint.completeFolder(temporary, config: configObject, source: source.directory, reportData: reportData,
+                                            name: out.lastPathComponent)
         keepPartial = true  // complete: kept where the error says if it cannot be moved into place
         try OutputFolder.moveIntoPlace(temporary, out: out)
         if let reportData, let reportURL { try writeFileAtomically(reportData, to: reportURL) }

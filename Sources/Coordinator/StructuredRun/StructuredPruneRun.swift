@@ -73,9 +73,11 @@ struct StructuredReport: Codable, Sendable {
     var totalSeconds: Double
     var rankUsage: [RunReport.Rank]
     var search: AdaPrunerReport?
+    /// Command line, version and commit, date, hosts, calibration file, dtypes and every option.
+    var provenance: RunProvenance? = nil
 
     enum CodingKeys: String, CodingKey {
-        case tool, version, model, output, method, ratio, importance, aggregation, samples, seqlen, seed, ranks, kept, scores, search
+        case tool, version, model, output, method, ratio, importance, aggregation, samples, seqlen, seed, ranks, kept, scores, search, provenance
         case blockStart = "block_start", blockEnd = "block_end", calibrationLoss = "calibration_loss", calibrationDraw = "calibration_draw"
         case parametersBefore = "parameters_before", parametersAfter = "parameters_after", parametersRemoved = "parameters_removed"
         case blockLinearParametersBefore = "block_linear_parameters_before", blockLinearFractionRemoved = "block_linear_fraction_removed"
@@ -112,12 +114,15 @@ final class StructuredPruneRun {
         let usage = RunReport.Rank(rank: comm.rank, host: comm.hostName, peakRSSBytes: peakResidentBytes(),
                                    cpuSeconds: processCPUSeconds(), sequences: 0)
         let usages = try comm.gather(usage, root: 0)  // [] on ranks other than 0
-        let report = try makeReport(checkpoint: checkpoint, choice: choice, blocks: blocks, rankUsage: usages,
+        var report = try makeReport(checkpoint: checkpoint, choice: choice, blocks: blocks, rankUsage: usages,
                                     totalSeconds: Date().timeIntervalSince(start))
         if comm.rank == 0 {
             guard let lock = settings.outputLock else {
                 throw PruneDistError(.argument, "rank 0 writes the output and must hold its lock (settings.outputLock)")
             }
+            report.provenance = try RunProvenance.make(settings: settings, calibration: settings.calibration, seed: settings.seed,
+                                                       inputDType: checkpoint.storageDType, outputDType: settings.outputDType ?? checkpoint.storageDType,
+                                                       hosts: report.rankUsage.map(\.host), start: start)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try StructuredOutputCheckpoint.write(source: checkpoint, keeps: choice.keeps, out: settings.out, lock: lock, dtype: settings.outputDType,

@@ -16,9 +16,6 @@ final class OutputCheckpoint {
     private var written = 0
     private var finished = false
 
-    static let copiedFiles = ["generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                              "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt"]
-
     /// - lock: rank 0's lock on the output's partial folder (OutputFolder), held since the run started
     /// - resumeAfter: tensors (in `tensorOrder`) an interrupted run already wrote into the partial folder: keep
     ///   them and continue after them (`--resume`); 0 starts afresh.
@@ -109,7 +106,8 @@ final class OutputCheckpoint {
         var configObject = try JSONSerialization.jsonObject(with: Data(contentsOf: source.directory.appendingPathComponent("config.json"))) as? [String: Any] ?? [:]
         if configObject["dtype"] != nil { configObject["dtype"] = dtype.torchName }
         configObject["torch_dtype"] = configObject["dtype"] == nil ? dtype.torchName : nil
-        try OutputCheckpoint.completeFolder(temporary, config: configObject, source: source.directory, reportData: reportData)
+        try OutputCheckpoint.completeFolder(temporary, config: configObject, source: source.directory, reportData: reportData,
+                                            name: out.lastPathComponent)
         finished = true  // complete: kept where the error says if it cannot be moved into place
         try OutputFolder.moveIntoPlace(temporary, out: out)
         if let reportData, let reportURL {
@@ -117,19 +115,19 @@ final class OutputCheckpoint {
         }
     }
 
-    /// The last files of every output checkpoint: config.json, the tokenizer and generation files copied from
-    /// `source`, and the report; the folder is then moved into place (OutputFolder.moveIntoPlace).
-    static func completeFolder(_ temporary: URL, config: [String: Any], source: URL, reportData: Data?) throws {
+    /// The last files of every output checkpoint: config.json (with `prune_dist` and, for sparse runs,
+    /// `sparsity_config`), every file of `source` that is not weights or config (tokenizer, chat template,
+    /// generation config, …: CheckpointCompanions), the report and a model card (README.md); the folder is then
+    /// moved into place (OutputFolder.moveIntoPlace). `name`: the output's name, for the model card.
+    static func completeFolder(_ temporary: URL, config: [String: Any], source: URL, reportData: Data?, name: String? = nil) throws {
+        var config = config
+        CheckpointCompanions.annotate(config: &config, reportData: reportData)
         let configData = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
         try writeFileAtomically(configData, to: temporary.appendingPathComponent("config.json"))
-        for name in copiedFiles {
-            let from = source.appendingPathComponent(name)
-            if FileManager.default.fileExists(atPath: from.path) {
-                try FileManager.default.copyItem(at: from, to: temporary.appendingPathComponent(name))
-            }
-        }
+        try CheckpointCompanions.copy(from: source, to: temporary)
         if let reportData {
             try writeFileAtomically(reportData, to: temporary.appendingPathComponent("prune-report.json"))
+            try CheckpointCompanions.writeModelCard(reportData: reportData, folder: temporary, name: name)
         }
     }
 }

@@ -187,6 +187,10 @@ final class PruneRun {
             let zeros = report.linears.reduce(0) { $0 + $1.zeros }, total = report.linears.reduce(0) { $0 + $1.total }
             report.overallSparsity = Double(zeros) / Double(max(total, 1))
             report.totalSeconds = Date().timeIntervalSince(start)
+            let inputDType = weights.checkpoint!.storageDType
+            report.provenance = try RunProvenance.make(settings: settings, calibration: settings.calibration, seed: settings.seed,
+                                                       inputDType: inputDType, outputDType: settings.outputDType ?? inputDType,
+                                                       hosts: report.rankUsage.map(\.host), start: start)
             resumption.journal?.remove()
             try output!.finish(reportData: try report.jsonData(), reportURL: settings.reportURL)
         }
