@@ -43,16 +43,19 @@ public struct AttackText: Sendable, Equatable {
         return copy
     }
 
-    /// The text without word `index` and the gap after it (the gap before it when it is the last word), as
-    /// TextFooler's deletion ranking reads it.
+    /// The text without word `index` and one space beside it (punctuation stays), as TextFooler's deletion
+    /// ranking reads it.
     public func deleting(_ index: Int) -> String {
+        var before = gaps[index], after = gaps[index + 1]
+        let atStart = index == 0 && before.isEmpty
+        if (atStart || before.last?.isWhitespace == true), after.first?.isWhitespace == true {
+            after.removeFirst()
+        } else if after.isEmpty, before.last?.isWhitespace == true {
+            before.removeLast()
+        }
         var gaps = self.gaps, words = self.words
         words.remove(at: index)
-        if index + 1 < gaps.count - 1 || index == 0 {
-            gaps.remove(at: index + 1)
-        } else {
-            gaps.remove(at: index)
-        }
+        gaps.replaceSubrange(index...(index + 1), with: [before + after])
         var result = gaps[0]
         for (word, gap) in zip(words, gaps.dropFirst()) { result += word + gap }
         return result
