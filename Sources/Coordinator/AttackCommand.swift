@@ -37,7 +37,7 @@ struct AttackCommand: ParsableCommand {
     @Option(name: .long, help: "Demonstrations in the prompt (K-shot).")
     var shots: Int = 0
 
-    @Option(name: .long, help: "Prompt template: harness (eval zeroshot's SST-2 prompt) or review (\"Review: … Sentiment:\").")
+    @Option(name: .long, help: "Prompt template: harness (eval zeroshot's SST-2 prompt), review (\"Review: … Sentiment:\") or chat (ChatML user/assistant turns).")
     var template: String = "harness"
 
     @Option(name: .long, help: "Examples at the end of the file kept for demonstrations and never attacked.")

@@ -129,8 +129,9 @@ final class AttackTests: XCTestCase {
         XCTAssertEqual(outcome.substitutions.map(\.index), [1])
         XCTAssertEqual(outcome.substitutions.map(\.replacement), ["dreadful"])
         XCTAssertEqual(outcome.adversarialPrediction, 0)
-        XCTAssertEqual(outcome.queries, victim.asked.count, "every text sent is counted")
-        XCTAssertGreaterThan(outcome.queries, 1)
+        XCTAssertEqual(Set(victim.asked).count, victim.asked.count, "a text is computed once per example")
+        XCTAssertGreaterThan(outcome.queries, victim.asked.count, "repeated texts still count as queries, as in TextAttack")
+        XCTAssertGreaterThan(victim.asked.count, 1)
         XCTAssertFalse(victim.asked.contains { $0.contains("dull") }, "stop word \"the\" is never replaced")
         XCTAssertEqual(AttackSummary(outcomes: [outcome]).attackSuccessRate, 1)
         // The same through the deletion ranking (TextFooler's search).
@@ -171,7 +172,8 @@ final class AttackTests: XCTestCase {
             let limited = WordSwapAttack(importance: .weightedSaliency, source: table, constraints: AttackConstraints(maxPerturbFraction: 1, queryBudget: budget))
             let result = try limited.attack(text, gold: 1, victim: victim)
             XCTAssertLessThanOrEqual(victim.asked.count, budget)
-            XCTAssertEqual(result.queries, victim.asked.count)
+            XCTAssertLessThanOrEqual(result.queries, budget)
+            XCTAssertGreaterThanOrEqual(result.queries, victim.asked.count)
         }
     }
 

@@ -33,13 +33,22 @@ public struct ClassificationPrompt: Sendable, Equatable {
         case harness
         /// "Review: … / Sentiment:"
         case review
+        /// ChatML (SmolLM2-Instruct, Qwen2): the question as the user's turn, the label word as the assistant's answer
+        case chat
 
         public func context(_ sentence: String) -> String {
             switch self {
             case .harness: return "\(sentence)\nQuestion: Is this sentence positive or negative?\nAnswer:"
             case .review: return "Review: \(sentence)\nSentiment:"
+            case .chat:
+                return "<|im_start|>user\nIs the sentiment of this movie review positive or negative? Answer with one word.\n\(sentence.trimmingCharacters(in: .whitespaces))<|im_end|>\n<|im_start|>assistant\n"
             }
         }
+
+        /// Between the context and the label word (lm-evaluation-harness's target delimiter).
+        public var delimiter: String { self == .chat ? "" : " " }
+        /// Between demonstrations (the harness's few-shot delimiter, or the end of the assistant's turn).
+        public var separator: String { self == .chat ? "<|im_end|>\n" : "\n\n" }
     }
 
     public var template: Template
@@ -61,8 +70,8 @@ public struct ClassificationPrompt: Sendable, Equatable {
 
     /// What the model reads before a label word.
     public func context(_ sentence: String) -> String {
-        let shots = demonstrations.map { template.context($0.sentence) + " " + labels[$0.label] }
-        return (shots + [template.context(sentence)]).joined(separator: "\n\n")
+        let shots = demonstrations.map { template.context($0.sentence) + template.delimiter + labels[$0.label] }
+        return (shots + [template.context(sentence)]).joined(separator: template.separator)
     }
 
     /// K demonstrations drawn with `seed` from `pool` (sentence, label): as balanced over labels as K allows
@@ -124,7 +133,7 @@ public final class LanguageModelClassifier: AttackVictim {
         var units: [Unit] = []
         for (t, text) in texts.enumerated() {
             let context = prompt.context(text)
-            let pairs = prompt.labels.map { ScoredSequence(context: context, continuation: " " + $0, encode: tokenizer.encode) }
+            let pairs = prompt.labels.map { ScoredSequence(context: context, continuation: prompt.template.delimiter + $0, encode: tokenizer.encode) }
             for pair in pairs {
                 guard pair.continuationStart >= 1, pair.ids.count > pair.continuationStart else {
                     throw PruneDistError(.data, "text \"\(text.prefix(60))\": a label encodes to no tokens or the context is empty")

@@ -131,12 +131,20 @@ public struct WordSwapAttack {
 
         var exhausted: Bool { budget.map { count >= $0 } ?? false }
 
+        /// Texts scored before in this example (TextAttack counts a repeated query again; it is not recomputed).
+        var cache: [String: [Double]] = [:]
+
         /// Scores of as many of `texts` as the budget allows.
         func scores(_ texts: [String]) throws -> [[Double]] {
             var texts = texts
             if let budget { texts = Array(texts.prefix(max(0, budget - count))) }
             count += texts.count
-            return texts.isEmpty ? [] : try victim.scores(texts)
+            var fresh: [String] = [], pending = Set<String>()
+            for text in texts where cache[text] == nil && pending.insert(text).inserted { fresh.append(text) }
+            if !fresh.isEmpty {
+                for (text, scores) in zip(fresh, try victim.scores(fresh)) { cache[text] = scores }
+            }
+            return texts.map { cache[$0]! }
         }
 
         func goal(_ scores: [Double]) -> Double { 1 - AttackScores.probabilities(scores)[gold] }
