@@ -99,6 +99,9 @@ final class AttackTests: XCTestCase {
         XCTAssertEqual(text.deleting(3), "it 's a , well-made journey . ")
         XCTAssertEqual(text.deleting(0), "'s a charming , well-made journey . ")
         XCTAssertEqual(AttackText("good film").deleting(1), "good")
+        let dashes = AttackText("a film -- sadly ' dull")
+        XCTAssertEqual(dashes.words, ["a", "film", "sadly", "dull"])
+        XCTAssertEqual(dashes.replacing(2, with: "alas").text, "a film -- alas ' dull")
         XCTAssertEqual(text.replacing(5, with: "trip").changedIndices(from: text), [5])
     }
 

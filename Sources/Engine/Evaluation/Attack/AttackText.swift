@@ -1,7 +1,7 @@
 import Foundation
 
-/// A text seen as words: maximal runs of letters, digits, `'`, `-` and `_` (so SST-2's "'s" and "well-made" are
-/// one word each), with everything between them (spaces, punctuation) kept exactly. Swapping a word rewrites
+/// A text seen as words: maximal runs of letters, digits, `'`, `-` and `_` holding at least one letter or digit
+/// (so SST-2's "'s" and "well-made" are one word each, "--" is punctuation), with everything between them (spaces, punctuation) kept exactly. Swapping a word rewrites
 /// only that word's characters.
 public struct AttackText: Sendable, Equatable {
     /// [words + 1]: the text before word 0, between words, after the last word
@@ -12,15 +12,24 @@ public struct AttackText: Sendable, Equatable {
     public init(_ text: String) {
         var gaps: [String] = [], words: [String] = []
         var gap = "", word = ""
+        // A run without a letter or digit ("--", "'") is punctuation: it stays in the gap.
+        func close() {
+            if word.contains(where: { $0.isLetter || $0.isNumber }) {
+                gaps.append(gap); words.append(word); gap = ""
+            } else {
+                gap += word
+            }
+            word = ""
+        }
         for character in text {
             if AttackText.isWordCharacter(character) {
                 word.append(character)
             } else {
-                if !word.isEmpty { gaps.append(gap); words.append(word); gap = ""; word = "" }
+                if !word.isEmpty { close() }
                 gap.append(character)
             }
         }
-        if !word.isEmpty { gaps.append(gap); words.append(word); gap = "" }
+        if !word.isEmpty { close() }
         gaps.append(gap)
         self.gaps = gaps
         self.words = words
