@@ -8,7 +8,7 @@ struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
         abstract: "Evaluate a model: perplexity on a token stream, zero-shot accuracy on multiple-choice tasks.",
-        subcommands: [PerplexityCommand.self, ZeroShotCommand.self])
+        subcommands: [PerplexityCommand.self, ZeroShotCommand.self, AttackCommand.self])
 }
 
 /// `prune-dist eval perplexity`: exp of the mean over non-overlapping windows of each window's mean next-token NLL.
