@@ -112,8 +112,7 @@ struct AttackCommand: ParsableCommand {
     func run() throws {
         let comm = try MPICommunicator.start()
         defer { comm.finish() }
-        var logger = try global.makeLogger()
-        if comm.rank != 0 { logger.logLevel = max(logger.logLevel, .warning) }
+        let logger = try global.makeLogger(rank: comm.rank)
         let start = Date()
         let (outcomes, pool, prompt) = try comm.abortingJobOnError { () throws -> ([AttackOutcome], Int, ClassificationPrompt) in
             let file = URL(fileURLWithPath: data).appendingPathComponent(ZeroShotTask.sst2.fileName)

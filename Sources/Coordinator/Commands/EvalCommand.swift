@@ -51,8 +51,7 @@ struct PerplexityCommand: ParsableCommand {
     func run() throws {
         let comm = try MPICommunicator.start()
         defer { comm.finish() }
-        var logger = try global.makeLogger()
-        if comm.rank != 0 { logger.logLevel = max(logger.logLevel, .warning) }
+        let logger = try global.makeLogger(rank: comm.rank)
         let start = Date()
         let (perplexity, windows) = try comm.abortingJobOnError { () throws -> (Double, Int) in
             let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))

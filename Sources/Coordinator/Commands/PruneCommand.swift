@@ -180,8 +180,7 @@ struct PruneCommand: ParsableCommand {
         if method.isStructured { return try runStructured() }
         let comm = try MPICommunicator.start()
         defer { comm.finish() }
-        var logger = try global.makeLogger()
-        if comm.rank != 0 { logger.logLevel = max(logger.logLevel, .warning) }
+        let logger = try global.makeLogger(rank: comm.rank)
         var settings = try settings()
         settings.resume = resume
         settings.weights = weights

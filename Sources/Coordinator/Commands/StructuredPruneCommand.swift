@@ -166,8 +166,7 @@ extension PruneCommand {
     func runStructured() throws {
         let comm = try MPICommunicator.start()
         defer { comm.finish() }
-        var logger = try global.makeLogger()
-        if comm.rank != 0 { logger.logLevel = max(logger.logLevel, .warning) }
+        let logger = try global.makeLogger(rank: comm.rank)
         let s = structured
         var settings = StructuredPruneSettings(
             model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out), method: method, ratio: s.ratio!,

@@ -45,8 +45,7 @@ struct ZeroShotCommand: ParsableCommand {
     func run() throws {
         let comm = try MPICommunicator.start()
         defer { comm.finish() }
-        var logger = try global.makeLogger()
-        if comm.rank != 0 { logger.logLevel = max(logger.logLevel, .warning) }
+        let logger = try global.makeLogger(rank: comm.rank)
         let start = Date()
         let summary = try comm.abortingJobOnError {
             let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: model))

@@ -31,6 +31,14 @@ public struct GlobalOptions: ParsableArguments {
         logger.logLevel = level
         return logger
     }
+
+    /// The logger of one rank in a job: only rank 0 reports progress, so a line is printed once, not once per rank;
+    /// the other ranks still print warnings and errors.
+    public func makeLogger(rank: Int) throws -> Logger {
+        var logger = try makeLogger()
+        if rank != 0 { logger.logLevel = max(logger.logLevel, .warning) }
+        return logger
+    }
 }
 
 enum LoggingSetup {
