@@ -111,5 +111,18 @@ final class AttackCommandTests: XCTestCase {
         let pool = try PruneDistBinary.run(base + ["--demo-pool", "20"])
         XCTAssertNotEqual(pool.status, 0)
         XCTAssertTrue(pool.stderr.contains("--demo-pool"), pool.stderr)
+        // --log replaces an earlier attack log, never a user's file, and refuses before the attack runs.
+        let notes = scratch.appendingPathComponent("notes.txt")
+        try Data("my notes\n".utf8).write(to: notes)
+        let refused = try PruneDistBinary.run(base + ["--attack", "none", "--log", notes.path])
+        XCTAssertEqual(refused.status, 64, refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("is not a prune-dist attack log"), refused.stderr)
+        XCTAssertEqual(try String(contentsOf: notes, encoding: .utf8), "my notes\n")
+        let log = scratch.appendingPathComponent("clean.jsonl")
+        for _ in 0..<2 {  // the second run replaces the first run's log
+            let logged = try PruneDistBinary.run(base + ["--attack", "none", "--log", log.path])
+            XCTAssertEqual(logged.status, 0, logged.stderr)
+        }
+        XCTAssertEqual(try String(contentsOf: log, encoding: .utf8).split(separator: "\n").count, 4)
     }
 }

@@ -76,6 +76,7 @@ struct AttackCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
+        if let log { try Self.checkLogMayBeReplaced(URL(fileURLWithPath: log)) }
         guard task == "sst2" else { throw ValidationError("--task \(task): only sst2 is supported") }
         guard ClassificationPrompt.Template(rawValue: template) != nil else {
             throw ValidationError("--template must be one of \(ClassificationPrompt.Template.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -218,13 +219,18 @@ struct AttackCommand: ParsableCommand {
             object["attack"] = attack.rawValue
             text += try jsonLine(object) + "\n"
         }
-        let temporary = url.deletingLastPathComponent().appendingPathComponent("." + url.lastPathComponent + ".partial")
-        do {
-            try Data(text.utf8).write(to: temporary)
-            if FileManager.default.fileExists(atPath: url.path) { try FileManager.default.removeItem(at: url) }
-            try FileManager.default.moveItem(at: temporary, to: url)
-        } catch {
-            throw PruneDistError(.io, "\(url.path): cannot write the attack log (\(error.localizedDescription))")
+        try writeFileAtomically(Data(text.utf8), to: url)
+    }
+
+    /// `--log` may replace only an earlier attack log (its first line a JSON object with an "attack" key): any other
+    /// file at that path is the user's, refused before the attack runs rather than overwritten after it.
+    static func checkLogMayBeReplaced(_ url: URL) throws {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder) else { return }
+        let firstLine = isFolder.boolValue ? nil : (try? String(contentsOf: url, encoding: .utf8))?.split(separator: "\n").first
+        let object = firstLine.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        guard object?["attack"] != nil else {
+            throw ValidationError("--log \(url.path): exists and is not a prune-dist attack log; it would be overwritten. Remove it or choose another file name")
         }
     }
 }
