@@ -88,6 +88,15 @@ static void k_scale_min(int j, const uint8_t *scales, int *scale, int *min) {
     }
 }
 
+// The multipliers and offsets of sub-blocks j and j + 1 (the low and high nibbles of one 32-byte run).
+static void k_pair_scales(int j, const uint8_t *scales, float d, float dmin, float *d0, float *min0, float *d1, float *min1) {
+    int sc0, m0, sc1, m1;
+    k_scale_min(j, scales, &sc0, &m0);
+    k_scale_min(j + 1, scales, &sc1, &m1);
+    *d0 = d * (float)sc0, *min0 = dmin * (float)m0;
+    *d1 = d * (float)sc1, *min1 = dmin * (float)m1;
+}
+
 // block_q4_K (144 bytes, 256 values): f16 d, f16 dmin, 12 scale bytes, 128 quant bytes. Eight sub-blocks
 // of 32; each 32-byte run of quants holds two sub-blocks (low nibbles, then high nibbles).
 // value = (d*scale)*q - (dmin*min).
@@ -96,11 +105,8 @@ void cengine_dequantize_q4_K(const uint8_t *src, size_t block_count, float *dst)
         const float d = half_at(src), dmin = half_at(src + 2);
         const uint8_t *scales = src + 4, *qs = src + 16;
         for (int pair = 0; pair < 4; pair++, qs += 32) {
-            int sc0, m0, sc1, m1;
-            k_scale_min(2 * pair, scales, &sc0, &m0);
-            k_scale_min(2 * pair + 1, scales, &sc1, &m1);
-            const float d0 = d * (float)sc0, min0 = dmin * (float)m0;
-            const float d1 = d * (float)sc1, min1 = dmin * (float)m1;
+            float d0, min0, d1, min1;
+            k_pair_scales(2 * pair, scales, d, dmin, &d0, &min0, &d1, &min1);
             for (int l = 0; l < 32; l++) *dst++ = d0 * (float)(qs[l] & 0x0F) - min0;
             for (int l = 0; l < 32; l++) *dst++ = d1 * (float)(qs[l] >> 4) - min1;
         }
@@ -114,11 +120,8 @@ void cengine_dequantize_q5_K(const uint8_t *src, size_t block_count, float *dst)
         const float d = half_at(src), dmin = half_at(src + 2);
         const uint8_t *scales = src + 4, *qh = src + 16, *qs = src + 48;
         for (int pair = 0; pair < 4; pair++, qs += 32) {
-            int sc0, m0, sc1, m1;
-            k_scale_min(2 * pair, scales, &sc0, &m0);
-            k_scale_min(2 * pair + 1, scales, &sc1, &m1);
-            const float d0 = d * (float)sc0, min0 = dmin * (float)m0;
-            const float d1 = d * (float)sc1, min1 = dmin * (float)m1;
+            float d0, min0, d1, min1;
+            k_pair_scales(2 * pair, scales, d, dmin, &d0, &min0, &d1, &min1);
             const uint8_t bit0 = (uint8_t)(1u << (2 * pair)), bit1 = (uint8_t)(1u << (2 * pair + 1));
             for (int l = 0; l < 32; l++) *dst++ = d0 * (float)((qs[l] & 0x0F) + ((qh[l] & bit0) ? 16 : 0)) - min0;
             for (int l = 0; l < 32; l++) *dst++ = d1 * (float)((qs[l] >> 4) + ((qh[l] & bit1) ? 16 : 0)) - min1;

@@ -10,7 +10,7 @@ final class HTMLReportTests: XCTestCase {
         var linears: [RunReport.Linear] = []
         for layer in 0..<blocks {
             for (i, linear) in LlamaLinear.allCases.enumerated() {
-                linears.append(RunReport.Linear(name: linear.weightName(layer: layer), layer: layer, owner: i % 2,
+                linears.append(RunReport.Linear(linear: linear, layer: layer, owner: i % 2,
                                                 sparsity: 0.5 + 0.001 * Double(i), zeros: 500 + i, total: 1000,
                                                 errorBefore: i == 3 ? nil : 2.0 * Double(layer + 1), errorAfter: i == 3 ? nil : Double(layer + 1) * 0.1,
                                                 damping: nil, ridge: nil, redamped: 0, seconds: 0.1))
@@ -59,5 +59,28 @@ final class HTMLReportTests: XCTestCase {
         }
         XCTAssertEqual(RunReportFiles.htmlURL(forJSON: URL(fileURLWithPath: "/a/r.json")).path, "/a/r.html")
         XCTAssertEqual(RunReportFiles.htmlURL(forJSON: URL(fileURLWithPath: "/a/r")).path, "/a/r.html")
+    }
+
+    /// Entries carry their LlamaLinear; the JSON still names the tensor, and reports written before the `linear`
+    /// key existed are read by that name. A name that is not the linear of its block is refused.
+    func testReportEntriesCarryTheirLinearAndOlderReportsAreRead() throws {
+        let written = report(method: "sparsegpt", blocks: 2)
+        let json = try JSONSerialization.jsonObject(with: written.jsonData()) as! [String: Any]
+        var entries = json["linears"] as! [[String: Any]]
+        XCTAssertEqual(entries[8]["name"] as? String, "model.layers.1.self_attn.k_proj.weight")
+        XCTAssertEqual(entries[8]["linear"] as? String, "self_attn.k_proj")
+
+        for i in entries.indices { entries[i]["linear"] = nil }
+        var older = json
+        older["linears"] = entries
+        let read = try JSONDecoder().decode(RunReport.self, from: JSONSerialization.data(withJSONObject: older))
+        XCTAssertEqual(read.linears.map(\.linear), written.linears.map(\.linear))
+        XCTAssertEqual(read.linears.map(\.layer), written.linears.map(\.layer))
+
+        entries[8]["name"] = "model.layers.0.self_attn.k_proj.weight"  // block 0's name on an entry of block 1
+        older["linears"] = entries
+        XCTAssertThrowsError(try JSONDecoder().decode(RunReport.self, from: JSONSerialization.data(withJSONObject: older))) { error in
+            XCTAssertTrue("\(error)".contains("is not the weight of a linear of block 1"), "\(error)")
+        }
     }
 }

@@ -14,8 +14,8 @@ public final class BackgroundProcess {
         process.environment = PruneDistBinary.childEnvironment(environment)
         outURL = FileManager.default.temporaryDirectory.appendingPathComponent("pd-bg-out-\(UUID().uuidString)")
         errURL = FileManager.default.temporaryDirectory.appendingPathComponent("pd-bg-err-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
         process.standardOutput = try FileHandle(forWritingTo: outURL)
         process.standardError = try FileHandle(forWritingTo: errURL)
         process.standardInput = FileHandle.nullDevice

@@ -41,7 +41,8 @@ extension PruneCommand {
             let outArgument = OutputFolder.Argument("--out", URL(fileURLWithPath: out))
             let modelArgument = OutputFolder.Argument("--model", URL(fileURLWithPath: model))
             var inputs = [modelArgument]
-            for (option, path) in [("--calib", calib), ("--pool", structured.pool), ("--eval-data", evalData)] + evalText.map { ("--eval-text", Optional($0)) } {
+            let paths = [("--calib", calib), ("--pool", structured.pool), ("--eval-data", evalData)] + evalText.map { ("--eval-text", Optional($0)) }
+            for (option, path) in paths {
                 if let path { inputs.append(OutputFolder.Argument(option, URL(fileURLWithPath: path))) }
             }
             // With --weights broadcast only rank 0 reads the data, so other ranks may not see the file at all.

@@ -196,33 +196,23 @@ enum HTMLReport {
         return s + "</svg>\n"
     }
 
-    /// The linear kinds in the model's order; names outside LlamaLinear keep their own column after them.
-    private static func linearColumns(_ report: RunReport) -> [String] {
-        var columns = LlamaLinear.allCases.map(\.rawValue)
-        for entry in report.linears where !columns.contains(kind(entry)) { columns.append(kind(entry)) }
-        return columns
-    }
-
-    /// "self_attn.q_proj" for "model.layers.3.self_attn.q_proj.weight".
-    private static func kind(_ entry: RunReport.Linear) -> String {
-        var name = entry.name
-        if let range = name.range(of: "layers.\(entry.layer).") { name = String(name[range.upperBound...]) }
-        if name.hasSuffix(".weight") { name.removeLast(".weight".count) }
-        return name
+    /// "q" for self_attn.q_proj, "gate" for mlp.gate_proj: the column heading.
+    private static func shortName(_ linear: LlamaLinear) -> String {
+        String(linear.rawValue.split(separator: ".").last!.replacingOccurrences(of: "_proj", with: ""))
     }
 
     /// A heat map: one rect per linear (blocks down, linear kinds across), colour by sparsity on a 0–1 scale.
     private static func linearSparsityChart(_ report: RunReport, id: String) -> String {
-        let columns = linearColumns(report)
-        let used = columns.filter { c in report.linears.contains { kind($0) == c } }
+        let columns = LlamaLinear.allCases  // the model's order
+        let used = columns.filter { c in report.linears.contains { $0.linear == c } }
         let blocks = (report.linears.map(\.layer).max() ?? -1) + 1
         let cell = 44.0, rowHeight = max(6.0, min(16.0, 420 / Double(max(blocks, 1)))), left = 40.0, top = 30.0
         var f = Frame()
         f.width = left + cell * Double(used.count) + 70
         f.height = max(top + rowHeight * Double(blocks) + 10, top + 150)
         var s = svgOpen(id, f, label: "sparsity per linear")
-        for (c, name) in used.enumerated() {
-            let short = name.split(separator: ".").last.map { String($0.replacingOccurrences(of: "_proj", with: "")) } ?? name
+        for (c, linear) in used.enumerated() {
+            let short = shortName(linear)
             s += "<text x=\"\(fmt(left + cell * (Double(c) + 0.5)))\" y=\"\(fmt(top - 8))\" text-anchor=\"middle\">\(escape(short))</text>"
         }
         let labelStep = max(1, Int((12 / rowHeight).rounded(.up)))
@@ -230,7 +220,7 @@ enum HTMLReport {
             s += "<text x=\"\(fmt(left - 6))\" y=\"\(fmt(top + rowHeight * (Double(layer) + 0.5) + 4))\" text-anchor=\"end\">\(layer)</text>"
         }
         for entry in report.linears {
-            let c = used.firstIndex(of: kind(entry)) ?? 0
+            let c = used.firstIndex(of: entry.linear) ?? 0
             s += "<rect class=\"linear-mark\" x=\"\(fmt(left + cell * Double(c) + 1))\" y=\"\(fmt(top + rowHeight * Double(entry.layer) + 0.5))\" width=\"\(fmt(cell - 2))\" height=\"\(fmt(rowHeight - 1))\" fill=\"\(sparsityColour(entry.sparsity))\"><title>\(escape("\(entry.name): sparsity \(String(format: "%.5f", entry.sparsity)) (\(entry.zeros) of \(entry.total)), rank \(entry.owner)"))</title></rect>"
             if rowHeight >= 12 {
                 s += "<text x=\"\(fmt(left + cell * (Double(c) + 0.5)))\" y=\"\(fmt(top + rowHeight * (Double(entry.layer) + 0.5) + 3))\" text-anchor=\"middle\" style=\"font-size: 9px; fill: \(entry.sparsity > 0.55 ? "#fff" : "#222")\">\(String(format: "%.3f", entry.sparsity))</text>"
@@ -274,9 +264,9 @@ enum HTMLReport {
             if let first = entries.firstIndex(where: { $0.layer == layer }) { xTicks.append((x(Double(first)), "\(layer)")) }
         }
         s += axes(f, xTicks: xTicks, yTicks: yTicks, xLabel: "block (linears in model order)", yLabel: "‖ΔW x‖² per token")
-        let columns = linearColumns(report)
+        let columns = LlamaLinear.allCases  // the model's order
         for (i, entry) in entries.enumerated() {
-            let colour = palette[(columns.firstIndex(of: kind(entry)) ?? 0) % palette.count]
+            let colour = palette[(columns.firstIndex(of: entry.linear) ?? 0) % palette.count]
             if let before = entry.errorBefore, before > 0, before.isFinite {
                 s += "<circle cx=\"\(fmt(x(Double(i))))\" cy=\"\(fmt(y(before)))\" r=\"2.5\" fill=\"none\" stroke=\"#999\"/>"
             }
@@ -284,8 +274,8 @@ enum HTMLReport {
                 s += "<circle class=\"error-mark\" cx=\"\(fmt(x(Double(i))))\" cy=\"\(fmt(y(after)))\" r=\"2.5\" fill=\"\(colour)\"><title>\(escape("\(entry.name): after \(String(format: "%.4g", after))" + (entry.errorBefore.map { String(format: ", before %.4g", $0) } ?? "")))</title></circle>"
             }
         }
-        for (c, name) in columns.prefix(palette.count).enumerated() {
-            let short = name.split(separator: ".").last.map { String($0.replacingOccurrences(of: "_proj", with: "")) } ?? name
+        for (c, linear) in columns.prefix(palette.count).enumerated() {
+            let short = shortName(linear)
             s += "<circle cx=\"\(fmt(f.left + 14 + Double(c) * 62))\" cy=\"13\" r=\"3\" fill=\"\(palette[c])\"/><text x=\"\(fmt(f.left + 20 + Double(c) * 62))\" y=\"17\">\(escape(short))</text>"
         }
         return s + "</svg>\n"

@@ -1,11 +1,14 @@
+import Engine
 import Foundation
 
 /// The JSON report of a prune run: what was done to every linear, how long each block took, and what
 /// each rank used. Written by rank 0 (entries from other ranks are gathered to it).
 public struct RunReport: Codable, Sendable {
     public struct Linear: Codable, Sendable {
-        public var name: String
+        public var linear: LlamaLinear
         public var layer: Int
+        /// The weight's tensor name, `model.layers.{layer}.{linear}.weight`: written for readers of the JSON.
+        public let name: String
         public var owner: Int
         public var sparsity: Double
         public var zeros: Int
@@ -23,8 +26,43 @@ public struct RunReport: Codable, Sendable {
         public var seconds: Double
 
         enum CodingKeys: String, CodingKey {
-            case name, layer, owner, sparsity, zeros, total, damping, ridge, redamped, seconds
+            case linear, name, layer, owner, sparsity, zeros, total, damping, ridge, redamped, seconds
             case errorBefore = "error_before", errorAfter = "error_after"
+        }
+
+        public init(linear: LlamaLinear, layer: Int, owner: Int, sparsity: Double, zeros: Int, total: Int, errorBefore: Double?,
+                    errorAfter: Double?, damping: Double?, ridge: Double?, redamped: Int, seconds: Double) {
+            self.linear = linear
+            self.layer = layer
+            self.name = linear.weightName(layer: layer)
+            self.owner = owner
+            self.sparsity = sparsity
+            self.zeros = zeros
+            self.total = total
+            self.errorBefore = errorBefore
+            self.errorAfter = errorAfter
+            self.damping = damping
+            self.ridge = ridge
+            self.redamped = redamped
+            self.seconds = seconds
+        }
+
+        /// Reports of versions before the `linear` key name only the tensor; its linear is read from that name.
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            let name = try c.decode(String.self, forKey: .name)
+            let layer = try c.decode(Int.self, forKey: .layer)
+            guard let linear = try c.decodeIfPresent(LlamaLinear.self, forKey: .linear) ?? LlamaLinear.parse(weightName: name)?.linear,
+                  linear.weightName(layer: layer) == name else {
+                throw DecodingError.dataCorruptedError(forKey: .name, in: c,
+                                                       debugDescription: "\(name) is not the weight of a linear of block \(layer)")
+            }
+            self.init(linear: linear, layer: layer, owner: try c.decode(Int.self, forKey: .owner),
+                      sparsity: try c.decode(Double.self, forKey: .sparsity), zeros: try c.decode(Int.self, forKey: .zeros),
+                      total: try c.decode(Int.self, forKey: .total), errorBefore: try c.decodeIfPresent(Double.self, forKey: .errorBefore),
+                      errorAfter: try c.decodeIfPresent(Double.self, forKey: .errorAfter),
+                      damping: try c.decodeIfPresent(Double.self, forKey: .damping), ridge: try c.decodeIfPresent(Double.self, forKey: .ridge),
+                      redamped: try c.decode(Int.self, forKey: .redamped), seconds: try c.decode(Double.self, forKey: .seconds))
         }
     }
 

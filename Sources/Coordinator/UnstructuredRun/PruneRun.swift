@@ -124,9 +124,7 @@ final class PruneRun {
                     let owner = plan.owner(layer: layer, linear: linear)
                     var weight: [Float]
                     if owner == comm.rank {
-                        let solveStart = Date()
-                        var solved = try solve(linear: linear, layer: layer, dense: dense, statistics: statistics[linear.inputGroup])
-                        solved.report.seconds = Date().timeIntervalSince(solveStart)
+                        let solved = try solve(linear: linear, layer: layer, dense: dense, statistics: statistics[linear.inputGroup])
                         linears.append(solved.report)
                         weight = solved.weight
                     } else {
@@ -165,37 +163,39 @@ final class PruneRun {
             }
         }
 
-        // Every rank's report entries and usage, gathered on rank 0.
+        // Every rank's report entries and usage, gathered on rank 0, which writes the report with the output;
+        // the others wait for it and return the same report.
         let usage = RunReport.Rank(rank: comm.rank, host: comm.hostName, peakRSSBytes: peakResidentBytes(), cpuSeconds: processCPUSeconds(), sequences: mine.count)
         let parts = try comm.gather(RankPart(linears: linears, usage: usage), root: 0)
-        var report = RunReport(tool: "prune-dist", version: PruneDistVersion.string, model: settings.model.path, output: settings.out.path,
-                               method: method.rawValue, pattern: settings.pattern.description, sparsityTarget: settings.pattern.sparsity,
-                               trueSequential: settings.trueSequential, samples: windows.count, seqlen: seqlen, seed: settings.seed,
-                               ranks: comm.size, linears: [], blocks: blocks, rankUsage: [], totalSeconds: 0, overallSparsity: 0, evaluation: nil)
-        if method != .magnitude || settings.allocation != .uniform {
-            report.allocation = settings.allocation.rawValue
-            report.blockSparsityTargets = blockSparsities
-        }
-        if method == .krp { report.krpRectification = "\(settings.krpRectification)" }
+        var report: RunReport? = nil
         if comm.rank == 0 {
-            // Execution order within a block (q, k, v, o, gate, up, down), as the entry's tensor name says.
-            func position(_ entry: RunReport.Linear) -> Int {
-                LlamaLinear.parse(weightName: entry.name).flatMap { LlamaLinear.allCases.firstIndex(of: $0.linear) } ?? 0
-            }
-            report.linears = parts.flatMap(\.linears).sorted { ($0.layer, position($0)) < ($1.layer, position($1)) }
-            report.rankUsage = parts.map(\.usage)
-            let zeros = report.linears.reduce(0) { $0 + $1.zeros }, total = report.linears.reduce(0) { $0 + $1.total }
-            report.overallSparsity = Double(zeros) / Double(max(total, 1))
-            report.totalSeconds = Date().timeIntervalSince(start)
-            let inputDType = weights.checkpoint!.storageDType
-            report.provenance = try RunProvenance.make(settings: settings, calibration: settings.calibration, seed: settings.seed,
-                                                       inputDType: inputDType, outputDType: settings.outputDType ?? inputDType,
-                                                       hosts: report.rankUsage.map(\.host), start: start)
+            let made = try makeReport(parts: parts, blocks: blocks, samples: windows.count, start: start,
+                                      inputDType: weights.checkpoint!.storageDType)
             resumption.journal?.remove()
-            try output!.finish(reportData: try report.jsonData(), reportURL: settings.reportURL)
+            try output!.finish(reportData: try made.jsonData(), reportURL: settings.reportURL)
+            report = made
         }
-        try comm.barrier()
-        return report
+        return try comm.broadcast(report, root: 0)
+    }
+
+    /// The run's report from every rank's entries, in block and then execution order.
+    private func makeReport(parts: [RankPart], blocks: [RunReport.Block], samples: Int, start: Date, inputDType: DType) throws -> RunReport {
+        let linears = parts.flatMap(\.linears).sorted {
+            ($0.layer, LlamaLinear.allCases.firstIndex(of: $0.linear)!) < ($1.layer, LlamaLinear.allCases.firstIndex(of: $1.linear)!)
+        }
+        let rankUsage = parts.map(\.usage)
+        let zeros = linears.reduce(0) { $0 + $1.zeros }, total = linears.reduce(0) { $0 + $1.total }
+        let allocated = settings.method != .magnitude || settings.allocation != .uniform
+        return RunReport(tool: "prune-dist", version: PruneDistVersion.string, model: settings.model.path, output: settings.out.path,
+                         method: settings.method.rawValue, pattern: settings.pattern.description, sparsityTarget: settings.pattern.sparsity,
+                         trueSequential: settings.trueSequential, samples: samples, seqlen: settings.seqlen, seed: settings.seed,
+                         ranks: comm.size, linears: linears, blocks: blocks, rankUsage: rankUsage,
+                         totalSeconds: Date().timeIntervalSince(start), overallSparsity: Double(zeros) / Double(max(total, 1)), evaluation: nil,
+                         allocation: allocated ? settings.allocation.rawValue : nil, blockSparsityTargets: allocated ? blockSparsities : nil,
+                         krpRectification: settings.method == .krp ? "\(settings.krpRectification)" : nil,
+                         provenance: try RunProvenance.make(settings: settings, calibration: settings.calibration, seed: settings.seed,
+                                                            inputDType: inputDType, outputDType: settings.outputDType ?? inputDType,
+                                                            hosts: rankUsage.map(\.host), start: start))
     }
 
     /// OWL's per-block sparsities (nil for the uniform allocation), logged by rank 0.
@@ -273,6 +273,7 @@ final class PruneRun {
     private func solve(linear: LlamaLinear, layer: Int, dense: LlamaBlockWeights, statistics: InputStatistics?)
         throws -> (weight: [Float], report: RunReport.Linear)
     {
+        let start = Date()
         let weight = dense.weight(linear)
         let shape = dense.shape(linear)
         let name = linear.weightName(layer: layer)
@@ -284,10 +285,10 @@ final class PruneRun {
             throw PruneDistError(error.kind, "\(name): \(error.message)")
         }
         let zeros = result.weight.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }
-        let entry = RunReport.Linear(name: name, layer: layer, owner: comm.rank,
+        let entry = RunReport.Linear(linear: linear, layer: layer, owner: comm.rank,
                                      sparsity: Double(zeros) / Double(result.weight.count), zeros: zeros, total: result.weight.count,
                                      errorBefore: result.errorBefore, errorAfter: result.errorAfter, damping: result.damping,
-                                     ridge: result.ridge, redamped: result.redamped, seconds: 0)
+                                     ridge: result.ridge, redamped: result.redamped, seconds: Date().timeIntervalSince(start))
         return (result.weight, entry)
     }
 }

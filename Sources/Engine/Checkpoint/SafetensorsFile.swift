@@ -27,46 +27,21 @@ public final class SafetensorsFile: @unchecked Sendable {  // immutable after in
     /// Tensor names in the order of their data in the file.
     public let names: [String]
     private let infos: [String: TensorInfo]
-    private let base: UnsafeMutableRawPointer?
-    private let mappedSize: Int
+    private let file: MappedFile
     private let dataStart: Int
 
     public init(url: URL) throws {
         self.url = url
         let path = url.path
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else {
-            throw PruneDistError(.io, "\(path): cannot open safetensors file: \(String(cString: strerror(errno)))")
+        file = try MappedFile(url: url, kind: "safetensors file")
+        guard file.bytes.count >= 8 else {
+            throw PruneDistError(.format, "\(path): truncated safetensors file: \(file.bytes.count) bytes, but the header length alone takes 8")
         }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else {
-            throw PruneDistError(.io, "\(path): cannot stat: \(String(cString: strerror(errno)))")
-        }
-        let size = Int(st.st_size)
-        guard size >= 8 else {
-            throw PruneDistError(.format, "\(path): truncated safetensors file: \(size) bytes, but the header length alone takes 8")
-        }
-        guard let mapping = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), mapping != MAP_FAILED else {
-            throw PruneDistError(.io, "\(path): cannot memory-map \(size) bytes: \(String(cString: strerror(errno)))")
-        }
-        var parsed: (names: [String], infos: [String: TensorInfo], metadata: [String: String], dataStart: Int)
-        do {
-            parsed = try SafetensorsFile.parseHeader(UnsafeRawBufferPointer(start: mapping, count: size), path: path)
-        } catch {
-            munmap(mapping, size)
-            throw error
-        }
-        base = mapping
-        mappedSize = size
+        let parsed = try SafetensorsFile.parseHeader(file.bytes, path: path)
         names = parsed.names
         infos = parsed.infos
         metadata = parsed.metadata
         dataStart = parsed.dataStart
-    }
-
-    deinit {
-        if let base { munmap(base, mappedSize) }
     }
 
     static func parseHeader(_ file: UnsafeRawBufferPointer, path: String)
@@ -156,7 +131,7 @@ public final class SafetensorsFile: @unchecked Sendable {  // immutable after in
     /// The tensor's bytes inside the mapping (valid while this file object lives).
     public func rawBytes(_ name: String) throws -> UnsafeRawBufferPointer {
         let info = try info(name)
-        return UnsafeRawBufferPointer(start: base.map { $0 + dataStart + info.dataOffset }, count: info.byteCount)
+        return UnsafeRawBufferPointer(start: file.bytes.baseAddress.map { $0 + dataStart + info.dataOffset }, count: info.byteCount)
     }
 
     /// The tensor widened to Float32 (from any dtype).

@@ -144,40 +144,14 @@ public final class GGUFFile: @unchecked Sendable {  // immutable after init; the
     /// Byte offset of the data section in the file.
     public let dataStart: Int
     private let tensorIndex: [String: Int]
-    private let base: UnsafeMutableRawPointer?
-    private let mappedSize: Int
+    private let file: MappedFile
 
     public static let defaultAlignment = 32
 
     public init(url: URL) throws {
         self.url = url
-        let path = url.path
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else {
-            throw PruneDistError(.io, "\(path): cannot open GGUF file: \(String(cString: strerror(errno)))")
-        }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else {
-            throw PruneDistError(.io, "\(path): cannot stat: \(String(cString: strerror(errno)))")
-        }
-        let size = Int(st.st_size)
-        var mapping: UnsafeMutableRawPointer? = nil
-        if size > 0 {
-            guard let m = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), m != MAP_FAILED else {
-                throw PruneDistError(.io, "\(path): cannot memory-map \(size) bytes: \(String(cString: strerror(errno)))")
-            }
-            mapping = m
-        }
-        let header: GGUFHeader
-        do {
-            header = try GGUFHeader.parse(UnsafeRawBufferPointer(start: mapping, count: size), path: path)
-        } catch {
-            if let mapping { munmap(mapping, size) }
-            throw error
-        }
-        base = mapping
-        mappedSize = size
+        file = try MappedFile(url: url, kind: "GGUF file")
+        let header = try GGUFHeader.parse(file.bytes, path: url.path)
         version = header.version
         metadataKeys = header.keys
         metadata = header.metadata
@@ -185,10 +159,6 @@ public final class GGUFFile: @unchecked Sendable {  // immutable after init; the
         alignment = header.alignment
         dataStart = header.dataStart
         tensorIndex = Dictionary(uniqueKeysWithValues: header.tensors.enumerated().map { ($1.name, $0) })
-    }
-
-    deinit {
-        if let base { munmap(base, mappedSize) }
     }
 
     public func contains(_ name: String) -> Bool { tensorIndex[name] != nil }
@@ -203,7 +173,7 @@ public final class GGUFFile: @unchecked Sendable {  // immutable after init; the
     /// The tensor's stored bytes (blocks as the file holds them), valid while this file is alive.
     public func rawBytes(_ name: String) throws -> UnsafeRawBufferPointer {
         let info = try tensor(name)
-        return UnsafeRawBufferPointer(start: base.map { UnsafeRawPointer($0) + dataStart + info.dataOffset }, count: info.byteCount)
+        return UnsafeRawBufferPointer(start: file.bytes.baseAddress.map { $0 + dataStart + info.dataOffset }, count: info.byteCount)
     }
 
     /// The tensor dequantised to Float32, in ggml order (row-major over the reversed dimensions).

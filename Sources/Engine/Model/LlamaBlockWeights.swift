@@ -21,66 +21,53 @@ public struct LlamaBlockWeights: Sendable {
     /// With `checkFinite`, a NaN or Inf anywhere in the block is an error naming the tensor.
     public init(checkpoint: Checkpoint, layer: Int, checkFinite: Bool = true) throws {
         let config = checkpoint.config
-        let widths = config.widths(ofLayer: layer)
-        self.layer = layer
-        hiddenSize = config.hiddenSize
-        headDim = config.headDim
-        numAttentionHeads = widths.numAttentionHeads
-        numKeyValueHeads = widths.numKeyValueHeads
-        intermediateSize = widths.intermediateSize
-        rmsNormEps = Float(config.rmsNormEps)
         func load(_ name: String, _ shape: [Int]) throws -> [Float] {
             checkFinite ? try checkpoint.floatsCheckedFinite(name, shape: shape) : try checkpoint.floats(name, shape: shape)
         }
-        inputNorm = try load(LlamaTensorNames.inputNorm(layer: layer), [hiddenSize])
-        postAttentionNorm = try load(LlamaTensorNames.postAttentionNorm(layer: layer), [hiddenSize])
+        let inputNorm = try load(LlamaTensorNames.inputNorm(layer: layer), [config.hiddenSize])
+        let postAttentionNorm = try load(LlamaTensorNames.postAttentionNorm(layer: layer), [config.hiddenSize])
         let linears = try PerLinear { linear -> (weight: [Float], bias: [Float]?) in
             let shape = linear.shape(config: config, layer: layer)
             let weight = try load(linear.weightName(layer: layer), shape)
             let bias = checkpoint.contains(linear.biasName(layer: layer)) ? try load(linear.biasName(layer: layer), [shape[0]]) : nil
             return (weight, bias)
         }
-        weights = linears.map(\.weight)
-        biases = linears.map(\.bias)
+        self.init(config: config, layer: layer, inputNorm: inputNorm, postAttentionNorm: postAttentionNorm,
+                  weights: linears.map(\.weight), biases: linears.map(\.bias))
     }
 
     /// Zero weights and unit norms of the given widths, no biases: to be filled by the caller (e.g. from a
     /// broadcast by the rank that read the checkpoint).
     public init(zerosWithConfig config: LlamaConfig, layer: Int) {
-        let widths = config.widths(ofLayer: layer)
-        self.layer = layer
-        hiddenSize = config.hiddenSize
-        headDim = config.headDim
-        numAttentionHeads = widths.numAttentionHeads
-        numKeyValueHeads = widths.numKeyValueHeads
-        intermediateSize = widths.intermediateSize
-        rmsNormEps = Float(config.rmsNormEps)
-        inputNorm = [Float](repeating: 1, count: hiddenSize)
-        postAttentionNorm = inputNorm
-        weights = PerLinear { [Float](repeating: 0, count: $0.shape(config: config, layer: layer).reduce(1, *)) }
-        biases = PerLinear(repeating: nil)
+        let ones = [Float](repeating: 1, count: config.hiddenSize)
+        self.init(config: config, layer: layer, inputNorm: ones, postAttentionNorm: ones,
+                  weights: PerLinear { [Float](repeating: 0, count: $0.shape(config: config, layer: layer).reduce(1, *)) },
+                  biases: PerLinear(repeating: nil))
     }
 
     /// Random weights of the given widths, for benchmarks and tests: N(0, 1/in) linears, norms near 1.
     public init(randomWithConfig config: LlamaConfig, layer: Int, seed: UInt64) {
-        let widths = config.widths(ofLayer: layer)
-        self.layer = layer
-        hiddenSize = config.hiddenSize
-        headDim = config.headDim
-        numAttentionHeads = widths.numAttentionHeads
-        numKeyValueHeads = widths.numKeyValueHeads
-        intermediateSize = widths.intermediateSize
-        rmsNormEps = Float(config.rmsNormEps)
         var random = SplitMix64(seed: seed &+ UInt64(layer) &* 0x9E37_79B9)
-        inputNorm = (0..<hiddenSize).map { _ in Float(0.5 + random.nextUnit()) }
-        postAttentionNorm = (0..<hiddenSize).map { _ in Float(0.5 + random.nextUnit()) }
+        let inputNorm = (0..<config.hiddenSize).map { _ in Float(0.5 + random.nextUnit()) }
+        let postAttentionNorm = (0..<config.hiddenSize).map { _ in Float(0.5 + random.nextUnit()) }
         // PerLinear calls the closure in LlamaLinear.allCases order, so the draws are in that order.
-        weights = PerLinear { linear in
+        let weights = PerLinear { linear in
             let shape = linear.shape(config: config, layer: layer)
             let scale = 1 / Float(shape[1]).squareRoot()
             return (0..<(shape[0] * shape[1])).map { _ in Float(random.nextGaussian()) * scale }
         }
-        biases = PerLinear(repeating: nil)
+        self.init(config: config, layer: layer, inputNorm: inputNorm, postAttentionNorm: postAttentionNorm, weights: weights,
+                  biases: PerLinear(repeating: nil))
+    }
+
+    /// Block `layer`'s widths as config.json gives them (per-layer widths of a structured model included).
+    private init(config: LlamaConfig, layer: Int, inputNorm: [Float], postAttentionNorm: [Float], weights: PerLinear<[Float]>,
+                 biases: PerLinear<[Float]?>) {
+        let widths = config.widths(ofLayer: layer)
+        self.init(layer: layer, hiddenSize: config.hiddenSize, headDim: config.headDim, numAttentionHeads: widths.numAttentionHeads,
+                  numKeyValueHeads: widths.numKeyValueHeads, intermediateSize: widths.intermediateSize,
+                  rmsNormEps: Float(config.rmsNormEps), inputNorm: inputNorm, postAttentionNorm: postAttentionNorm,
+                  weights: weights, biases: biases)
     }
 
     /// A block from explicit tensors, e.g. after structured pruning has removed heads and channels.

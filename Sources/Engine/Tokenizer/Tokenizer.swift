@@ -202,18 +202,36 @@ private func replacePattern(_ value: Any?, field: String, file: String) throws -
     throw PruneDistError(.format, "\(file): \(field) must be {\"String\": …} or {\"Regex\": …}")
 }
 
-private func parseNormalizer(_ value: Any?, field: String, file: String) throws -> Normalizer? {
+/// A component of tokenizer.json (normalizer, pre-tokenizer, decoder): nil when absent or null, else its object and type.
+private func component(_ value: Any?, field: String, file: String) throws -> (object: [String: Any], type: String)? {
     guard let value, !(value is NSNull) else { return nil }
     guard let object = value as? [String: Any] else {
         throw PruneDistError(.format, "\(file): \(field) is not an object")
     }
-    let type = try typeName(object, field: field, file: file)
+    return (object, try typeName(object, field: field, file: file))
+}
+
+/// The steps of a Sequence component, listed under `key`, each parsed by `parse`; null steps are dropped.
+private func sequenceSteps<Step>(_ object: [String: Any], key: String, field: String, file: String,
+                                 parse: (_ value: Any?, _ field: String, _ file: String) throws -> Step?) throws -> [Step] {
+    try objects(object[key], field: "\(field).\(key)", file: file).enumerated().compactMap {
+        try parse($1, "\(field).\(key)[\($0)]", file)
+    }
+}
+
+/// A Replace step's pattern and the content that replaces it.
+private func replaceStep(_ object: [String: Any], field: String, file: String) throws -> (pattern: ReplacePattern, content: String) {
+    guard let content = object["content"] as? String else {
+        throw PruneDistError(.format, "\(file): \(field).content is missing")
+    }
+    return (try replacePattern(object["pattern"], field: "\(field).pattern", file: file), content)
+}
+
+private func parseNormalizer(_ value: Any?, field: String, file: String) throws -> Normalizer? {
+    guard let (object, type) = try component(value, field: field, file: file) else { return nil }
     switch type {
     case "Sequence":
-        let steps = try objects(object["normalizers"], field: "\(field).normalizers", file: file)
-        return .sequence(try steps.enumerated().compactMap {
-            try parseNormalizer($1, field: "\(field).normalizers[\($0)]", file: file)
-        })
+        return .sequence(try sequenceSteps(object, key: "normalizers", field: field, file: file) { try parseNormalizer($0, field: $1, file: $2) })
     case "NFC": return .nfc
     case "NFD": return .nfd
     case "NFKC": return .nfkc
@@ -225,10 +243,8 @@ private func parseNormalizer(_ value: Any?, field: String, file: String) throws 
         }
         return .prepend(prefix)
     case "Replace":
-        guard let content = object["content"] as? String else {
-            throw PruneDistError(.format, "\(file): \(field).content is missing")
-        }
-        return .replace(try replacePattern(object["pattern"], field: "\(field).pattern", file: file), with: content)
+        let step = try replaceStep(object, field: field, file: file)
+        return .replace(step.pattern, with: step.content)
     case "Strip":
         return .strip(left: object["strip_left"] as? Bool ?? true, right: object["strip_right"] as? Bool ?? true)
     default:
@@ -237,17 +253,10 @@ private func parseNormalizer(_ value: Any?, field: String, file: String) throws 
 }
 
 private func parsePreTokenizer(_ value: Any?, field: String, file: String) throws -> PreTokenizer? {
-    guard let value, !(value is NSNull) else { return nil }
-    guard let object = value as? [String: Any] else {
-        throw PruneDistError(.format, "\(file): \(field) is not an object")
-    }
-    let type = try typeName(object, field: field, file: file)
+    guard let (object, type) = try component(value, field: field, file: file) else { return nil }
     switch type {
     case "Sequence":
-        let steps = try objects(object["pretokenizers"], field: "\(field).pretokenizers", file: file)
-        return .sequence(try steps.enumerated().compactMap {
-            try parsePreTokenizer($1, field: "\(field).pretokenizers[\($0)]", file: file)
-        })
+        return .sequence(try sequenceSteps(object, key: "pretokenizers", field: field, file: file) { try parsePreTokenizer($0, field: $1, file: $2) })
     case "ByteLevel":
         return .byteLevel(addPrefixSpace: object["add_prefix_space"] as? Bool ?? false,
                           useRegex: object["use_regex"] as? Bool ?? true)
@@ -283,27 +292,18 @@ private func parsePreTokenizer(_ value: Any?, field: String, file: String) throw
 }
 
 private func parseDecoder(_ value: Any?, field: String, file: String) throws -> TokenDecoder? {
-    guard let value, !(value is NSNull) else { return nil }
-    guard let object = value as? [String: Any] else {
-        throw PruneDistError(.format, "\(file): \(field) is not an object")
-    }
-    let type = try typeName(object, field: field, file: file)
+    guard let (object, type) = try component(value, field: field, file: file) else { return nil }
     switch type {
     case "Sequence":
-        let steps = try objects(object["decoders"], field: "\(field).decoders", file: file)
-        return .sequence(try steps.enumerated().compactMap {
-            try parseDecoder($1, field: "\(field).decoders[\($0)]", file: file)
-        })
+        return .sequence(try sequenceSteps(object, key: "decoders", field: field, file: file) { try parseDecoder($0, field: $1, file: $2) })
     case "ByteLevel":
         return .byteLevel
     case "Metaspace":
         return .metaspace(replacement: try singleScalar(object["replacement"], field: "\(field).replacement", file: file),
                           prepend: try prependScheme(object, field: field, file: file))
     case "Replace":
-        guard let content = object["content"] as? String else {
-            throw PruneDistError(.format, "\(file): \(field).content is missing")
-        }
-        return .replace(try replacePattern(object["pattern"], field: "\(field).pattern", file: file), with: content)
+        let step = try replaceStep(object, field: field, file: file)
+        return .replace(step.pattern, with: step.content)
     case "ByteFallback":
         return .byteFallback
     case "Fuse":
