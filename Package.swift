@@ -32,7 +32,7 @@ let package = Package(
         ]),
         .executableTarget(name: "prune-dist", dependencies: ["Coordinator"]),
         // Benchmarks (bench/*.sh build this in release mode); never run by the tests.
-        .executableTarget(name: "prune-dist-bench", dependencies: ["Engine", "COpenBLAS"], path: "bench/Sources/prune-dist-bench"),
+        .executableTarget(name: "prune-dist-bench", dependencies: ["Engine", "COpenBLAS", "CEngineKernels"], path: "bench/Sources/prune-dist-bench"),
 
         // N ranks as N threads of one process (InMemoryCommunicator), for tests only: no product links it
         // (swift-nio's NIOEmbedded pattern).

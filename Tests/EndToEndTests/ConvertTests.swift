@@ -258,11 +258,12 @@ final class ConvertTests: XCTestCase {
 
     // MARK: bad inputs: a precise error, a non-zero exit, no output left
 
-    private func assertConvertFails(_ bytes: [UInt8], _ parts: [String], file: StaticString = #filePath, line: UInt = #line) throws {
+    private func assertConvertFails(_ bytes: [UInt8], _ parts: [String], threads: Int = 1,
+                                    file: StaticString = #filePath, line: UInt = #line) throws {
         let gguf = dir.appendingPathComponent("bad-\(UUID().uuidString.prefix(6)).gguf")
         try Data(bytes).write(to: gguf)
         let out = dir.appendingPathComponent("out")
-        let result = try PruneDistBinary.run(["convert", "--gguf", gguf.path, "--out", out.path])
+        let result = try PruneDistBinary.run(["convert", "--gguf", gguf.path, "--out", out.path, "--threads", "\(threads)"])
         XCTAssertNotEqual(result.status, 0, file: file, line: line)
         for part in parts + [gguf.path] {
             XCTAssertTrue(result.stderr.contains(part), "stderr \"\(result.stderr)\" should mention \"\(part)\"", file: file, line: line)
@@ -313,6 +314,26 @@ final class ConvertTests: XCTestCase {
         model.tensors[4].bytes[3 * 22] = 0x00  // block 3's float16 scale := 0x7e00, a NaN
         model.tensors[4].bytes[3 * 22 + 1] = 0x7e
         try assertConvertFails(model.bytes(), ["tensor blk.0.attn_v.weight (Q5_0)", "nan at element 96 (block 3)"])
+        // Dequantised on one of several threads, among healthy tensors of the same batch: the same error.
+        try assertConvertFails(model.bytes(), ["tensor blk.0.attn_v.weight (Q5_0)", "nan at element 96 (block 3)"], threads: 3)
+    }
+
+    /// Tensors converted several at a time, one per thread, are written in the same order with the same bytes.
+    func testThreadCountsWriteTheSameFiles() throws {
+        let gguf = dir.appendingPathComponent("tiny.gguf")
+        try ConvertTests.tinyModel().write(to: gguf)
+        var contents: [[String: Data]] = []
+        for threads in [1, 2, 7] {
+            let out = dir.appendingPathComponent("hf-\(threads)")
+            let result = try PruneDistBinary.run(["convert", "--gguf", gguf.path, "--out", out.path, "--max-shard-bytes", "1000000",
+                                                  "--threads", "\(threads)"])
+            XCTAssertEqual(result.status, 0, result.stderr)
+            let files = try FileManager.default.contentsOfDirectory(atPath: out.path).sorted()
+            XCTAssertTrue(files.contains("model.safetensors.index.json"), "\(files)")
+            contents.append(Dictionary(uniqueKeysWithValues: try files.map { ($0, try Data(contentsOf: out.appendingPathComponent($0))) }))
+        }
+        XCTAssertEqual(contents[1], contents[0], "--threads 2")
+        XCTAssertEqual(contents[2], contents[0], "--threads 7")
     }
 
     func testUnknownArchitectureFails() throws {

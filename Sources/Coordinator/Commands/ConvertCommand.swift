@@ -6,7 +6,8 @@ import Foundation
 struct ConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert",
-        abstract: "Convert a llama.cpp GGUF file (llama or qwen2) into a Hugging Face model directory: dequantised safetensors, config.json, tokenizer.json and tokenizer_config.json.")
+        abstract: "Convert a llama.cpp GGUF file (llama or qwen2) into a Hugging Face model directory: dequantised safetensors, config.json, tokenizer.json and tokenizer_config.json.",
+        discussion: "--threads N tensors are dequantised at once, one per thread (default: every core); they are written in file order as their turn comes.")
 
     @Option(name: .long, help: "GGUF file to convert (v2 or v3; F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K tensors).")
     var gguf: String
@@ -31,6 +32,7 @@ struct ConvertCommand: ParsableCommand {
         let start = Date()
         let summary = try GGUFConversion.convert(gguf: URL(fileURLWithPath: gguf), out: URL(fileURLWithPath: out),
                                                  dtype: dtype, maxShardBytes: maxShardBytes,
+                                                 threads: global.threads ?? ProcessInfo.processInfo.activeProcessorCount,
                                                  progress: { logger.info("\($0)") })
         let c = summary.config
         printLine("converted \(gguf) -> \(out): \(c.modelType), \(c.numHiddenLayers) blocks, hidden \(c.hiddenSize), vocab \(c.vocabSize), \(summary.tensors) tensors, \(summary.parameters) parameters in \(dtype.rawValue.lowercased()), tied embeddings \(c.tieWordEmbeddings), \(String(format: "%.1f", Date().timeIntervalSince(start))) s")

@@ -141,24 +141,7 @@ public final class SafetensorsWriter {
         if entry.dtype == .f32 {
             try floats.withUnsafeBytes { try append(name, bytes: $0) }
         } else {
-            let converted = encode(floats, as: entry.dtype)
-            if let element = firstNarrowingOverflow(floats, converted: converted, dtype: entry.dtype) {
-                let hint = entry.dtype == .f16 ? "; F16 holds magnitudes up to 65504: use --dtype bf16 (F32's range) or f32" : ""
-                throw PruneDistError(.nonFinite, "tensor \(name): element \(element) (\(floats[element])) becomes infinite in \(entry.dtype.rawValue)\(hint)")
-            }
-            try converted.withUnsafeBytes { try append(name, bytes: $0) }
-        }
-    }
-
-    /// The first finite value that narrowing to a 16-bit `dtype` turned into ±infinity (which would pass for
-    /// a weight and ruin the model silently), or nil.
-    private func firstNarrowingOverflow(_ floats: [Float], converted: [UInt8], dtype: DType) -> Int? {
-        guard dtype.size == 2, dtype.isWeightType else { return nil }
-        let infinity: UInt16 = dtype == .f16 ? 0x7C00 : 0x7F80  // exponent all ones, mantissa zero (sign masked off)
-        return converted.withUnsafeBytes { bytes in
-            floats.indices.first { i in
-                bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian & 0x7FFF == infinity && floats[i].isFinite
-            }
+            try encodeChecked(floats, as: entry.dtype, tensor: name).withUnsafeBytes { try append(name, bytes: $0) }
         }
     }
 
@@ -217,6 +200,24 @@ func jsonString(_ s: String) -> String {
         }
     }
     return out + "\""
+}
+
+/// `floats` as the bytes of `dtype`, refusing a finite value that narrowing turns into ±infinity (it would pass
+/// for a weight and ruin the model silently).
+public func encodeChecked(_ floats: [Float], as dtype: DType, tensor name: String) throws -> [UInt8] {
+    let converted = encode(floats, as: dtype)
+    guard dtype.size == 2, dtype.isWeightType else { return converted }
+    let infinity: UInt16 = dtype == .f16 ? 0x7C00 : 0x7F80  // exponent all ones, mantissa zero (sign masked off)
+    let overflow = converted.withUnsafeBytes { bytes in
+        floats.indices.first { i in
+            bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian & 0x7FFF == infinity && floats[i].isFinite
+        }
+    }
+    if let element = overflow {
+        let hint = dtype == .f16 ? "; F16 holds magnitudes up to 65504: use --dtype bf16 (F32's range) or f32" : ""
+        throw PruneDistError(.nonFinite, "tensor \(name): element \(element) (\(floats[element])) becomes infinite in \(dtype.rawValue)\(hint)")
+    }
+    return converted
 }
 
 /// Writes `data` to `url` atomically: a temporary file in the same folder, flushed, then renamed.

@@ -77,6 +77,20 @@ public enum GGUFConversion {
         return out
     }
 
+    /// One tensor dequantised, checked for NaN/Inf, put in Hugging Face row order and narrowed to `dtype`.
+    private static func preparedTensor(_ t: TensorPlan, file: GGUFFile, gguf: URL, dtype: DType) throws -> [UInt8] {
+        var values = try file.floats(t.ggufName)
+        let bad = values.withUnsafeBufferPointer { cengine_first_nonfinite($0.baseAddress!, $0.count) }
+        guard bad == values.count else {
+            let info = try file.tensor(t.ggufName)
+            throw PruneDistError(.nonFinite, "\(gguf.path): tensor \(t.ggufName) (\(info.type.name)) dequantises to \(values[bad]) at element \(bad) (block \(bad / info.type.block.elements)): the file is corrupt")
+        }
+        if let heads = t.rotaryHeads {
+            values = unpermuteRotaryRows(values, heads: heads, columns: t.shape.count == 2 ? t.shape[1] : 1)
+        }
+        return try encodeChecked(values, as: dtype, tensor: t.name)
+    }
+
     // MARK: plan
 
     /// Reads the metadata and tensor list and decides everything to write; fails on anything we cannot
@@ -202,11 +216,12 @@ public enum GGUFConversion {
         public let files: [String]
     }
 
-    /// Converts `gguf` into a Hugging Face directory at `out` (absent or empty), weights in `dtype`. One
-    /// tensor is dequantised at a time. Everything is written into a hidden folder beside `out`, renamed
+    /// Converts `gguf` into a Hugging Face directory at `out` (absent or empty), weights in `dtype`. `threads`
+    /// tensors are dequantised and narrowed at a time, each on its own thread, and written in file order as soon
+    /// as their turn comes (memory: about `threads` tensors in flight). Everything is written into a hidden folder beside `out`, renamed
     /// when complete and removed on any error, so a failed conversion leaves no output directory.
     public static func convert(gguf: URL, out: URL, dtype: DType = .bf16,
-                               maxShardBytes: Int = CheckpointWriter.defaultMaxShardBytes,
+                               maxShardBytes: Int = CheckpointWriter.defaultMaxShardBytes, threads: Int = 1,
                                progress: ((String) -> Void)? = nil) throws -> Summary {
         guard dtype.isWeightType else {
             throw PruneDistError(.argument, "output dtype must be F32, F16 or BF16, got \(dtype.rawValue)")
@@ -226,19 +241,20 @@ public enum GGUFConversion {
         let entries = plan.tensors.map { SafetensorsWriter.Entry(name: $0.name, dtype: dtype, shape: $0.shape) }
         let writer = try CheckpointWriter(directory: temporary, tensors: entries, maxShardBytes: maxShardBytes)
         var parameters = 0
-        for (i, t) in plan.tensors.enumerated() {
-            var values = try file.floats(t.ggufName)
-            let bad = values.withUnsafeBufferPointer { cengine_first_nonfinite($0.baseAddress!, $0.count) }
-            guard bad == values.count else {
-                let info = try file.tensor(t.ggufName)
-                throw PruneDistError(.nonFinite, "\(gguf.path): tensor \(t.ggufName) (\(info.type.name)) dequantises to \(values[bad]) at element \(bad) (block \(bad / info.type.block.elements)): the file is corrupt")
+        var first = 0
+        while first < plan.tensors.count {
+            let batch = Array(plan.tensors[first..<min(first + max(threads, 1), plan.tensors.count)])
+            let prepared = ConcurrentResults(count: batch.count)
+            DispatchQueue.concurrentPerform(iterations: batch.count) { i in
+                prepared.set(i, Result { try preparedTensor(batch[i], file: file, gguf: gguf, dtype: dtype) })
             }
-            if let heads = t.rotaryHeads {
-                values = unpermuteRotaryRows(values, heads: heads, columns: t.shape.count == 2 ? t.shape[1] : 1)
+            for (t, result) in zip(batch, prepared.values) {
+                let bytes = try result.get()
+                try bytes.withUnsafeBytes { try writer.append(t.name, bytes: $0) }
+                parameters += t.shape.reduce(1, *)
+                first += 1
+                if first % 50 == 0 || first == plan.tensors.count { progress?("converted \(first)/\(plan.tensors.count) tensors") }
             }
-            try writer.append(t.name, floats: values)
-            parameters += values.count
-            if (i + 1) % 50 == 0 || i + 1 == plan.tensors.count { progress?("converted \(i + 1)/\(plan.tensors.count) tensors") }
         }
         try writer.finish()
         var config = plan.config
@@ -537,4 +553,14 @@ indirect enum OrderedJSON: Sendable {
             out += close + "}"
         }
     }
+}
+
+/// One slot per iteration of a concurrentPerform, each written by exactly one thread and read after it returns.
+private final class ConcurrentResults: @unchecked Sendable {
+    private var slots: [Result<[UInt8], Error>?]
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ value: Result<[UInt8], Error>) {
+        slots.withUnsafeMutableBufferPointer { $0[i] = value }  // distinct elements: no two threads touch one slot
+    }
+    var values: [Result<[UInt8], Error>] { slots.map { $0! } }
 }

@@ -9,6 +9,7 @@ import Foundation
 // time counts other processes' turns, CPU time does not. Rates and the reference sgemm/ssyrk rates are taken
 // the same way, in the same process, so the fractions compare like with like.
 // Usage: prune-dist-bench forward [--seqlen 512] [--sequences 4] [--layers 4] [--repeats 3] [--threads 1]
+// (`prune-dist-bench dequantize`: Dequantize.swift.)
 
 func cpuSeconds(_ body: () -> Void) -> Double {
     var start = timespec(), end = timespec()
@@ -54,14 +55,25 @@ func option(_ name: String, _ fallback: Int) -> Int {
     if let i = arguments.firstIndex(of: name), i + 1 < arguments.count, let value = Int(arguments[i + 1]) { return value }
     return fallback
 }
-guard arguments.count >= 2, arguments[1] == "forward" else {
+guard arguments.count >= 2, ["forward", "dequantize", "make-gguf"].contains(arguments[1]) else {
     print("usage: prune-dist-bench forward [--seqlen 512] [--sequences 4] [--layers 4] [--repeats 3] [--threads 1]")
+    print("       prune-dist-bench dequantize [--values 16777216] [--repeats 5]")
+    print("       prune-dist-bench make-gguf SOURCE.gguf OUT.gguf [--layers 24] [--hidden 1536] [--ffn 4096] [--heads 12] [--kv-heads 4]")
     exit(2)
 }
 let seqlen = option("--seqlen", 512), sequences = option("--sequences", 4), layers = option("--layers", 4)
 let repeats = option("--repeats", 3)
 let blasThreads = option("--threads", 1)
 setBLASThreads(blasThreads)
+if arguments[1] == "make-gguf" {
+    try makeLargeGGUF(from: URL(fileURLWithPath: arguments[2]), to: URL(fileURLWithPath: arguments[3]), layers: option("--layers", 24),
+                      hidden: option("--hidden", 1536), ffn: option("--ffn", 4096), heads: option("--heads", 12), kvHeads: option("--kv-heads", 4))
+    exit(0)
+}
+if arguments[1] == "dequantize" {
+    runDequantizeBench(values: option("--values", 1 << 24), repeats: option("--repeats", 5))
+    exit(0)
+}
 
 // SmolLM2-135M's widths.
 var config = LlamaConfig(vocabSize: 49152, hiddenSize: 576, intermediateSize: 1536, numHiddenLayers: layers,
