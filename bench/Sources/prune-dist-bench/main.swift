@@ -55,9 +55,10 @@ func option(_ name: String, _ fallback: Int) -> Int {
     if let i = arguments.firstIndex(of: name), i + 1 < arguments.count, let value = Int(arguments[i + 1]) { return value }
     return fallback
 }
-guard arguments.count >= 2, ["forward", "dequantize", "make-gguf"].contains(arguments[1]) else {
+guard arguments.count >= 2, ["forward", "dequantize", "make-gguf", "solve"].contains(arguments[1]) else {
     print("usage: prune-dist-bench forward [--seqlen 512] [--sequences 4] [--layers 4] [--repeats 3] [--threads 1]")
     print("       prune-dist-bench dequantize [--values 16777216] [--repeats 5]")
+    print("       prune-dist-bench solve [--rows 896] [--columns 4864] [--tokens 2048] [--repeats 2] [--threads 1]")
     print("       prune-dist-bench make-gguf SOURCE.gguf OUT.gguf [--layers 24] [--hidden 1536] [--ffn 4096] [--heads 12] [--kv-heads 4]")
     exit(2)
 }
@@ -65,6 +66,11 @@ let seqlen = option("--seqlen", 512), sequences = option("--sequences", 4), laye
 let repeats = option("--repeats", 3)
 let blasThreads = option("--threads", 1)
 setBLASThreads(blasThreads)
+if arguments[1] == "solve" {
+    try runSolveBench(rows: option("--rows", 896), columns: option("--columns", 4864), tokens: option("--tokens", 2048),
+                      repeats: option("--repeats", 2))
+    exit(0)
+}
 if arguments[1] == "make-gguf" {
     try makeLargeGGUF(from: URL(fileURLWithPath: arguments[2]), to: URL(fileURLWithPath: arguments[3]), layers: option("--layers", 24),
                       hidden: option("--hidden", 1536), ffn: option("--ffn", 4096), heads: option("--heads", 12), kvHeads: option("--kv-heads", 4))
