@@ -61,8 +61,8 @@ public enum ModelSoup {
             if sum.isEmpty { sum = [Double](repeating: 0, count: values.count) }
             for i in values.indices { sum[i] += Double(values[i]) }
         }
-        let scale = 1 / Double(models.count)
-        return sum.map { Float($0 * scale) }
+        let count = Double(models.count)
+        return sum.map { Float($0 / count) }
     }
 
     /// Writes the uniform soup of `models` (already checked compatible) into `directory`: weight tensors averaged
