@@ -112,4 +112,28 @@ final class SoupRunTests: XCTestCase {
         }[0]
         XCTAssertEqual(report.ingredients[1].score, alone)
     }
+
+    /// Zero-shot scoring (higher is better): the soup's score is the mean over the tasks of acc_norm where reported
+    /// (acc otherwise) of the output model, as `eval zeroshot` measures it.
+    func testZeroShotScoreIsTheOutputsTaskAverage() throws {
+        let (models, _) = try ingredients(scales: [0.4, -0.4, 12])
+        let tasks = try TinyEvaluationFixture.tasks(in: scratch)
+        let scoring = PruneRunEvaluation(texts: [], seqlen: 512, maxWindows: nil, tasks: [.piqa, .sst2], data: tasks, limit: 8)
+        let out = scratch.appendingPathComponent("soup")
+        let settings = SoupSettings(models: models, out: out, dtype: nil, scoring: scoring)
+        let logger = logger
+        let report = try InMemoryCommunicator.run(ranks: 2) { comm in
+            let lock = comm.rank == 0 ? try OutputLock.acquire(partial: OutputFolder.partialFolder(for: out), out: out) : nil
+            return try SoupRun(settings: settings, comm: comm, logger: logger, lock: lock).run()
+        }[0]
+        XCTAssertEqual(report.lowerIsBetter, false)
+        XCTAssertTrue(report.measure?.contains("zero-shot average of piqa, sst2") == true, report.measure ?? "")
+        let steps = try XCTUnwrap(report.steps)
+        XCTAssertEqual(steps.map(\.score), steps.map(\.score).sorted(by: >), "tried best first")
+        let summary = try InMemoryCommunicator.run(ranks: 1) { comm in
+            try DistributedEvaluation.zeroShot(tasks: [.piqa, .sst2], folder: tasks, limit: 8, checkpoint: try Checkpoint(directory: out),
+                                               comm: comm, logger: logger)
+        }[0]
+        XCTAssertEqual(try XCTUnwrap(report.score), (summary.tasks[0].headline + summary.tasks[1].headline) / 2)
+    }
 }
