@@ -95,6 +95,8 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Evaluate only the first N documents of each --eval-tasks task.")
     var evalLimit: Int?
 
+    @OptionGroup var attackEvaluation: AttackEvaluationOptions
+
     @Flag(name: .long, help: "With --eval-*: do not evaluate the dense input model for comparison (by default it is evaluated once and cached in the output's parent folder).")
     var noDenseEval = false
 
@@ -197,10 +199,11 @@ struct PruneCommand: ParsableCommand {
         // The result evaluated over the same ranks, then the JSON and HTML reports (re)written by rank 0.
         let evaluation = PruneRunEvaluation(texts: evalText.map { URL(fileURLWithPath: $0) }, seqlen: resolvedEvalSeqlen, maxWindows: evalMaxWindows,
                                             tasks: try evalTasks.map(DistributedEvaluation.parseTasks) ?? [],
-                                            data: evalData.map { URL(fileURLWithPath: $0) }, limit: evalLimit)
+                                            data: evalData.map { URL(fileURLWithPath: $0) }, limit: evalLimit, attack: attackEvaluation.settings)
         try comm.abortingJobOnError {
             if !evaluation.isEmpty {
-                let result = try evaluation.evaluate(model: settings.out, comm: comm, logger: logger)
+                let result = try evaluation.evaluate(model: settings.out, comm: comm, logger: logger,
+                                                     attackLog: attackEvaluation.evalAttackLog.map { URL(fileURLWithPath: $0) })
                 report.evaluation = result.entries
                 if comm.rank == 0 { result.lines.forEach(printLine) }
                 if !noDenseEval, let dense = try DenseEvaluation.entries(evaluation: evaluation, model: settings.model, out: settings.out,
