@@ -23,6 +23,15 @@ final class SoupRunTests: XCTestCase {
     override func setUpWithError() throws { scratch = try Fixtures.temporaryDirectory("soup-run") }
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: scratch) }
 
+    /// `SoupRun` over `ranks` in-memory ranks, rank 0 holding the output's lock as `average` does; every rank's report.
+    private func soup(_ settings: SoupSettings, ranks: Int) throws -> [SoupReport] {
+        let (out, logger) = (settings.out, logger)
+        return try InMemoryCommunicator.run(ranks: ranks) { comm in
+            let lock = comm.rank == 0 ? try OutputLock.acquire(partial: OutputFolder.partialFolder(for: out), out: out) : nil
+            return try SoupRun(settings: settings, comm: comm, logger: logger, lock: lock).run()
+        }
+    }
+
     func testSelectionTriesBestFirstAndKeepsOnlyStrictImprovements() {
         // Lower is better: tried 1 (2.0), 2 (3.0), 0 (5.0), 3 (5.0, after 0 by command-line order).
         let soupScores: [[Int]: Double] = [[1, 2]: 1.5, [0, 1, 2]: 1.5, [1, 2, 3]: 1.4]
@@ -65,11 +74,7 @@ final class SoupRunTests: XCTestCase {
         for ranks in [1, 2, 4] {
             let out = scratch.appendingPathComponent("soup-\(ranks)")
             let settings = SoupSettings(models: models, out: out, dtype: nil, scoring: scoring)
-            let logger = logger
-            let all = try InMemoryCommunicator.run(ranks: ranks) { comm in
-                let lock = comm.rank == 0 ? try OutputLock.acquire(partial: OutputFolder.partialFolder(for: out), out: out) : nil
-                return try SoupRun(settings: settings, comm: comm, logger: logger, lock: lock).run()
-            }
+            let all = try soup(settings, ranks: ranks)
             let report = all[0]
             XCTAssertEqual(all.map(\.steps), Array(repeating: report.steps, count: ranks), "every rank has the report")
             XCTAssertEqual(report.method, "greedy")
@@ -102,11 +107,8 @@ final class SoupRunTests: XCTestCase {
         let scoring = PruneRunEvaluation(texts: [text], seqlen: 32, maxWindows: nil, tasks: [], data: nil, limit: nil)
         let out = scratch.appendingPathComponent("soup")
         let settings = SoupSettings(models: models, out: out, dtype: nil, scoring: scoring)
+        let report = try soup(settings, ranks: 2)[0]
         let logger = logger
-        let report = try InMemoryCommunicator.run(ranks: 2) { comm in
-            let lock = comm.rank == 0 ? try OutputLock.acquire(partial: OutputFolder.partialFolder(for: out), out: out) : nil
-            return try SoupRun(settings: settings, comm: comm, logger: logger, lock: lock).run()
-        }[0]
         let alone = try InMemoryCommunicator.run(ranks: 1) { comm in
             try scoring.evaluate(model: models[1], comm: comm, logger: logger).entries["perplexity"]
         }[0]
@@ -121,11 +123,8 @@ final class SoupRunTests: XCTestCase {
         let scoring = PruneRunEvaluation(texts: [], seqlen: 512, maxWindows: nil, tasks: [.piqa, .sst2], data: tasks, limit: 8)
         let out = scratch.appendingPathComponent("soup")
         let settings = SoupSettings(models: models, out: out, dtype: nil, scoring: scoring)
+        let report = try soup(settings, ranks: 2)[0]
         let logger = logger
-        let report = try InMemoryCommunicator.run(ranks: 2) { comm in
-            let lock = comm.rank == 0 ? try OutputLock.acquire(partial: OutputFolder.partialFolder(for: out), out: out) : nil
-            return try SoupRun(settings: settings, comm: comm, logger: logger, lock: lock).run()
-        }[0]
         XCTAssertEqual(report.lowerIsBetter, false)
         XCTAssertTrue(report.measure?.contains("zero-shot average of piqa, sst2") == true, report.measure ?? "")
         let steps = try XCTUnwrap(report.steps)
