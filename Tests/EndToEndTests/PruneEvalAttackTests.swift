@@ -56,6 +56,34 @@ final class PruneEvalAttackTests: XCTestCase {
                       "dense → pruned table")
     }
 
+    /// A structured run (the smaller checkpoint) takes --eval-attack too: its report holds `eval attack`'s figures on it.
+    func testStructuredRunReportsTheAttackOnItsOutput() throws {
+        let model = try TinyEvaluationFixture.model(in: scratch)
+        let data = try TinyEvaluationFixture.tasks(in: scratch)
+        let calib = try writeRandomCalibrationWindows(to: scratch.appendingPathComponent("calib.json"), count: 8, seqlen: 32, seed: 9)
+        let out = scratch.appendingPathComponent("structured")
+        let log = scratch.appendingPathComponent("structured.jsonl")
+        let prune = try PruneDistBinary.run(["prune", "--model", model.path, "--out", out.path, "--method", "llm-pruner", "--ratio", "0.5",
+                                             "--block-start", "1", "--block-end", "2", "--calib", calib.path, "--samples", "8", "--seqlen", "32",
+                                             "--no-dense-eval", "--log-level", "warning", "--eval-attack", "pwws", "--eval-attack-limit", "4"]
+                                            + attackOptions("--eval-attack-", data: data, log: log))
+        XCTAssertEqual(prune.status, 0, prune.stderr)
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("prune-report.json"))) as! [String: Any]
+        XCTAssertNotNil(report["layer_widths"], "the structured report, rewritten with its evaluation")
+        let figures = try XCTUnwrap(report["evaluation"] as? [String: Double])
+        let separate = try PruneDistBinary.run(["eval", "attack", "--model", out.path, "--task", "sst2", "--attack", "pwws", "--limit", "4", "--json",
+                                                "--log-level", "warning"] + attackOptions("--", data: data, log: scratch.appendingPathComponent("separate.jsonl")))
+        XCTAssertEqual(separate.status, 0, separate.stderr)
+        let json = try separate.lastJSON()
+        XCTAssertEqual(figures["attack.pwws.documents"], 4)
+        for key in ["clean_accuracy", "accuracy_under_attack", "attack_success_rate", "average_perturbed_word_percent", "average_queries"] {
+            XCTAssertEqual(figures["attack.pwws.\(key)"], json[key] as? Double, key)
+        }
+        XCTAssertEqual(try Data(contentsOf: log), try Data(contentsOf: scratch.appendingPathComponent("separate.jsonl")))
+        let card = try String(contentsOf: out.appendingPathComponent("README.md"), encoding: .utf8)
+        XCTAssertTrue(card.contains("attack.pwws.accuracy_under_attack"), card)
+    }
+
     /// Refused before any work (exit 64), nothing written.
     func testAttackOptionsAreCheckedFirst() throws {
         let model = try TinyEvaluationFixture.model(in: scratch)
@@ -69,8 +97,7 @@ final class PruneEvalAttackTests: XCTestCase {
             (["--method", "magnitude", "--eval-attack", "pwws", "--eval-attack-data", data.path, "--eval-attack-log", model.appendingPathComponent("config.json").path],
              "is not a prune-dist attack log"),
             (["--method", "llm-pruner", "--ratio", "0.2", "--calib", data.appendingPathComponent("sst2.validation.jsonl").path,
-              "--eval-attack", "pwws", "--eval-attack-data", data.path],
-             "--eval-attack is not used by --method llm-pruner"),
+              "--eval-attack", "none", "--eval-attack-data", data.path, "--eval-attack-shots", "200"], "--eval-attack-shots must be in 0...64"),
         ]
         for (extra, message) in cases {
             let arguments = extra.first == "--method" && extra.contains("llm-pruner") ? Array(base.prefix(5)) + extra : base + extra
