@@ -67,6 +67,9 @@ struct SoupRun {
         let start = Date()
         let models = try settings.models.map { try Checkpoint(directory: $0) }
         try ModelSoup.checkCompatible(models)
+        if let scoring = settings.scoring, !scoring.texts.isEmpty, scoring.seqlen > models[0].config.maxPositionEmbeddings {
+            throw PruneDistError(.argument, "--eval-seqlen \(scoring.seqlen) is beyond the models' context: \(models[0].directory.path)/config.json has max_position_embeddings \(models[0].config.maxPositionEmbeddings)")
+        }
         let outputDType = settings.dtype ?? models[0].storageDType
         let partial = OutputFolder.partialFolder(for: settings.out)
         try onRankZero { try lock?.clearPartialFolder() }
