@@ -288,7 +288,9 @@ final class HostileInputTests: XCTestCase {
             (prune(out: path("o"), ["--method", "sparsegpt", "--sparsity", "0.5", "--percdamp", "inf"]), ["--percdamp must be a finite number"]),
             (prune(out: path("o"), ["--method", "magnitude", "--sparsity", "0.5", "--ratio", "0.3"]), ["--ratio is for the structured methods"]),
             (prune(out: path("o"), ["--method", "llm-pruner", "--ratio", "0.3", "--blocksize", "64"]), ["--blocksize is not used by --method llm-pruner"]),
-            (prune(out: path("o"), ["--method", "llm-pruner", "--ratio", "0.3", "--eval-text", calib.path]), ["--eval-text is not used by --method llm-pruner"]),
+            (prune(out: path("o"), ["--method", "llm-pruner", "--ratio", "0.3", "--percdamp", "0.1"]), ["--percdamp is not used by --method llm-pruner"]),
+            (prune(out: path("o"), ["--method", "llm-pruner", "--ratio", "0.3", "--eval-tasks", "piqa", "--eval-data", tasks]),
+             ["--eval-tasks needs a tokenizer", "no tokenizer.json"]),
             (prune(out: path("o"), ["--method", "llm-pruner", "--ratio", "0.3", "--trials", "4"]), ["--trials is an AdaPruner option"]),
         ]
         for (arguments, fragments) in cases { try assertRefused(arguments, status: 64, fragments) }

@@ -95,6 +95,8 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "Evaluate only the first N documents of each --eval-tasks task.")
     var evalLimit: Int?
 
+    @OptionGroup var attackEvaluation: AttackEvaluationOptions
+
     @Flag(name: .long, help: "With --eval-*: do not evaluate the dense input model for comparison (by default it is evaluated once and cached in the output's parent folder).")
     var noDenseEval = false
 
@@ -118,6 +120,7 @@ struct PruneCommand: ParsableCommand {
         try checkMethodOptions()
         try checkLimits()
         if method.isStructured { try validateStructured() } else { try validateUnstructured() }
+        try checkEvaluationOptions()
         try checkPaths()
     }
 
@@ -133,16 +136,6 @@ struct PruneCommand: ParsableCommand {
             }
         }
         if method != .magnitude, calib == nil { throw ValidationError("--method \(method.rawValue) needs calibration data: --calib FILE") }
-        if evalTasks != nil, evalData == nil { throw ValidationError("--eval-tasks needs --eval-data DIR (the task files)") }
-        if let evalTasks { do { _ = try DistributedEvaluation.parseTasks(evalTasks) } catch let error as PruneDistError { throw ValidationError(error.message) } }
-        // Evaluation inputs are checked now rather than after a long run.
-        for text in evalText where !FileManager.default.fileExists(atPath: text) { throw ValidationError("--eval-text \(text): no such file") }
-        if let evalMaxWindows, evalMaxWindows < 1 { throw ValidationError("--eval-max-windows must be at least 1, got \(evalMaxWindows)") }
-        if let evalTasks, let evalData, let tasks = try? DistributedEvaluation.parseTasks(evalTasks) {
-            for task in tasks where !FileManager.default.fileExists(atPath: URL(fileURLWithPath: evalData).appendingPathComponent(task.fileName).path) {
-                throw ValidationError("--eval-data \(evalData): no \(task.fileName) for task \(task.rawValue)")
-            }
-        }
     }
 
     /// Exactly one of --sparsity and --pattern (each already parsed), as a pattern.
@@ -195,19 +188,11 @@ struct PruneCommand: ParsableCommand {
         }
         settings.outputLock = nil  // the output is in place; the lock file went with it
         // The result evaluated over the same ranks, then the JSON and HTML reports (re)written by rank 0.
-        let evaluation = PruneRunEvaluation(texts: evalText.map { URL(fileURLWithPath: $0) }, seqlen: resolvedEvalSeqlen, maxWindows: evalMaxWindows,
-                                            tasks: try evalTasks.map(DistributedEvaluation.parseTasks) ?? [],
-                                            data: evalData.map { URL(fileURLWithPath: $0) }, limit: evalLimit)
+        let evaluation = try evaluationSettings()
         try comm.abortingJobOnError {
-            if !evaluation.isEmpty {
-                let result = try evaluation.evaluate(model: settings.out, comm: comm, logger: logger)
+            if let result = try evaluateOutput(evaluation, model: settings.model, out: settings.out, comm: comm, logger: logger) {
                 report.evaluation = result.entries
-                if comm.rank == 0 { result.lines.forEach(printLine) }
-                if !noDenseEval, let dense = try DenseEvaluation.entries(evaluation: evaluation, model: settings.model, out: settings.out,
-                                                                        weights: weights, comm: comm, logger: logger) {
-                    report.denseEvaluation = dense.entries
-                    if comm.rank == 0 { DenseEvaluation.comparisonLines(dense: dense.entries, pruned: result.entries).forEach(printLine) }
-                }
+                report.denseEvaluation = result.dense
             }
             if comm.rank == 0 {
                 try RunReportFiles.write(report, jsonURLs: [settings.out.appendingPathComponent("prune-report.json")] + (settings.reportURL.map { [$0] } ?? []))

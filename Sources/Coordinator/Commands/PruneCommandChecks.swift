@@ -11,8 +11,7 @@ extension PruneCommand {
             let unstructured: [(String, Bool)] = [
                 ("--sparsity", sparsity != nil), ("--pattern", pattern != nil), ("--true-sequential", trueSequential != nil),
                 ("--blocksize", blocksize != nil), ("--percdamp", percdamp != nil), ("--resume", resume),
-                ("--weights", weights != .shared), ("--eval-text", !evalText.isEmpty), ("--eval-max-windows", evalMaxWindows != nil), ("--eval-seqlen", evalSeqlen != nil),
-                ("--eval-tasks", evalTasks != nil), ("--eval-data", evalData != nil), ("--eval-limit", evalLimit != nil),
+                ("--weights", weights != .shared),
             ]
             if let given = unstructured.first(where: \.1)?.0 {
                 throw ValidationError("\(given) is not used by --method \(method.rawValue) (it applies to magnitude, wanda, sparsegpt and krp); remove it")
@@ -41,7 +40,8 @@ extension PruneCommand {
             let outArgument = OutputFolder.Argument("--out", URL(fileURLWithPath: out))
             let modelArgument = OutputFolder.Argument("--model", URL(fileURLWithPath: model))
             var inputs = [modelArgument]
-            let paths = [("--calib", calib), ("--pool", structured.pool), ("--eval-data", evalData)] + evalText.map { ("--eval-text", Optional($0)) }
+            let paths = [("--calib", calib), ("--pool", structured.pool), ("--eval-data", evalData),
+                         ("--eval-attack-data", attackEvaluation.evalAttackData)] + evalText.map { ("--eval-text", Optional($0)) }
             for (option, path) in paths {
                 if let path { inputs.append(OutputFolder.Argument(option, URL(fileURLWithPath: path))) }
             }
@@ -53,6 +53,9 @@ extension PruneCommand {
                 try RunReportFiles.checkWritable(OutputFolder.Argument("--report", URL(fileURLWithPath: report)), others: inputs + [outArgument])
             }
             try OutputFolder.checkFresh(outArgument, inputs: inputs)
+            if let log = attackEvaluation.evalAttackLog {
+                try OutputFolder.checkSeparate(OutputFolder.Argument("--eval-attack-log", URL(fileURLWithPath: log)), from: inputs + [outArgument])
+            }
             try checkEvaluationTokenizer()
         }
     }
@@ -61,12 +64,12 @@ extension PruneCommand {
     /// --model: without one the run would fail only after pruning.
     private func checkEvaluationTokenizer() throws {
         let textFiles = evalText.filter { !["u16", "json"].contains(URL(fileURLWithPath: $0).pathExtension.lowercased()) }
-        let needsTokenizer = evalTasks != nil || !textFiles.isEmpty
+        let needsTokenizer = evalTasks != nil || !textFiles.isEmpty || attackEvaluation.evalAttack != nil
         // With --weights broadcast a rank other than 0 may not see --model; rank 0 makes the check.
         let visible = weights == .shared || FileManager.default.fileExists(atPath: model)
         let tokenizer = URL(fileURLWithPath: model).appendingPathComponent("tokenizer.json")
         guard needsTokenizer, visible, !FileManager.default.fileExists(atPath: tokenizer.path) else { return }
-        let option = evalTasks != nil ? "--eval-tasks" : "--eval-text"
+        let option = evalTasks != nil ? "--eval-tasks" : !textFiles.isEmpty ? "--eval-text" : "--eval-attack"
         throw PruneDistError(.argument, "\(option) needs a tokenizer, but --model \(model) has no tokenizer.json (the result is evaluated with the model's tokenizer)")
     }
 }

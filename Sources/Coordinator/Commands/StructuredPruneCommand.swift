@@ -175,7 +175,7 @@ extension PruneCommand {
             calibrationDraw: s.calibDraw ?? CalibrationDraw.defaultDraw(for: URL(fileURLWithPath: calib!)),
             blocks: s.blockStart.map { $0...s.blockEnd! }, outputDType: dtype,
             reportURL: report.map { URL(fileURLWithPath: $0) }, search: method == .adapruner ? try searchSettings() : nil)
-        let result = try comm.abortingJobOnError {
+        var result = try comm.abortingJobOnError {
             try RankConsistency.check(rankFingerprint(), comm: comm)
             settings.outputLock = try lockOutput(rank: comm.rank)
             let interruptions = handleInterruptions(lock: settings.outputLock, ranks: comm.size)
@@ -184,8 +184,24 @@ extension PruneCommand {
                 try StructuredPruneRun(settings: settings, comm: comm, logger: logger).run()
             }
         }
+        // The smaller checkpoint evaluated over the same ranks; rank 0 rewrites the report and the model card.
+        let evaluation = try evaluationSettings()
+        try comm.abortingJobOnError {
+            guard let evaluated = try evaluateOutput(evaluation, model: settings.model, out: settings.out, comm: comm, logger: logger) else { return }
+            result.evaluation = evaluated.entries
+            result.denseEvaluation = evaluated.dense
+            guard comm.rank == 0 else { return }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let data = try encoder.encode(result)
+            for url in [settings.out.appendingPathComponent("prune-report.json")] + (settings.reportURL.map { [$0] } ?? []) {
+                try writeFileAtomically(data, to: url)
+            }
+            try CheckpointCompanions.writeModelCard(reportData: data, folder: settings.out)
+        }
         if comm.rank == 0 {
             printLine(try jsonLine([
+                "evaluation": result.evaluation ?? [:], "dense_evaluation": result.denseEvaluation ?? [:],
                 "output": settings.out.path, "method": result.method, "ratio": result.ratio,
                 "parameters_before": result.parametersBefore, "parameters_after": result.parametersAfter,
                 "block_linear_fraction_removed": result.blockLinearFractionRemoved,

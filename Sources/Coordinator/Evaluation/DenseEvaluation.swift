@@ -45,6 +45,10 @@ enum DenseEvaluation {
         if let data = evaluation.data {
             for task in evaluation.tasks { lines.append("task file \(task.fileName) \(try SHA256.file(data.appendingPathComponent(task.fileName)).hex)") }
         }
+        if let a = evaluation.attack {  // only when asked for, so earlier caches keep their names
+            lines.append("attack \(a.attack.rawValue) \(a.task) shots \(a.shots) template \(a.template) pool \(a.demoPool) limit \(a.limit.map(String.init) ?? "all") perturb \(a.maxPerturb) budget \(a.queryBudget.map(String.init) ?? "none") seed \(a.seed) cos \(a.minCos) candidates \(a.maxCandidates) batch \(a.batchTokens) wordnet \(a.wordnet?.path ?? "default")")
+            lines.append("attack file \(try SHA256.file(a.file).hex)")
+        }
         return SHA256.hex(Array(lines.joined(separator: "\n").utf8))
     }
 

@@ -12,13 +12,16 @@ struct PruneRunEvaluation: Sendable {
     var tasks: [ZeroShotTask]
     var data: URL?
     var limit: Int?
+    /// `--eval-attack`: an adversarial attack on the model as a classifier (DistributedAttack).
+    var attack: AttackSettings? = nil
 
-    var isEmpty: Bool { texts.isEmpty && tasks.isEmpty }
+    var isEmpty: Bool { texts.isEmpty && tasks.isEmpty && attack == nil }
 
     /// Evaluates the checkpoint in `model` over the job's ranks (all ranks call this; rank 0 wrote the
     /// checkpoint, which every rank reads from the shared output path) and returns the flat entries for the
     /// report's `evaluation` field and the lines to print.
-    func evaluate(model: URL, comm: Communicator, logger: Logger) throws -> (entries: [String: Double], lines: [String]) {
+    /// - attackLog: where rank 0 writes every attacked example (the pruned model's run only)
+    func evaluate(model: URL, comm: Communicator, logger: Logger, attackLog: URL? = nil) throws -> (entries: [String: Double], lines: [String]) {
         var entries: [String: Double] = [:]
         var lines: [String] = []
         let checkpoint = try Checkpoint(directory: model)
@@ -45,6 +48,17 @@ struct PruneRunEvaluation: Sendable {
             entries.merge(summary.reportEntries) { $1 }
             if let limit { entries["zeroshot.limit"] = Double(limit) }
             lines.append(summary.table)
+        }
+        if let attack {
+            let result = try DistributedAttack.run(attack, model: model, comm: comm, logger: logger)
+            if comm.rank == 0 {
+                entries.merge(DistributedAttack.reportEntries(result.summary, recipe: attack.attack)) { $1 }
+                lines.append("attack \(attack.attack.rawValue) on \(attack.task): \(result.outcomes.count) examples, \(attack.shots)-shot \(attack.template) prompt")
+                lines.append(result.summary.table)
+                if let attackLog {
+                    try DistributedAttack.writeLog(result.outcomes, to: attackLog, labels: result.prompt.labels, attack: attack.attack)
+                }
+            }
         }
         return (entries, lines)
     }

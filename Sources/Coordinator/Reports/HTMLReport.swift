@@ -89,7 +89,7 @@ enum HTMLReport {
 
     private static func evaluationTable(_ runs: [Run]) -> String {
         let keys = Set(runs.flatMap { $0.report.evaluation?.keys.map { $0 } ?? [] })
-        guard !keys.isEmpty else { return "<h2>Evaluation</h2>\n<p class=\"note\">No evaluation in these runs (prune with --eval-text / --eval-tasks).</p>\n" }
+        guard !keys.isEmpty else { return "<h2>Evaluation</h2>\n<p class=\"note\">No evaluation in these runs (prune with --eval-text / --eval-tasks / --eval-attack).</p>\n" }
         func value(_ run: Run, _ key: String) -> Double? { run.report.evaluation?[key] }
         var html = "<h2>Evaluation</h2>\n<table><tr><th></th>" + runs.map { "<th>\(escape($0.label))</th>" }.joined() + "</tr>\n"
         // One row per evaluated text ("perplexity.<text>"); reports of a single text have only "perplexity".
@@ -115,6 +115,7 @@ enum HTMLReport {
                 html += "</tr>\n"
             }
         }
+        html += attackRows(runs, keys: keys)
         return html + "</table>\n"
     }
 

@@ -75,9 +75,13 @@ struct StructuredReport: Codable, Sendable {
     var search: AdaPrunerReport?
     /// Command line, version and commit, date, hosts, calibration file, dtypes and every option.
     var provenance: RunProvenance? = nil
+    /// `prune --eval-*` on the output and on the dense input (same keys as RunReport's).
+    var evaluation: [String: Double]? = nil
+    var denseEvaluation: [String: Double]? = nil
 
     enum CodingKeys: String, CodingKey {
         case tool, version, model, output, method, ratio, importance, aggregation, samples, seqlen, seed, ranks, kept, scores, search, provenance
+        case evaluation, denseEvaluation = "dense_evaluation"
         case blockStart = "block_start", blockEnd = "block_end", calibrationLoss = "calibration_loss", calibrationDraw = "calibration_draw"
         case parametersBefore = "parameters_before", parametersAfter = "parameters_after", parametersRemoved = "parameters_removed"
         case blockLinearParametersBefore = "block_linear_parameters_before", blockLinearFractionRemoved = "block_linear_fraction_removed"

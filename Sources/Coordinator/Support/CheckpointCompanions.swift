@@ -7,7 +7,7 @@ enum CheckpointCompanions {
     /// Files of the input that are weights or are written anew, never copied.
     static let weightExtensions: Set<String> = ["safetensors", "bin", "pt", "pth", "ckpt", "h5", "msgpack", "gguf", "onnx", "npz", "npy"]
     static let writtenAnew: Set<String> = ["config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json",
-                                           "prune-report.json", "prune-report.html", "README.md"]
+                                           "prune-report.json", "prune-report.html", "soup-report.json", "README.md"]
 
     /// The input's regular, visible files that are neither weights nor written anew: tokenizer.json,
     /// tokenizer_config.json, special_tokens_map.json, added_tokens.json, chat_template.jinja, vocab.json,

@@ -33,14 +33,8 @@ final class OutputCheckpoint {
             let info = try source.info(name)
             return SafetensorsWriter.Entry(name: name, dtype: info.dtype.isWeightType ? outputDType : info.dtype, shape: info.shape)
         }
-        // Shard like the input: a sharded input keeps roughly its shard size (scaled by the dtype change).
-        var maxShardBytes = CheckpointWriter.defaultMaxShardBytes
-        if source.files.count > 1 {
-            let largest = source.files.map { (try? FileManager.default.attributesOfItem(atPath: $0.url.path)[.size] as? Int) ?? 0 }.max() ?? 0
-            let ratio = Double(outputDType.size) / Double(source.storageDType.size)
-            maxShardBytes = max(1, Int(Double(largest) * ratio))
-        }
-        writer = try CheckpointWriter(directory: temporary, tensors: entries, maxShardBytes: maxShardBytes,
+        writer = try CheckpointWriter(directory: temporary, tensors: entries,
+                                      maxShardBytes: OutputCheckpoint.maxShardBytes(like: source, dtype: outputDType),
                                       resumable: true, resumeAfter: resumeAfter)
     }
 
@@ -48,6 +42,15 @@ final class OutputCheckpoint {
         // A run with finished blocks in its journal is kept for --resume (it stays hidden and named partial);
         // so is a finished one that could not be moved into place (the error says where it is).
         if !finished && !RunJournal.hasFinishedBlocks(in: temporary) { try? FileManager.default.removeItem(at: temporary) }
+    }
+
+    /// Shard like the input: a sharded input keeps roughly its shard size (scaled by the dtype change), a
+    /// single-file one gets transformers' default.
+    static func maxShardBytes(like source: Checkpoint, dtype outputDType: DType) -> Int {
+        guard source.files.count > 1 else { return CheckpointWriter.defaultMaxShardBytes }
+        let largest = source.files.map { (try? FileManager.default.attributesOfItem(atPath: $0.url.path)[.size] as? Int) ?? 0 }.max() ?? 0
+        let ratio = Double(outputDType.size) / Double(source.storageDType.size)
+        return max(1, Int(Double(largest) * ratio))
     }
 
     /// Tensors written so far (in `tensorOrder`): what a journal records at each block boundary.
