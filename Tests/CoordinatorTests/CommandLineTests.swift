@@ -47,4 +47,17 @@ final class CommandLineTests: XCTestCase {
             }
         }
     }
+
+    /// Ranks compare their command lines without path values (a rank may mount the same files elsewhere): a single
+    /// path after its option, every path of `average --models A B …`, the `=` form; other values are compared.
+    func testRankFingerprintLeavesPathValuesOut() {
+        let lines = RankConsistency.fingerprint(arguments: ["prune-dist", "average", "--models", "/a/m1", "/a/m2", "--out", "o",
+                                                            "--greedy", "--eval-text", "/a/wiki.txt", "--eval-attack-data=/d",
+                                                            "--seqlen", "256"], files: [])
+        XCTAssertEqual(lines, ["average", "--out o", "--greedy", "--seqlen 256"])
+        let other = RankConsistency.fingerprint(arguments: ["prune-dist", "average", "--models", "/b/m1", "/b/m2", "--out", "o",
+                                                            "--greedy", "--eval-text", "/b/wiki.txt", "--eval-attack-data=/e",
+                                                            "--seqlen", "512"], files: [])
+        XCTAssertEqual(other.last, "--seqlen 512", "a value that is not a path still counts")
+    }
 }

@@ -10,7 +10,10 @@ import Worker
 enum RankConsistency {
     /// Options whose value is a path: a rank may see the same file under another mount point, so paths are
     /// compared through the files' sizes and modification times, not spelled out.
-    static let pathOptions: Set<String> = ["--model", "--calib", "--pool", "--eval-text", "--eval-data", "--report", "--log-level"]
+    static let pathOptions: Set<String> = ["--model", "--calib", "--pool", "--eval-text", "--eval-data", "--eval-attack-data",
+                                           "--eval-attack-log", "--eval-attack-wordnet", "--report", "--log-level"]
+    /// Path options that take several values (`average --models A B …`): every value up to the next option.
+    static let pathListOptions: Set<String> = ["--models"]
 
     /// Readable lines: the command line without path values ("--sparsity 0.5"), then each file's size and mtime.
     static func fingerprint(arguments: [String], files: [URL]) -> [String] {
@@ -20,12 +23,18 @@ enum RankConsistency {
     /// One line per option with its values, path-valued options left out (the program name too).
     private static func commandLineLines(_ arguments: [String]) -> [String] {
         var lines: [String] = []
-        var skipNext = false
+        var skipNext = false, skipValues = false
         for argument in arguments.dropFirst() {
             if skipNext { skipNext = false; continue }
+            if skipValues && !argument.hasPrefix("-") { continue }
+            skipValues = false
             let name = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
             if pathOptions.contains(name) {
                 skipNext = !argument.contains("=")
+                continue
+            }
+            if pathListOptions.contains(name) {
+                skipValues = true
                 continue
             }
             // An option starts a line, its values join it: "--sparsity 0.5".
