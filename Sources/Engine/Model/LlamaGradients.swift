@@ -127,15 +127,18 @@ public func llamaBlockBackward(_ dHidden: inout [Float], activations a: LlamaBlo
 /// - hidden: [tokens, hidden], the last block's output
 /// - ids: [tokens], whole sequences of seqlen
 /// - lossScale: the weight of each prediction's NLL in the loss (1 / predictions for a mean)
+/// - counted: [tokens] or nil; when given, position t's prediction (of token t+1) is in the loss only where
+///   counted[t] (fine-tuning on responses only, padding); nil counts every position but each sequence's last
 /// - dHidden: [tokens, hidden], += d(loss)/d(hidden)
 /// - dFinalNorm: [hidden], +=
-/// - dWeight: [vocab, hidden], += (the embedding's gradient when tied)
-/// - Returns: the sum of the NLLs of every position but each sequence's last, in Double
+/// - dWeight: [vocab, hidden], += (the embedding's gradient when tied); nil when the head is frozen
+/// - Returns: the sum of the NLLs of the counted predictions, in Double
 public func llamaHeadBackward(head: LlamaHead, hidden: [Float], ids: [Int], seqlen: Int, lossScale: Float,
-                              dHidden: inout [Float], dFinalNorm: inout [Float], dWeight: inout [Float]) -> Double {
+                              counted: [Bool]? = nil,
+                              dHidden: inout [Float], dFinalNorm: inout [Float], dWeight: UnsafeMutablePointer<Float>?) -> Double {
     let tokens = ids.count, d = head.hiddenSize, vocab = head.vocabSize
-    precondition(hidden.count == tokens * d && dHidden.count == hidden.count && tokens % seqlen == 0,
-                 "llamaHeadBackward: shape mismatch")
+    precondition(hidden.count == tokens * d && dHidden.count == hidden.count && tokens % seqlen == 0
+                 && (counted?.count ?? tokens) == tokens, "llamaHeadBackward: shape mismatch")
     let normed = head.normed(hidden)
     var dNormed = [Float](repeating: 0, count: tokens * d)
     let rowsPerChunk = max(1, min(tokens, (1 << 22) / max(vocab, 1)))
@@ -150,8 +153,9 @@ public func llamaHeadBackward(head: LlamaHead, hidden: [Float], ids: [Int], seql
                 for r in 0..<rows {
                     let t = start + r
                     let row = logits.baseAddress! + r * vocab
-                    if t % seqlen == seqlen - 1 {
-                        row.update(repeating: 0, count: vocab)  // nothing to predict after a sequence's last token
+                    if t % seqlen == seqlen - 1 || counted?[t] == false {
+                        // nothing to predict after a sequence's last token; an uncounted prediction adds nothing
+                        row.update(repeating: 0, count: vocab)
                         continue
                     }
                     nllSum += crossEntropy(row, target: ids[t + 1], vocabSize: vocab)
@@ -159,7 +163,7 @@ public func llamaHeadBackward(head: LlamaHead, hidden: [Float], ids: [Int], seql
                 }
             }
             dNormed.withUnsafeMutableBufferPointer { dNormed in
-                linearBackward(dNormed.baseAddress! + start * d, &dWeight, nil, logits, x, head.weight,
+                linearBackward(dNormed.baseAddress! + start * d, dWeight, nil, logits, x, head.weight,
                                tokens: rows, inFeatures: d, outFeatures: vocab)
             }
         }

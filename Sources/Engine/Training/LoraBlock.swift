@@ -1,0 +1,174 @@
+import Foundation
+
+// One decoder block with LoRA on some of its linears: y = W x (+ b) + scaling · B (A (dropout(x))).
+// The base weights are frozen: the backward computes the gradients of the inputs and of A and B only, never
+// a base weight's (that matrix product would be as large as the forward's and is not needed).
+
+/// What one adapted linear's backward needs besides its input.
+public struct LoraLinearActivation: Sendable {
+    /// [tokens, rank]: A · dropout(x), per token
+    public var low: [Float]
+    /// [tokens, in_features]: the dropout multipliers (0 or 1/(1−p)), nil without dropout
+    public var mask: [Float]?
+}
+
+/// Every intermediate of one block's LoRA forward that its backward reads.
+public struct LoraBlockActivations: Sendable {
+    /// The stages of the block, as for the plain backward
+    public var base: LlamaBlockActivations
+    /// Per adapted linear; nil for the others
+    public var lora: PerLinear<LoraLinearActivation?>
+}
+
+/// out = x · Wᵀ (+ b) + scaling · (dropout(x) · Aᵀ) · Bᵀ.
+/// - out: [tokens, out_features] (written)
+/// - x: [tokens, in_features]
+/// - mask: [tokens, in_features] dropout multipliers or nil
+/// - Returns: what loraLinearBackward needs, nil when `factors` is nil
+func loraLinearForward(_ out: inout [Float], _ x: [Float], _ weights: LlamaBlockWeights, _ linear: LlamaLinear,
+                       factors: LoraFactors?, scaling: Float, mask: [Float]?, tokens: Int) -> LoraLinearActivation? {
+    let shape = weights.shape(linear)
+    ensureCount(&out, tokens * shape[0])
+    applyLinear(&out, x, weights, linear, tokens: tokens)
+    guard let f = factors else { return nil }
+    let rank = f.a.count / f.inFeatures
+    precondition(f.inFeatures == shape[1] && f.outFeatures == shape[0],
+                 "loraLinearForward: factors of [\(f.outFeatures), \(f.inFeatures)] on \(linear.rawValue) of \(shape)")
+    let dropped = mask.map { mask in zip(x, mask).map { $0 * $1 } } ?? x
+    var low = [Float](repeating: 0, count: tokens * rank)
+    sgemm(.none, .transpose, m: tokens, n: rank, k: f.inFeatures, dropped, lda: f.inFeatures, f.a, ldb: f.inFeatures,
+          &low, ldc: rank)
+    sgemm(.none, .transpose, m: tokens, n: f.outFeatures, k: rank, alpha: scaling, low, lda: rank, f.b, ldb: rank,
+          beta: 1, &out, ldc: f.outFeatures)
+    return LoraLinearActivation(low: low, mask: mask)
+}
+
+/// Backward of loraLinearForward, the base weight frozen.
+/// - dX: [tokens, in_features], += dOut · W + (scaling · dOut · B · A) ⊙ mask
+/// - dOut: [tokens, out_features]
+/// - x: [tokens, in_features], the forward input
+/// - gradient: += dA ([rank, in]) and dB ([out, rank]) when the linear is adapted
+func loraLinearBackward(_ dX: inout [Float], _ dOut: [Float], _ x: [Float], _ weights: LlamaBlockWeights, _ linear: LlamaLinear,
+                        factors: LoraFactors?, activation: LoraLinearActivation?, scaling: Float, tokens: Int,
+                        gradient: inout LoraFactors?) {
+    let shape = weights.shape(linear)
+    linearBackward(&dX, nil, nil, dOut, x, weights.weight(linear), tokens: tokens, inFeatures: shape[1], outFeatures: shape[0])
+    guard let f = factors, let activation, var g = gradient else { return }
+    gradient = nil  // uniquely held while accumulated into
+    let rank = f.a.count / f.inFeatures
+    // dB += scaling · dOutᵀ · low
+    sgemm(.transpose, .none, m: f.outFeatures, n: rank, k: tokens, alpha: scaling, dOut, lda: f.outFeatures,
+          activation.low, ldb: rank, beta: 1, &g.b, ldc: rank)
+    // dLow = scaling · dOut · B
+    var dLow = [Float](repeating: 0, count: tokens * rank)
+    sgemm(.none, .none, m: tokens, n: rank, k: f.outFeatures, alpha: scaling, dOut, lda: f.outFeatures, f.b, ldb: rank,
+          &dLow, ldc: rank)
+    // dA += dLowᵀ · dropout(x)
+    let dropped = activation.mask.map { mask in zip(x, mask).map { $0 * $1 } } ?? x
+    sgemm(.transpose, .none, m: rank, n: f.inFeatures, k: tokens, dLow, lda: rank, dropped, ldb: f.inFeatures,
+          beta: 1, &g.a, ldc: f.inFeatures)
+    // dX += (dLow · A) ⊙ mask
+    if let mask = activation.mask {
+        var dDropped = [Float](repeating: 0, count: tokens * f.inFeatures)
+        sgemm(.none, .none, m: tokens, n: f.inFeatures, k: rank, dLow, lda: rank, f.a, ldb: f.inFeatures, &dDropped, ldc: f.inFeatures)
+        for i in 0..<dX.count { dX[i] += dDropped[i] * mask[i] }
+    } else {
+        sgemm(.none, .none, m: tokens, n: f.inFeatures, k: rank, dLow, lda: rank, f.a, ldb: f.inFeatures, beta: 1, &dX, ldc: f.inFeatures)
+    }
+    gradient = g
+}
+
+/// One decoder block with LoRA, keeping what loraBlockBackward needs.
+/// - hidden: [tokens, hidden], whole sequences of seqlen tokens
+/// - factors: this layer's adapters
+/// - masks: per adapted linear, [tokens, in_features] dropout multipliers, nil without dropout
+public func loraBlockForward(_ hidden: [Float], weights: LlamaBlockWeights, factors: PerLinear<LoraFactors?>, scaling: Float,
+                             masks: PerLinear<[Float]?>, rope: RopeTable, seqlen: Int) -> LoraBlockActivations {
+    let d = weights.hiddenSize
+    let tokens = hidden.count / d
+    precondition(hidden.count == tokens * d && tokens % seqlen == 0 && seqlen <= rope.positions,
+                 "loraBlockForward: \(hidden.count) values are not whole sequences of \(seqlen) tokens of width \(d)")
+    let heads = weights.numAttentionHeads, kvHeads = weights.numKeyValueHeads, headDim = weights.headDim
+    var lora = PerLinear<LoraLinearActivation?>(repeating: nil)
+    func project(_ out: inout [Float], _ x: [Float], _ linear: LlamaLinear) {
+        lora[linear] = loraLinearForward(&out, x, weights, linear, factors: factors[linear], scaling: scaling,
+                                         mask: masks[linear], tokens: tokens)
+    }
+    var attentionInput: [Float] = []
+    llamaNormStage(&attentionInput, hidden, weights.inputNorm, weights: weights, tokens: tokens)
+    var q: [Float] = [], k: [Float] = [], v: [Float] = []
+    project(&q, attentionInput, .q)
+    project(&k, attentionInput, .k)
+    project(&v, attentionInput, .v)
+    ropeForward(&q, rope: rope, tokens: tokens, heads: heads, seqlen: seqlen)
+    ropeForward(&k, rope: rope, tokens: tokens, heads: kvHeads, seqlen: seqlen)
+    var attentionOutput = [Float](repeating: 0, count: tokens * heads * headDim)
+    var probabilities = [Float](repeating: 0, count: seqlen * seqlen)
+    attentionForward(&attentionOutput, q, k, v, probabilities: &probabilities,
+                     tokens: tokens, seqlen: seqlen, heads: heads, kvHeads: kvHeads, headDim: headDim)
+    var projected: [Float] = []
+    project(&projected, attentionOutput, .o)
+    let afterAttention = zip(hidden, projected).map { $0 + $1 }
+    var mlpInput: [Float] = []
+    llamaNormStage(&mlpInput, afterAttention, weights.postAttentionNorm, weights: weights, tokens: tokens)
+    var gate: [Float] = [], up: [Float] = []
+    project(&gate, mlpInput, .gate)
+    project(&up, mlpInput, .up)
+    var mlpHidden = [Float](repeating: 0, count: gate.count)
+    swigluForward(&mlpHidden, gate, up, count: gate.count)
+    project(&projected, mlpHidden, .down)
+    let output = zip(afterAttention, projected).map { $0 + $1 }
+    let base = LlamaBlockActivations(input: hidden, attentionInput: attentionInput, q: q, k: k, v: v,
+                                     attentionOutput: attentionOutput, afterAttention: afterAttention, mlpInput: mlpInput,
+                                     gate: gate, up: up, mlpHidden: mlpHidden, output: output)
+    return LoraBlockActivations(base: base, lora: lora)
+}
+
+/// Backward of loraBlockForward: the gradients of the block's input and of its LoRA factors.
+/// - dHidden: [tokens, hidden]; the gradient with respect to the block's output on entry, to its input on return
+/// - gradients: this layer's factor gradients, += (same layout as `factors`)
+public func loraBlockBackward(_ dHidden: inout [Float], activations: LoraBlockActivations, weights: LlamaBlockWeights,
+                              factors: PerLinear<LoraFactors?>, scaling: Float, rope: RopeTable, seqlen: Int,
+                              gradients: inout PerLinear<LoraFactors?>) {
+    let a = activations.base
+    let d = weights.hiddenSize
+    let tokens = a.input.count / d
+    precondition(dHidden.count == a.input.count, "loraBlockBackward: gradient of \(dHidden.count) values for an input of \(a.input.count)")
+    let heads = weights.numAttentionHeads, kvHeads = weights.numKeyValueHeads, headDim = weights.headDim
+    let qDim = heads * headDim, kvDim = kvHeads * headDim, ffn = weights.intermediateSize
+    var frozenNorm = [Float](repeating: 0, count: d)  // the norms' weight gradients, not used
+    func back(_ dX: inout [Float], _ dOut: [Float], _ x: [Float], _ linear: LlamaLinear) {
+        gradients.update(linear) { gradient in
+            loraLinearBackward(&dX, dOut, x, weights, linear, factors: factors[linear], activation: activations.lora[linear],
+                               scaling: scaling, tokens: tokens, gradient: &gradient)
+        }
+    }
+
+    var dMlpHidden = [Float](repeating: 0, count: tokens * ffn)
+    back(&dMlpHidden, dHidden, a.mlpHidden, .down)
+    var dGate = [Float](repeating: 0, count: tokens * ffn)
+    var dUp = [Float](repeating: 0, count: tokens * ffn)
+    swigluBackward(&dGate, &dUp, dMlpHidden, a.gate, a.up, count: tokens * ffn)
+    dMlpHidden = []
+    var dMlpInput = [Float](repeating: 0, count: tokens * d)
+    back(&dMlpInput, dGate, a.mlpInput, .gate)
+    back(&dMlpInput, dUp, a.mlpInput, .up)
+    rmsnormBackward(&dHidden, &frozenNorm, dMlpInput, a.afterAttention, weights.postAttentionNorm,
+                    tokens: tokens, dim: d, eps: weights.rmsNormEps)
+
+    var dAttentionOutput = [Float](repeating: 0, count: tokens * qDim)
+    back(&dAttentionOutput, dHidden, a.attentionOutput, .o)
+    var dQ = [Float](repeating: 0, count: tokens * qDim)
+    var dK = [Float](repeating: 0, count: tokens * kvDim)
+    var dV = [Float](repeating: 0, count: tokens * kvDim)
+    attentionBackward(&dQ, &dK, &dV, dAttentionOutput, a.q, a.k, a.v,
+                      tokens: tokens, seqlen: seqlen, heads: heads, kvHeads: kvHeads, headDim: headDim)
+    ropeBackward(&dQ, rope: rope, tokens: tokens, heads: heads, seqlen: seqlen)
+    ropeBackward(&dK, rope: rope, tokens: tokens, heads: kvHeads, seqlen: seqlen)
+    var dAttentionInput = [Float](repeating: 0, count: tokens * d)
+    back(&dAttentionInput, dQ, a.attentionInput, .q)
+    back(&dAttentionInput, dK, a.attentionInput, .k)
+    back(&dAttentionInput, dV, a.attentionInput, .v)
+    rmsnormBackward(&dHidden, &frozenNorm, dAttentionInput, a.input, weights.inputNorm,
+                    tokens: tokens, dim: d, eps: weights.rmsNormEps)
+}
