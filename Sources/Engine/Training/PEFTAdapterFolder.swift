@@ -35,7 +35,7 @@ public enum PEFTAdapterFolder {
         for tensor in tensors { try writer.append(tensor.name, floats: tensor.values) }
         try writer.finish()
         let json = try JSONSerialization.data(withJSONObject: config(adapter.settings, baseModel: baseModel),
-                                              options: [.prettyPrinted, .sortedKeys])
+                                              options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         try writeFileAtomically(json, to: folder.appendingPathComponent(configName))
     }
 
