@@ -1,0 +1,129 @@
+import Engine
+import Foundation
+import TestSupport
+import XCTest
+
+/// `prune-dist finetune` through the binary: mpirun -n 2 against one process, resume after an injected rank exit,
+/// refused input, and the adapter and merged checkpoint loaded by Hugging Face PEFT and transformers.
+final class FinetuneTests: XCTestCase {
+    private var scratch: URL!
+
+    override func setUpWithError() throws { scratch = try Fixtures.temporaryDirectory("finetune") }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: scratch) }
+
+    /// A learnable token file for the tiny model: each id is followed by (7·id + 3) mod 512, restarting every 8.
+    private func tokens(_ name: String, count: Int, seed: UInt64) throws -> URL {
+        var random = SplitMix64(seed: seed)
+        var ids: [Int] = []
+        for i in 0..<count { ids.append(i % 8 == 0 ? Int(random.next() % 512) : (7 * ids[i - 1] + 3) % 512) }
+        let url = scratch.appendingPathComponent(name)
+        if !FileManager.default.fileExists(atPath: url.path) { try JSONSerialization.data(withJSONObject: ids).write(to: url) }
+        return url
+    }
+
+    private func arguments(out: URL, extra: [String] = []) throws -> [String] {
+        ["finetune", "--model", try Fixtures.path("fixtures/tiny-llama").path, "--data", try tokens("train.json", count: 48 * 16, seed: 1).path,
+         "--out", out.path, "--lora-rank", "4", "--lora-alpha", "8", "--lora-dropout", "0.1", "--lr", "5e-3", "--warmup", "2",
+         "--steps", "6", "--batch", "2", "--accumulate", "2", "--seqlen", "16", "--seed", "3", "--save-every", "2",
+         "--eval-text", try tokens("eval.json", count: 8 * 16, seed: 2).path, "--eval-every", "3"] + extra
+    }
+
+    private func report(_ out: URL) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("finetune-report.json"))) as! [String: Any]
+    }
+
+    private func lossCurve(_ out: URL) throws -> [Double] {
+        let curves = try report(out)["curves"] as! [String: Any]
+        return (curves["loss"] as! [[String: Any]]).map { $0["loss"] as! Double }
+    }
+
+    func testTwoRanksGiveTheLossCurveOfOneProcess() throws {
+        let single = scratch.appendingPathComponent("single"), pair = scratch.appendingPathComponent("pair")
+        let one = try PruneDistBinary.run(try arguments(out: single))
+        XCTAssertEqual(one.status, 0, one.stderr)
+        let two = try PruneDistBinary.mpirun(ranks: 2, try arguments(out: pair))
+        XCTAssertEqual(two.status, 0, two.stderr)
+        let a = try lossCurve(single), b = try lossCurve(pair)
+        XCTAssertEqual(a.count, 6)
+        XCTAssertEqual(b.count, 6)
+        for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-5) }
+        XCTAssertTrue(one.stderr.contains("step 6/6 loss") && one.stderr.contains("tokens/s ETA"), one.stderr)
+        let json = try two.lastJSON()
+        XCTAssertLessThan(json["eval_perplexity_after"] as! Double, json["eval_perplexity_before"] as! Double)
+        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: pair.path)),
+                       ["adapter_config.json", "adapter_model.safetensors", "finetune-report.json", "finetune-report.html"])
+        let html = try String(contentsOf: pair.appendingPathComponent("finetune-report.html"), encoding: .utf8)
+        XCTAssertEqual(html.components(separatedBy: "class=\"point\"").count - 1, 6 + 3, "6 loss points and 3 eval points (steps 0, 3, 6)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: scratch.appendingPathComponent(".pair.partial").path))
+    }
+
+    func testResumeAfterARankExitsGivesTheSameAdapterBytes() throws {
+        let reference = scratch.appendingPathComponent("reference"), out = scratch.appendingPathComponent("out")
+        XCTAssertEqual(try PruneDistBinary.mpirun(ranks: 2, try arguments(out: reference)).status, 0)
+        let failed = try PruneDistBinary.mpirun(ranks: 2, try arguments(out: out),
+                                                environment: ["PRUNE_DIST_FAULT_RANK": "1", "PRUNE_DIST_FAULT_BLOCK": "5"])
+        XCTAssertNotEqual(failed.status, 0)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+        let partial = scratch.appendingPathComponent(".out.partial")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: partial.appendingPathComponent("finetune-state.safetensors").path),
+                      "steps 1-4 were saved before rank 1 died at step 6")
+        let resumed = try PruneDistBinary.mpirun(ranks: 2, try arguments(out: out, extra: ["--resume"]))
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stderr.contains("resuming after step 4 of 6"), resumed.stderr)
+        XCTAssertFalse(resumed.stderr.contains("step 1/6 loss"), "saved steps were trained again")
+        XCTAssertEqual(try Data(contentsOf: out.appendingPathComponent("adapter_model.safetensors")),
+                       try Data(contentsOf: reference.appendingPathComponent("adapter_model.safetensors")))
+        XCTAssertEqual(try lossCurve(out), try lossCurve(reference))
+        XCTAssertEqual(try report(out)["resumedAfterStep"] as? Int, 4)
+    }
+
+    func testBadDataIsRefusedAndLeavesNothing() throws {
+        let bad = scratch.appendingPathComponent("bad.jsonl")
+        try "{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": \"c\"}\n".write(to: bad, atomically: true, encoding: .utf8)
+        let out = scratch.appendingPathComponent("out")
+        var arguments = try arguments(out: out)
+        arguments[arguments.firstIndex(of: "--data")! + 1] = bad.path
+        let result = try PruneDistBinary.run(arguments)
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("bad.jsonl line 2: expected string fields \"instruction\" and \"output\""), result.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0.contains("out") }, [])
+        // The held-out text may not be a training file.
+        let same = try PruneDistBinary.run(try self.arguments(out: out).map { $0.hasSuffix("eval.json") ? try tokens("train.json", count: 0, seed: 0).path : $0 })
+        XCTAssertEqual(same.status, 64)
+        XCTAssertTrue(same.stderr.contains("--eval-text") && same.stderr.contains("is the same path as --data"), same.stderr)
+    }
+
+    /// The adapter loads in PEFT onto the base model and the merged checkpoint in transformers, each giving the
+    /// perplexity prune-dist measured. Needs python with torch, transformers and peft (PRUNE_DIST_PYTHON, default python3).
+    func testPEFTAndTransformersLoadTheOutputWithTheSamePerplexity() throws {
+        let python = ProcessInfo.processInfo.environment["PRUNE_DIST_PYTHON"] ?? "python3"
+        let probe = try PruneDistBinary.launch(URL(fileURLWithPath: "/usr/bin/env"), [python, "-c", "import torch, transformers, peft"])
+        guard probe.status == 0 else {
+            throw XCTSkip("\(python) cannot import torch, transformers and peft (set PRUNE_DIST_PYTHON): the PEFT load check did not run")
+        }
+        let out = scratch.appendingPathComponent("out")
+        let run = try PruneDistBinary.run(try arguments(out: out, extra: ["--merge"]))
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let ours = try run.lastJSON()
+        let script = """
+        import json, math, sys, torch, transformers, peft
+        base, adapter, merged, ids = sys.argv[1], sys.argv[2], sys.argv[3], json.load(open(sys.argv[4]))
+        windows = torch.tensor([ids[i * 16:(i + 1) * 16] for i in range(len(ids) // 16)])
+        def ppl(model):
+            with torch.no_grad():
+                return math.exp(model(input_ids=windows, labels=windows).loss.item())
+        m = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        p = peft.PeftModel.from_pretrained(m, adapter)
+        print(json.dumps({"peft": ppl(p), "merged": ppl(transformers.AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32))}))
+        """
+        let check = try PruneDistBinary.launch(URL(fileURLWithPath: "/usr/bin/env"),
+                                               [python, "-c", script, try Fixtures.path("fixtures/tiny-llama").path, out.path,
+                                                out.appendingPathComponent("merged").path, try tokens("eval.json", count: 8 * 16, seed: 2).path])
+        XCTAssertEqual(check.status, 0, check.stderr)
+        let theirs = try check.lastJSON()
+        let after = ours["eval_perplexity_after"] as! Double
+        XCTAssertEqual(theirs["peft"] as! Double, after, accuracy: 1e-4 * after)
+        XCTAssertEqual(theirs["merged"] as! Double, after, accuracy: 1e-4 * after)
+        XCTAssertEqual(ours["merged_perplexity"] as! Double, after, accuracy: 1e-4 * after)
+    }
+}
