@@ -93,6 +93,36 @@ final class FinetuneTests: XCTestCase {
         XCTAssertTrue(same.stderr.contains("--eval-text") && same.stderr.contains("is the same path as --data"), same.stderr)
     }
 
+    /// A structurally pruned model with per-layer widths (LLM-Pruner on blocks 1-2): adapters at each layer's widths,
+    /// a merged checkpoint with the input's shapes and config, and the merge equal to base + adapter.
+    func testStructuredModelWithPerLayerWidths() throws {
+        let pruned = scratch.appendingPathComponent("pruned")
+        try writeRandomCalibrationWindows(to: scratch.appendingPathComponent("calib.json"), count: 8, seqlen: 32, seed: 9)
+        let prune = try PruneDistBinary.run(["prune", "--model", try Fixtures.path("fixtures/tiny-llama").path, "--out", pruned.path,
+                                             "--log-level", "warning", "--calib", scratch.appendingPathComponent("calib.json").path,
+                                             "--samples", "8", "--seqlen", "32", "--method", "llm-pruner", "--ratio", "0.5",
+                                             "--block-start", "1", "--block-end", "2"])
+        XCTAssertEqual(prune.status, 0, prune.stderr)
+        let out = scratch.appendingPathComponent("out")
+        var arguments = try arguments(out: out, extra: ["--merge"])
+        arguments[arguments.firstIndex(of: "--model")! + 1] = pruned.path
+        let run = try PruneDistBinary.mpirun(ranks: 2, arguments)
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let source = try Checkpoint(directory: pruned), merged = try Checkpoint(directory: out.appendingPathComponent("merged"))
+        XCTAssertEqual(merged.tensorNames, source.tensorNames)
+        for name in source.tensorNames { XCTAssertEqual(try merged.info(name).shape, try source.info(name).shape, name) }
+        XCTAssertEqual(try Data(contentsOf: out.appendingPathComponent("merged/config.json")), try Data(contentsOf: pruned.appendingPathComponent("config.json")))
+        let adapter = try SafetensorsFile(url: out.appendingPathComponent("adapter_model.safetensors"))
+        for layer in 0..<3 {
+            let shape = LlamaLinear.up.shape(config: source.config, layer: layer)
+            XCTAssertEqual(try adapter.info("base_model.model.model.layers.\(layer).mlp.up_proj.lora_B.weight").shape, [shape[0], 4])
+            XCTAssertEqual(try adapter.info("base_model.model.model.layers.\(layer).mlp.down_proj.lora_A.weight").shape, [4, shape[0]])
+        }
+        XCTAssertLessThan(LlamaLinear.up.shape(config: source.config, layer: 1)[0], LlamaLinear.up.shape(config: source.config, layer: 0)[0])
+        let json = try run.lastJSON()
+        XCTAssertEqual(json["merged_perplexity"] as! Double, json["eval_perplexity_after"] as! Double, accuracy: 1e-4 * (json["eval_perplexity_after"] as! Double))
+    }
+
     /// The adapter loads in PEFT onto the base model and the merged checkpoint in transformers, each giving the
     /// perplexity prune-dist measured. Needs python with torch, transformers and peft (PRUNE_DIST_PYTHON, default python3).
     func testPEFTAndTransformersLoadTheOutputWithTheSamePerplexity() throws {
