@@ -21,15 +21,8 @@ final class FinetuneRunTests: XCTestCase {
     override func setUpWithError() throws { scratch = try Fixtures.temporaryDirectory("finetune-run") }
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: scratch) }
 
-    /// A token file of `count` ids below 512 (the tiny model's vocabulary) that a model can learn: each id is
-    /// followed by (7·id + 3) mod 512, with a random restart every 8 tokens.
     private func tokens(_ name: String, count: Int, seed: UInt64) throws -> URL {
-        var random = SplitMix64(seed: seed)
-        var ids: [Int] = []
-        for i in 0..<count { ids.append(i % 8 == 0 ? Int(random.next() % 512) : (7 * ids[i - 1] + 3) % 512) }
-        let url = scratch.appendingPathComponent(name)
-        try JSONSerialization.data(withJSONObject: ids).write(to: url)
-        return url
+        try writeLearnableTokens(to: scratch.appendingPathComponent(name), count: count, seed: seed)
     }
 
     private func settings(model: URL, dropout: Double = 0.1) throws -> FinetuneSettings {

@@ -11,14 +11,8 @@ final class FinetuneTests: XCTestCase {
     override func setUpWithError() throws { scratch = try Fixtures.temporaryDirectory("finetune") }
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: scratch) }
 
-    /// A learnable token file for the tiny model: each id is followed by (7·id + 3) mod 512, restarting every 8.
     private func tokens(_ name: String, count: Int, seed: UInt64) throws -> URL {
-        var random = SplitMix64(seed: seed)
-        var ids: [Int] = []
-        for i in 0..<count { ids.append(i % 8 == 0 ? Int(random.next() % 512) : (7 * ids[i - 1] + 3) % 512) }
-        let url = scratch.appendingPathComponent(name)
-        if !FileManager.default.fileExists(atPath: url.path) { try JSONSerialization.data(withJSONObject: ids).write(to: url) }
-        return url
+        try writeLearnableTokens(to: scratch.appendingPathComponent(name), count: count, seed: seed)
     }
 
     private func arguments(out: URL, extra: [String] = []) throws -> [String] {

@@ -130,45 +130,14 @@ public func loraBlockForward(_ hidden: [Float], weights: LlamaBlockWeights, fact
 public func loraBlockBackward(_ dHidden: inout [Float], activations: LoraBlockActivations, weights: LlamaBlockWeights,
                               factors: PerLinear<LoraFactors?>, scaling: Float, rope: RopeTable, seqlen: Int,
                               gradients: inout PerLinear<LoraFactors?>) {
-    let a = activations.base
-    let d = weights.hiddenSize
-    let tokens = a.input.count / d
-    precondition(dHidden.count == a.input.count, "loraBlockBackward: gradient of \(dHidden.count) values for an input of \(a.input.count)")
-    let heads = weights.numAttentionHeads, kvHeads = weights.numKeyValueHeads, headDim = weights.headDim
-    let qDim = heads * headDim, kvDim = kvHeads * headDim, ffn = weights.intermediateSize
-    var frozenNorm = [Float](repeating: 0, count: d)  // the norms' weight gradients, not used
-    func back(_ dX: inout [Float], _ dOut: [Float], _ x: [Float], _ linear: LlamaLinear) {
+    let tokens = activations.base.input.count / weights.hiddenSize
+    var frozenInputNorm = [Float](repeating: 0, count: weights.hiddenSize)  // the norms' gradients, not used
+    var frozenPostAttentionNorm = frozenInputNorm
+    llamaBlockBackwardThrough(&dHidden, activations: activations.base, weights: weights, rope: rope, seqlen: seqlen,
+                              dInputNorm: &frozenInputNorm, dPostAttentionNorm: &frozenPostAttentionNorm) { dX, dOut, x, linear in
         gradients.update(linear) { gradient in
             loraLinearBackward(&dX, dOut, x, weights, linear, factors: factors[linear], activation: activations.lora[linear],
                                scaling: scaling, tokens: tokens, gradient: &gradient)
         }
     }
-
-    var dMlpHidden = [Float](repeating: 0, count: tokens * ffn)
-    back(&dMlpHidden, dHidden, a.mlpHidden, .down)
-    var dGate = [Float](repeating: 0, count: tokens * ffn)
-    var dUp = [Float](repeating: 0, count: tokens * ffn)
-    swigluBackward(&dGate, &dUp, dMlpHidden, a.gate, a.up, count: tokens * ffn)
-    dMlpHidden = []
-    var dMlpInput = [Float](repeating: 0, count: tokens * d)
-    back(&dMlpInput, dGate, a.mlpInput, .gate)
-    back(&dMlpInput, dUp, a.mlpInput, .up)
-    rmsnormBackward(&dHidden, &frozenNorm, dMlpInput, a.afterAttention, weights.postAttentionNorm,
-                    tokens: tokens, dim: d, eps: weights.rmsNormEps)
-
-    var dAttentionOutput = [Float](repeating: 0, count: tokens * qDim)
-    back(&dAttentionOutput, dHidden, a.attentionOutput, .o)
-    var dQ = [Float](repeating: 0, count: tokens * qDim)
-    var dK = [Float](repeating: 0, count: tokens * kvDim)
-    var dV = [Float](repeating: 0, count: tokens * kvDim)
-    attentionBackward(&dQ, &dK, &dV, dAttentionOutput, a.q, a.k, a.v,
-                      tokens: tokens, seqlen: seqlen, heads: heads, kvHeads: kvHeads, headDim: headDim)
-    ropeBackward(&dQ, rope: rope, tokens: tokens, heads: heads, seqlen: seqlen)
-    ropeBackward(&dK, rope: rope, tokens: tokens, heads: kvHeads, seqlen: seqlen)
-    var dAttentionInput = [Float](repeating: 0, count: tokens * d)
-    back(&dAttentionInput, dQ, a.attentionInput, .q)
-    back(&dAttentionInput, dK, a.attentionInput, .k)
-    back(&dAttentionInput, dV, a.attentionInput, .v)
-    rmsnormBackward(&dHidden, &frozenNorm, dAttentionInput, a.input, weights.inputNorm,
-                    tokens: tokens, dim: d, eps: weights.rmsNormEps)
 }
