@@ -71,6 +71,29 @@ final class FinetuneTests: XCTestCase {
         XCTAssertEqual(try report(out)["resumedAfterStep"] as? Int, 4)
     }
 
+    /// SIGTERM after a save keeps the partial folder and says how to continue; the continued run gives the same bytes.
+    func testSIGTERMAfterASaveKeepsTheStateForResume() throws {
+        let reference = scratch.appendingPathComponent("reference"), out = scratch.appendingPathComponent("out")
+        XCTAssertEqual(try PruneDistBinary.run(try arguments(out: reference)).status, 0)
+        let pidFile = scratch.appendingPathComponent("pid")
+        let job = try BackgroundProcess(PruneDistBinary.executable, try arguments(out: out),
+                                        environment: ["PRUNE_DIST_FAULT_RANK": "0", "PRUNE_DIST_FAULT_BLOCK": "3",
+                                                      "PRUNE_DIST_FAULT_PAUSE": "1", "PRUNE_DIST_FAULT_PIDFILE": pidFile.path])
+        var pid: Int32 = 0
+        XCTAssertTrue(BackgroundProcess.waitFor(seconds: 60) {
+            pid = (try? String(contentsOf: pidFile, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+            return pid > 0
+        })
+        XCTAssertEqual(kill(pid, SIGTERM), 0)
+        XCTAssertEqual(job.wait(seconds: 30), 143)
+        XCTAssertTrue(job.stderr.contains("interrupted; the last saved step is kept in") && job.stderr.contains("--resume"), job.stderr)
+        let resumed = try PruneDistBinary.run(try arguments(out: out, extra: ["--resume"]))
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stderr.contains("resuming after step 2 of 6"), resumed.stderr)
+        XCTAssertEqual(try Data(contentsOf: out.appendingPathComponent("adapter_model.safetensors")),
+                       try Data(contentsOf: reference.appendingPathComponent("adapter_model.safetensors")))
+    }
+
     func testBadDataIsRefusedAndLeavesNothing() throws {
         let bad = scratch.appendingPathComponent("bad.jsonl")
         try "{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": \"c\"}\n".write(to: bad, atomically: true, encoding: .utf8)

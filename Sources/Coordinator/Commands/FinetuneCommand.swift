@@ -126,16 +126,24 @@ struct FinetuneCommand: ParsableCommand {
             let lock = comm.rank == 0 ? try OutputLock.acquire(partial: OutputFolder.partialFolder(for: outURL), out: outURL) : nil
             if let lock, !resume { try lock.clearPartialFolder() }
             settings.outputLock = lock
+            let again = (comm.size > 1 ? "mpirun -n \(comm.size) " : "") + (CommandLine.arguments + (resume ? [] : ["--resume"])).map(shellQuoted).joined(separator: " ")
+            // SIGINT/SIGTERM on rank 0: a run with a saved step keeps it for --resume, one without removes the folder.
+            let interruptions = lock.map { lock in
+                InterruptCleanup.install(message: {
+                    Self.hasSavedState(lock) ? "interrupted; the last saved step is kept in \(lock.partial.path); continue with: \(again)"
+                        : "interrupted before any step was saved; removed \(lock.partial.path)"
+                }, cleanup: { if !Self.hasSavedState(lock) { lock.removePartialFolder() } })
+            }
+            defer { interruptions?.uninstall() }
             do {
                 return try Self.finish(FinetuneRun(settings: settings, comm: comm, logger: logger).run(), settings: settings, comm: comm)
             } catch {
                 // A run that saved a step can be continued; one that saved nothing leaves nothing behind.
                 guard let lock else { throw error }
-                guard FileManager.default.fileExists(atPath: lock.partial.appendingPathComponent(FinetuneState.fileName).path) else {
+                guard Self.hasSavedState(lock) else {
                     lock.removePartialFolder()
                     throw error
                 }
-                let again = (comm.size > 1 ? "mpirun -n \(comm.size) " : "") + (CommandLine.arguments + (resume ? [] : ["--resume"])).map(shellQuoted).joined(separator: " ")
                 let kept = "the last saved step is kept in \(lock.partial.path); continue with: \(again)"
                 if let error = error as? PruneDistError { throw PruneDistError(error.kind, "\(error.message); \(kept)") }
                 throw PruneDistError(.io, "\(error); \(kept)")
@@ -152,6 +160,10 @@ struct FinetuneCommand: ParsableCommand {
             if let merged = report.mergedPerplexity { line["merged_perplexity"] = merged }
             printLine(try jsonLine(line))
         }
+    }
+
+    static func hasSavedState(_ lock: OutputLock) -> Bool {
+        FileManager.default.fileExists(atPath: lock.partial.appendingPathComponent(FinetuneState.fileName).path)
     }
 
     /// Rank 0 writes the adapter (and the merged checkpoint), the reports, and moves the folder into place.
