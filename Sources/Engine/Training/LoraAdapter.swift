@@ -110,11 +110,11 @@ public struct LoraAdapter: Codable, Equatable, Sendable {
     }
 
     /// Replaces every factor by the values of `flat` ([parameterCount], `update`'s order).
-    public mutating func assign<C: Collection>(flat: C) where C.Element == Float, C.Index == Int {
+    public mutating func assign(flat: [Float]) {
         precondition(flat.count == parameterCount, "LoraAdapter.assign: \(flat.count) values for \(parameterCount) parameters")
-        var offset = flat.startIndex
+        var offset = 0
         update { array in
-            for i in 0..<array.count { array[i] = flat[offset + i] }
+            array.replaceSubrange(0..<array.count, with: flat[offset..<(offset + array.count)])
             offset += array.count
         }
     }

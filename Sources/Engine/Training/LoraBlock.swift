@@ -1,3 +1,4 @@
+import CEngineKernels
 import Foundation
 
 // One decoder block with LoRA on some of its linears: y = W x (+ b) + scaling · B (A (dropout(x))).
@@ -34,7 +35,7 @@ func loraLinearForward(_ out: inout [Float], _ x: [Float], _ weights: LlamaBlock
     let rank = f.a.count / f.inFeatures
     precondition(f.inFeatures == shape[1] && f.outFeatures == shape[0],
                  "loraLinearForward: factors of [\(f.outFeatures), \(f.inFeatures)] on \(linear.rawValue) of \(shape)")
-    let dropped = mask.map { mask in zip(x, mask).map { $0 * $1 } } ?? x
+    let dropped = mask.map { elementwiseProduct(x, $0) } ?? x
     var low = [Float](repeating: 0, count: tokens * rank)
     sgemm(.none, .transpose, m: tokens, n: rank, k: f.inFeatures, dropped, lda: f.inFeatures, f.a, ldb: f.inFeatures,
           &low, ldc: rank)
@@ -64,14 +65,20 @@ func loraLinearBackward(_ dX: inout [Float], _ dOut: [Float], _ x: [Float], _ we
     sgemm(.none, .none, m: tokens, n: rank, k: f.outFeatures, alpha: scaling, dOut, lda: f.outFeatures, f.b, ldb: rank,
           &dLow, ldc: rank)
     // dA += dLowᵀ · dropout(x)
-    let dropped = activation.mask.map { mask in zip(x, mask).map { $0 * $1 } } ?? x
+    let dropped = activation.mask.map { elementwiseProduct(x, $0) } ?? x
     sgemm(.transpose, .none, m: rank, n: f.inFeatures, k: tokens, dLow, lda: rank, dropped, ldb: f.inFeatures,
           beta: 1, &g.a, ldc: f.inFeatures)
     // dX += (dLow · A) ⊙ mask
     if let mask = activation.mask {
         var dDropped = [Float](repeating: 0, count: tokens * f.inFeatures)
         sgemm(.none, .none, m: tokens, n: f.inFeatures, k: rank, dLow, lda: rank, f.a, ldb: f.inFeatures, &dDropped, ldc: f.inFeatures)
-        for i in 0..<dX.count { dX[i] += dDropped[i] * mask[i] }
+        dX.withUnsafeMutableBufferPointer { dX in
+            dDropped.withUnsafeBufferPointer { dDropped in
+                mask.withUnsafeBufferPointer { mask in
+                    for i in 0..<dX.count { dX[i] += dDropped[i] * mask[i] }
+                }
+            }
+        }
     } else {
         sgemm(.none, .none, m: tokens, n: f.inFeatures, k: rank, dLow, lda: rank, f.a, ldb: f.inFeatures, beta: 1, &dX, ldc: f.inFeatures)
     }
@@ -108,7 +115,8 @@ public func loraBlockForward(_ hidden: [Float], weights: LlamaBlockWeights, fact
                      tokens: tokens, seqlen: seqlen, heads: heads, kvHeads: kvHeads, headDim: headDim)
     var projected: [Float] = []
     project(&projected, attentionOutput, .o)
-    let afterAttention = zip(hidden, projected).map { $0 + $1 }
+    var afterAttention = [Float](repeating: 0, count: hidden.count)
+    cengine_add(&afterAttention, hidden, projected, hidden.count)
     var mlpInput: [Float] = []
     llamaNormStage(&mlpInput, afterAttention, weights.postAttentionNorm, weights: weights, tokens: tokens)
     var gate: [Float] = [], up: [Float] = []
@@ -117,7 +125,8 @@ public func loraBlockForward(_ hidden: [Float], weights: LlamaBlockWeights, fact
     var mlpHidden = [Float](repeating: 0, count: gate.count)
     swigluForward(&mlpHidden, gate, up, count: gate.count)
     project(&projected, mlpHidden, .down)
-    let output = zip(afterAttention, projected).map { $0 + $1 }
+    var output = [Float](repeating: 0, count: hidden.count)
+    cengine_add(&output, afterAttention, projected, hidden.count)
     let base = LlamaBlockActivations(input: hidden, attentionInput: attentionInput, q: q, k: k, v: v,
                                      attentionOutput: attentionOutput, afterAttention: afterAttention, mlpInput: mlpInput,
                                      gate: gate, up: up, mlpHidden: mlpHidden, output: output)
@@ -139,5 +148,20 @@ public func loraBlockBackward(_ dHidden: inout [Float], activations: LoraBlockAc
             loraLinearBackward(&dX, dOut, x, weights, linear, factors: factors[linear], activation: activations.lora[linear],
                                scaling: scaling, tokens: tokens, gradient: &gradient)
         }
+    }
+}
+
+/// a ⊙ b.
+/// - a, b: [n]
+/// - Returns: [n]
+func elementwiseProduct(_ a: [Float], _ b: [Float]) -> [Float] {
+    precondition(a.count == b.count, "elementwiseProduct: \(a.count) and \(b.count) values")
+    return [Float](unsafeUninitializedCapacity: a.count) { out, n in
+        a.withUnsafeBufferPointer { a in
+            b.withUnsafeBufferPointer { b in
+                for i in 0..<a.count { out[i] = a[i] * b[i] }
+            }
+        }
+        n = a.count
     }
 }

@@ -21,13 +21,14 @@ public struct LoraDropout: Sendable {
         guard probability > 0 else { return nil }
         let keep = Float(1 / (1 - probability))
         let linearIndex = LlamaLinear.allCases.firstIndex(of: linear)!
-        var mask = [Float]()
-        mask.reserveCapacity(examples.count * seqlen * features)
-        for example in examples {
-            var random = SplitMix64(seed: LoraDropout.key([seed, UInt64(step), UInt64(example), UInt64(layer), UInt64(linearIndex)]))
-            for _ in 0..<(seqlen * features) { mask.append(random.nextUnit() < probability ? 0 : keep) }
+        let perExample = seqlen * features
+        return [Float](unsafeUninitializedCapacity: examples.count * perExample) { mask, n in
+            for (e, example) in examples.enumerated() {
+                var random = SplitMix64(seed: LoraDropout.key([seed, UInt64(step), UInt64(example), UInt64(layer), UInt64(linearIndex)]))
+                for i in 0..<perExample { mask[e * perExample + i] = random.nextUnit() < probability ? 0 : keep }
+            }
+            n = examples.count * perExample
         }
-        return mask
     }
 
     /// One 64-bit seed from several values (each folded in through a SplitMix64 step).
