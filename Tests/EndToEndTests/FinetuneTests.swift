@@ -140,6 +140,30 @@ final class FinetuneTests: XCTestCase {
         XCTAssertEqual(json["merged_perplexity"] as! Double, json["eval_perplexity_after"] as! Double, accuracy: 1e-4 * (json["eval_perplexity_after"] as! Double))
     }
 
+    /// A BF16 model in two shards: the merged checkpoint keeps its layout (shards, index, dtype); with --merge-dtype
+    /// f32 the merged weights keep the whole update, so their perplexity is the adapter's.
+    func testMergeKeepsABF16ShardedLayoutAndF32KeepsTheUpdate() throws {
+        let model = try Fixtures.path("fixtures/tiny-llama-bf16-sharded")
+        func finetune(_ name: String, _ extra: [String]) throws -> (URL, [String: Any]) {
+            let out = scratch.appendingPathComponent(name)
+            var arguments = try arguments(out: out, extra: ["--merge"] + extra)
+            arguments[arguments.firstIndex(of: "--model")! + 1] = model.path
+            let run = try PruneDistBinary.run(arguments)
+            XCTAssertEqual(run.status, 0, run.stderr)
+            return (out.appendingPathComponent("merged"), try run.lastJSON())
+        }
+        let (bf16, _) = try finetune("bf16", [])
+        let files = try FileManager.default.contentsOfDirectory(atPath: bf16.path)
+        XCTAssertTrue(files.contains("model.safetensors.index.json") && files.contains("model-00002-of-00002.safetensors"), "\(files)")
+        let source = try Checkpoint(directory: model), merged = try Checkpoint(directory: bf16)
+        XCTAssertEqual(merged.tensorNames, source.tensorNames)
+        XCTAssertEqual(try merged.info(LlamaLinear.q.weightName(layer: 0)).dtype, .bf16)
+        let (f32, json) = try finetune("f32", ["--merge-dtype", "f32"])
+        XCTAssertEqual(try Checkpoint(directory: f32).info(LlamaLinear.q.weightName(layer: 0)).dtype, .f32)
+        let after = json["eval_perplexity_after"] as! Double
+        XCTAssertEqual(json["merged_perplexity"] as! Double, after, accuracy: 1e-5 * after)
+    }
+
     /// The adapter loads in PEFT onto the base model and the merged checkpoint in transformers, each giving the
     /// perplexity prune-dist measured. Needs python with torch, transformers and peft (PRUNE_DIST_PYTHON, default python3).
     func testPEFTAndTransformersLoadTheOutputWithTheSamePerplexity() throws {

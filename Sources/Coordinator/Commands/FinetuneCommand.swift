@@ -59,6 +59,9 @@ struct FinetuneCommand: ParsableCommand {
     var saveEvery: Int = 50
     @Flag(name: .long, help: "Also write a merged checkpoint (W + alpha/r · B·A) in the input's layout to OUT/merged.")
     var merge = false
+    @Option(name: .long, help: "dtype of the merged weights: bf16, f16 or f32 (default: the input's; a small update is lost to BF16 rounding).",
+            transform: DType.commandLineWeightType)
+    var mergeDtype: DType?
     @Flag(name: .long, help: "Continue an interrupted run (same options, same --out) from its last saved step.")
     var resume = false
     @OptionGroup var global: GlobalOptions
@@ -94,6 +97,7 @@ struct FinetuneCommand: ParsableCommand {
         if evalEvery != nil, evalText == nil { throw ValidationError("--eval-every needs --eval-text FILE") }
         if let evalMaxWindows { try CommandLineLimits.check(evalMaxWindows, "--eval-max-windows", in: 1...100_000_000) }
         try CommandLineLimits.check(saveEvery, "--save-every", in: 1...100_000_000)
+        if mergeDtype != nil, !merge { throw ValidationError("--merge-dtype is for --merge") }
         for file in data + (evalText.map { [$0] } ?? []) where !FileManager.default.fileExists(atPath: file) {
             throw ValidationError("\(file): no such file")
         }
@@ -113,7 +117,7 @@ struct FinetuneCommand: ParsableCommand {
                          learningRate: lr, warmup: warmup, decay: schedule, weightDecay: weightDecay,
                          steps: steps, epochs: steps == nil ? (epochs ?? 1) : nil, batch: batch, accumulate: accumulate,
                          seqlen: seqlen, seed: seed, evalText: evalText.map { URL(fileURLWithPath: $0) }, evalEvery: evalEvery,
-                         evalMaxWindows: evalMaxWindows, saveEvery: saveEvery, merge: merge, resume: resume)
+                         evalMaxWindows: evalMaxWindows, saveEvery: saveEvery, merge: merge, mergeDType: mergeDtype, resume: resume)
     }
 
     func run() throws {
@@ -175,12 +179,12 @@ struct FinetuneCommand: ParsableCommand {
         if settings.merge {
             let source = try Checkpoint(directory: settings.model)
             let folder = partial.appendingPathComponent("merged")
-            report.maskedWeights = try MergedCheckpoint.write(source: source, adapter: result.adapter, to: folder)
+            report.maskedWeights = try MergedCheckpoint.write(source: source, adapter: result.adapter, to: folder, dtype: settings.mergeDType)
             report.merged = settings.out.appendingPathComponent("merged").path
             if let evalText = settings.evalText {
                 // The merged weights as written, evaluated on rank 0 alone (the other ranks are done).
                 let merged = try FrozenLlama(checkpoint: Checkpoint(directory: folder))
-                let windows = try FinetuneRun.evaluationWindows(evalText, tokenizer: try? Tokenizer.load(modelDirectory: settings.model),
+                let windows = try FinetuneRun.evaluationWindows(evalText, tokenizer: try FinetuneRun.tokenizer(settings.model),
                                                                 vocabSize: merged.config.vocabSize, settings: settings)
                 let sums = try FinetuneRun.windowsNLL(model: merged, adapter: nil, windows: windows, indices: Array(windows.indices), seqlen: settings.seqlen)
                 report.mergedPerplexity = exp(sums.nllSum / Double(sums.predictions))

@@ -23,7 +23,8 @@ struct FinetuneRun {
         let started = Date()
         let checkpoint = try Checkpoint(directory: settings.model)
         let model = try FrozenLlama(checkpoint: checkpoint)
-        let tokenizer = try? Tokenizer.load(modelDirectory: settings.model)
+        // Token files need no tokenizer; a tokenizer.json that is there but unreadable is an error, not a silent nil.
+        let tokenizer = try Self.tokenizer(settings.model)
         let data = try TrainingSet.load(settings.data, tokenizer: tokenizer, seqlen: settings.seqlen,
                                         eos: checkpoint.config.eosTokenId, vocabSize: checkpoint.config.vocabSize)
         let evalWindows = try settings.evalText.map { try Self.evaluationWindows($0, tokenizer: tokenizer, vocabSize: checkpoint.config.vocabSize, settings: settings) }
@@ -104,6 +105,12 @@ struct FinetuneRun {
                                     curves: curves, resumedAfterStep: firstStep > 0 ? firstStep : nil, seconds: seconds,
                                     tokensPerSecond: tokensDone > 0 ? Double(tokensDone) / trainingSeconds : nil)
         return Result(adapter: adapter, report: report)
+    }
+
+    /// The model's tokenizer, nil when its folder has no tokenizer.json.
+    static func tokenizer(_ model: URL) throws -> Tokenizer? {
+        guard FileManager.default.fileExists(atPath: model.appendingPathComponent("tokenizer.json").path) else { return nil }
+        return try Tokenizer.load(modelDirectory: model)
     }
 
     /// Rank 0 reads the saved state and broadcasts it (the partial folder need not be visible to other ranks).

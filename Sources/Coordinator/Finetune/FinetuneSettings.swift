@@ -25,6 +25,8 @@ struct FinetuneSettings: Sendable {
     /// Save the adapter and optimizer state every this many steps (and at the end)
     var saveEvery: Int
     var merge: Bool
+    /// dtype of the merged weights; nil keeps the input's
+    var mergeDType: DType? = nil
     var resume: Bool
     /// Rank 0's lock on the output's partial folder; nil on other ranks (and in tests that write nothing)
     var outputLock: OutputLock?

@@ -8,12 +8,16 @@ import Foundation
 /// Structured models are merged at each layer's own widths.
 enum MergedCheckpoint {
     /// Writes into `folder` (created); returns how many weights the mask held at zero.
-    static func write(source: Checkpoint, adapter: LoraAdapter, to folder: URL) throws -> Int {
+    /// - dtype: the weights' dtype (default: the input's). A small update vanishes in BF16's 8 bits of mantissa; F32
+    ///   keeps it (config.json then still names the input's dtype, which transformers converts to on load unless
+    ///   asked for float32).
+    static func write(source: Checkpoint, adapter: LoraAdapter, to folder: URL, dtype: DType? = nil) throws -> Int {
         let order = OutputCheckpoint.tensorOrder(source.tensorNames)
         let entries = try order.map { name -> SafetensorsWriter.Entry in
             let info = try source.info(name)
-            return SafetensorsWriter.Entry(name: name, dtype: info.dtype, shape: info.shape)
+            return SafetensorsWriter.Entry(name: name, dtype: info.dtype.isWeightType ? (dtype ?? info.dtype) : info.dtype, shape: info.shape)
         }
+        let outputDType = Dictionary(uniqueKeysWithValues: entries.map { ($0.name, $0.dtype) })
         var maxShardBytes = CheckpointWriter.defaultMaxShardBytes
         if source.files.count > 1 {
             maxShardBytes = source.files.map { (try? FileManager.default.attributesOfItem(atPath: $0.url.path)[.size] as? Int) ?? 0 }.max() ?? maxShardBytes
@@ -31,8 +35,10 @@ enum MergedCheckpoint {
                     if weight[i] == 0 { if delta[i] != 0 { masked += 1 } } else { weight[i] += delta[i] }
                 }
                 try writer.append(name, floats: weight)
-            } else {
+            } else if try source.info(name).dtype == outputDType[name] {
                 try writer.append(name, bytes: try source.file(holding: name).rawBytes(name))
+            } else {
+                try writer.append(name, floats: try source.floats(name))
             }
         }
         try writer.finish()
