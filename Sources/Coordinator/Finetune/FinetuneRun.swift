@@ -56,15 +56,16 @@ struct FinetuneRun {
         if firstStep == 0 { try evaluate(step: 0) }
 
         let order = ExampleOrder(examples: data.examples.count, seed: UInt64(bitPattern: Int64(settings.seed)))
-        let loopStarted = Date()
         var tokensDone = 0
+        var trainingSeconds = 0.0  // in the steps themselves, evaluations and saves left out
         for step in firstStep..<totalSteps {
             FaultInjection.atBlockStart(rank: comm.rank, host: comm.hostName, layer: step)
+            let stepStarted = Date()
             let positions = (step * settings.sequencesPerStep)..<((step + 1) * settings.sequencesPerStep)
             let globalPredictions = positions.reduce(0) { $0 + data.examples[order.example(at: $1)].counted.filter { $0 }.count }
             let mine = positions.enumerated().filter { $0.offset % comm.size == comm.rank }.map(\.element)
-            var gradients = adapter.zeros.flattened
-            var nllSum = 0.0
+            // Σ over this rank's micro-batches, in Double; the last entry is the NLL sum.
+            var buffer = [Double](repeating: 0, count: parameters.count + 1)
             let dropout = settings.lora.dropout > 0
                 ? LoraDropout(probability: settings.lora.dropout, seed: UInt64(bitPattern: Int64(settings.seed)), step: step) : nil
             for start in stride(from: 0, to: mine.count, by: settings.batch) {
@@ -73,23 +74,22 @@ struct FinetuneRun {
                 let batch = TrainingBatch(ids: examples.flatMap(\.ids), counted: examples.flatMap(\.counted), examples: chunk)
                 let result = try loraLossAndGradients(model: model, adapter: adapter, batch: batch, seqlen: settings.seqlen,
                                                       lossDivisor: Double(max(1, globalPredictions)), dropout: dropout)
-                nllSum += result.nllSum
+                buffer[parameters.count] += result.nllSum
                 let part = result.gradients.flattened
-                for i in 0..<gradients.count { gradients[i] += part[i] }
+                for i in 0..<part.count { buffer[i] += Double(part[i]) }
             }
-            // The one collective of a step: every factor's gradient and the NLL, summed in Double.
-            var buffer = gradients.map(Double.init) + [nllSum]
+            // The one collective of a step: every factor's gradient and the NLL.
             try comm.allreduceSum(&buffer)
-            let loss = buffer[gradients.count] / Double(max(1, globalPredictions))
+            let loss = buffer[parameters.count] / Double(max(1, globalPredictions))
             let rate = schedule.rate(step: step)
-            optimizer.update(&parameters, gradients: buffer.prefix(gradients.count).map { Float($0) }, rate: rate)
+            optimizer.update(&parameters, gradients: buffer.prefix(parameters.count).map { Float($0) }, rate: rate)
             adapter.assign(flat: parameters)
             curves.loss.append(.init(step: step + 1, loss: loss, learningRate: rate))
 
             tokensDone += settings.sequencesPerStep * settings.seqlen
-            let elapsed = Date().timeIntervalSince(loopStarted)
-            let perStep = elapsed / Double(step + 1 - firstStep)
-            logger.info("step \(step + 1)/\(totalSteps) loss \(String(format: "%.4f", loss)) lr \(String(format: "%.3g", rate)) \(String(format: "%.0f", Double(tokensDone) / elapsed)) tokens/s ETA \(formatDuration(perStep * Double(totalSteps - step - 1)))")
+            trainingSeconds += Date().timeIntervalSince(stepStarted)
+            let perStep = trainingSeconds / Double(step + 1 - firstStep)
+            logger.info("step \(step + 1)/\(totalSteps) loss \(String(format: "%.4f", loss)) lr \(String(format: "%.3g", rate)) \(String(format: "%.0f", Double(tokensDone) / trainingSeconds)) tokens/s ETA \(formatDuration(perStep * Double(totalSteps - step - 1)))")
 
             let done = step + 1
             if let every = settings.evalEvery, done % every == 0, done != totalSteps { try evaluate(step: done) }
@@ -100,7 +100,6 @@ struct FinetuneRun {
         }
         if curves.eval.last?.step != totalSteps { try evaluate(step: totalSteps) }
         let seconds = Date().timeIntervalSince(started)
-        let trainingSeconds = Date().timeIntervalSince(loopStarted)
         let report = FinetuneReport(settings: settings, data: data, totalSteps: totalSteps, parameters: parameters.count, ranks: comm.size,
                                     curves: curves, resumedAfterStep: firstStep > 0 ? firstStep : nil, seconds: seconds,
                                     tokensPerSecond: tokensDone > 0 ? Double(tokensDone) / trainingSeconds : nil)
