@@ -110,6 +110,22 @@ final class FinetuneTests: XCTestCase {
         XCTAssertTrue(same.stderr.contains("--eval-text") && same.stderr.contains("is the same path as --data"), same.stderr)
     }
 
+    func testImpossibleOptionsAreRefusedBeforeAnyWork() throws {
+        let out = scratch.appendingPathComponent("out")
+        for (extra, message) in [(["--epochs", "2"], "give --steps or --epochs, not both"),
+                                 (["--lora-dropout", "1"], "--lora-dropout must be in [0, 1)"),
+                                 (["--targets", "q,x"], "--targets: x is not one of q, k, v, o, gate, up, down"),
+                                 (["--merge-dtype", "f32"], "--merge-dtype is for --merge"),
+                                 (["--lora-rank", "0"], "--lora-rank must be a positive integer"),
+                                 (["--batch", "-1"], "--batch must be a positive integer")] {
+            let result = try PruneDistBinary.run(try arguments(out: out, extra: extra))
+            XCTAssertEqual(result.status, 64, "\(extra)")
+            XCTAssertTrue(result.stderr.contains(message), "\(extra): \(result.stderr)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: scratch.appendingPathComponent(".out.partial").path))
+    }
+
     /// A structurally pruned model with per-layer widths (LLM-Pruner on blocks 1-2): adapters at each layer's widths,
     /// a merged checkpoint with the input's shapes and config, and the merge equal to base + adapter.
     func testStructuredModelWithPerLayerWidths() throws {
