@@ -103,6 +103,80 @@ final class LoraTests: XCTestCase {
                           dropout.mask(layer: 0, linear: .q, examples: [5], seqlen: 8, features: 64))
     }
 
+    /// A mask-aware adapter (update M ⊙ scaling·B·A, M = base weight ≠ 0) on a model with half its weights zero:
+    /// gradients against central differences with dropout, the loss equal to the merged weights' loss, and an
+    /// all-ones mask giving the plain adapter's gradients.
+    func testMaskAwareGradientsMatchFiniteDifferencesAndTheMergedModel() throws {
+        let dense = try tinyModel()
+        var blocks = dense.blocks
+        var random = Engine.SplitMix64(seed: 21)
+        for l in blocks.indices {
+            for linear in LlamaLinear.allCases {
+                var weight = blocks[l].weight(linear)
+                for i in weight.indices where random.nextUnit() < 0.5 { weight[i] = 0 }
+                blocks[l].setWeight(linear, weight)
+            }
+        }
+        let sparse = FrozenLlama(config: dense.config, embedding: dense.embedding, head: dense.head, blocks: blocks)
+        let settings = LoraSettings(rank: 2, alpha: 4, dropout: 0.2, targets: [.k, .o, .gate, .down])
+        var adapter = LoraAdapter(settings: settings, shapes: sparse.shapes, seed: 3)
+        adapter.update { values in for i in values.indices { values[i] = Float(random.nextGaussian()) * 0.2 } }
+        let plain = adapter
+        adapter.maskUpdates(by: sparse.blocks)
+        let seqlen = 8
+        let ids = (0..<(2 * seqlen)).map { _ in Int(random.next() % 512) }
+        let batch = TrainingBatch(ids: ids, counted: ids.indices.map { $0 % seqlen != seqlen - 1 }, examples: [0, 1])
+        let dropout = LoraDropout(probability: 0.2, seed: 1, step: 0)
+        func result(_ adapter: LoraAdapter, _ dropout: LoraDropout?) throws -> LoraStepResult {
+            try loraLossAndGradients(model: sparse, adapter: adapter, batch: batch, seqlen: seqlen, lossDivisor: 14, dropout: dropout)
+        }
+        let analytic = try result(adapter, dropout).gradients.flattened
+        var point = adapter.flattened
+        var worst = 0.0, largest = 0.0
+        let step: Float = 1e-2
+        for sample in 0..<40 {
+            let i = (sample * 7919) % point.count
+            let saved = point[i]
+            point[i] = saved + step
+            var plus = adapter; plus.assign(flat: point)
+            point[i] = saved - step
+            var minus = adapter; minus.assign(flat: point)
+            point[i] = saved
+            let numeric = (try result(plus, dropout).nllSum - result(minus, dropout).nllSum) / 14 / Double(2 * step)
+            worst = max(worst, abs(numeric - Double(analytic[i])))
+            largest = max(largest, abs(Double(analytic[i])))
+        }
+        XCTAssertGreaterThan(largest, 1e-3)
+        XCTAssertLessThan(worst / largest, 2e-2, "worst |analytic − numeric| \(worst), max |gradient| \(largest)")
+        // The masked adapter's loss is the loss of the merged weights W + M ⊙ Δ (a pruned weight stays zero).
+        var merged = sparse.blocks
+        for l in merged.indices {
+            for linear in settings.targets {
+                let delta = adapter.delta(layer: l, linear: linear)!
+                var weight = merged[l].weight(linear)
+                for i in weight.indices where weight[i] != 0 { weight[i] += delta[i] }
+                merged[l].setWeight(linear, weight)
+                XCTAssertTrue(zip(sparse.blocks[l].weight(linear), delta).allSatisfy { $0 != 0 || $1 == 0 })
+            }
+        }
+        let mergedModel = FrozenLlama(config: dense.config, embedding: dense.embedding, head: dense.head, blocks: merged)
+        let withAdapter = try loraLoss(model: sparse, adapter: adapter, batch: batch, seqlen: seqlen).nllSum
+        let fromMerged = try loraLoss(model: mergedModel, adapter: nil, batch: batch, seqlen: seqlen).nllSum
+        XCTAssertEqual(withAdapter, fromMerged, accuracy: 1e-4)
+        XCTAssertNotEqual(withAdapter, try loraLoss(model: sparse, adapter: plain, batch: batch, seqlen: seqlen).nllSum)
+        // All-ones masks: the plain adapter's gradients.
+        var ones = plain
+        for l in ones.layers.indices {
+            for linear in settings.targets {
+                let f = plain.layers[l][linear]!
+                ones.layers[l][linear]!.updateMask = [Float](repeating: 1, count: f.outFeatures * f.inFeatures)
+            }
+        }
+        let a = try result(ones, dropout).gradients.flattened, b = try result(plain, dropout).gradients.flattened
+        let scale = b.map { abs($0) }.max()!
+        XCTAssertLessThan(zip(a, b).map { abs($0 - $1) }.max()! / scale, 1e-4)
+    }
+
     /// The dropout mask of one example does not depend on the batch it is in (what makes ranks agree).
     func testDropoutMaskDependsOnlyOnTheExample() {
         let dropout = LoraDropout(probability: 0.25, seed: 1, step: 4)

@@ -35,12 +35,26 @@ public struct LoraFactors: Codable, Equatable, Sendable {
     public var b: [Float]
     public let inFeatures: Int
     public let outFeatures: Int
+    /// [out_features, in_features] of 0 and 1, or nil: with it the update is M ⊙ (scaling · B · A), so a weight the
+    /// base model has at zero (a pruned one) stays zero in training and in the merge (a mask-aware adapter)
+    public var updateMask: [Float]? = nil
 
     public init(a: [Float], b: [Float], inFeatures: Int, outFeatures: Int) {
         self.a = a
         self.b = b
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
+    }
+
+    /// The weight change: scaling · B · A, masked by `updateMask` when there is one.
+    /// - Returns: [out_features, in_features]
+    public func delta(scaling: Float) -> [Float] {
+        let rank = a.count / inFeatures
+        var delta = [Float](repeating: 0, count: outFeatures * inFeatures)
+        sgemm(.none, .none, m: outFeatures, n: inFeatures, k: rank, alpha: scaling, b, lda: rank, a, ldb: inFeatures,
+              &delta, ldc: inFeatures)
+        if let updateMask { delta = elementwiseProduct(delta, updateMask) }
+        return delta
     }
 }
 
@@ -134,13 +148,20 @@ public struct LoraAdapter: Codable, Equatable, Sendable {
         return tensors
     }
 
-    /// The weight change scaling · B · A of one linear.
+    /// The weight change scaling · B · A of one linear (masked for a mask-aware adapter).
     /// - Returns: [out_features, in_features]
     public func delta(layer: Int, linear: LlamaLinear) -> [Float]? {
-        guard let f = layers[layer][linear] else { return nil }
-        var delta = [Float](repeating: 0, count: f.outFeatures * f.inFeatures)
-        sgemm(.none, .none, m: f.outFeatures, n: f.inFeatures, k: settings.rank, alpha: settings.scaling, f.b, lda: settings.rank,
-              f.a, ldb: f.inFeatures, &delta, ldc: f.inFeatures)
-        return delta
+        layers[layer][linear]?.delta(scaling: settings.scaling)
+    }
+
+    /// Makes the adapter mask-aware: each adapted linear's update is multiplied by (base weight ≠ 0), so training
+    /// learns the update that a mask-keeping merge writes. Costs a dense [out, in] update per linear and step.
+    /// - blocks: the base model's blocks, whose zeros are the masks
+    public mutating func maskUpdates(by blocks: [LlamaBlockWeights]) {
+        for (layer, block) in blocks.enumerated() {
+            for linear in settings.targets {
+                layers[layer][linear]?.updateMask = block.weight(linear).map { $0 == 0 ? 0 : 1 }
+            }
+        }
     }
 }

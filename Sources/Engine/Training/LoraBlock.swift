@@ -1,4 +1,5 @@
 import CEngineKernels
+import COpenBLAS
 import Foundation
 
 // One decoder block with LoRA on some of its linears: y = W x (+ b) + scaling · B (A (dropout(x))).
@@ -36,6 +37,13 @@ func loraLinearForward(_ out: inout [Float], _ x: [Float], _ weights: LlamaBlock
     precondition(f.inFeatures == shape[1] && f.outFeatures == shape[0],
                  "loraLinearForward: factors of [\(f.outFeatures), \(f.inFeatures)] on \(linear.rawValue) of \(shape)")
     let dropped = mask.map { elementwiseProduct(x, $0) } ?? x
+    if f.updateMask != nil {
+        // Mask-aware: the masked dense update M ⊙ (scaling·B·A) is formed and applied as a matrix.
+        let delta = f.delta(scaling: scaling)
+        sgemm(.none, .transpose, m: tokens, n: f.outFeatures, k: f.inFeatures, dropped, lda: f.inFeatures, delta, ldb: f.inFeatures,
+              beta: 1, &out, ldc: f.outFeatures)
+        return LoraLinearActivation(low: [], mask: mask)
+    }
     var low = [Float](repeating: 0, count: tokens * rank)
     sgemm(.none, .transpose, m: tokens, n: rank, k: f.inFeatures, dropped, lda: f.inFeatures, f.a, ldb: f.inFeatures,
           &low, ldc: rank)
@@ -57,6 +65,12 @@ func loraLinearBackward(_ dX: inout [Float], _ dOut: [Float], _ x: [Float], _ we
     guard let f = factors, let activation, var g = gradient else { return }
     gradient = nil  // uniquely held while accumulated into
     let rank = f.a.count / f.inFeatures
+    if let updateMask = f.updateMask {
+        loraMaskedLinearBackward(&dX, dOut, x, f, updateMask: updateMask, dropoutMask: activation.mask, scaling: scaling,
+                                 tokens: tokens, gradient: &g)
+        gradient = g
+        return
+    }
     // dB += scaling · dOutᵀ · low
     sgemm(.transpose, .none, m: f.outFeatures, n: rank, k: tokens, alpha: scaling, dOut, lda: f.outFeatures,
           activation.low, ldb: rank, beta: 1, &g.b, ldc: rank)
@@ -164,4 +178,30 @@ func elementwiseProduct(_ a: [Float], _ b: [Float]) -> [Float] {
         }
         n = a.count
     }
+}
+
+/// The factors' backward of a mask-aware linear, out = x·Wᵀ + dropout(x)·(M ⊙ scaling·B·A)ᵀ.
+/// With G = M ⊙ (dOutᵀ · dropout(x)): dB += scaling · G · Aᵀ, dA += scaling · Bᵀ · G, dX += (dOut · (M ⊙ scaling·B·A)) ⊙ dropout mask.
+/// - dX: [tokens, in_features], +=
+/// - dOut: [tokens, out_features]
+/// - x: [tokens, in_features], the forward input
+/// - updateMask: [out_features, in_features]
+/// - dropoutMask: [tokens, in_features] or nil
+/// - gradient: += dA ([rank, in]) and dB ([out, rank])
+func loraMaskedLinearBackward(_ dX: inout [Float], _ dOut: [Float], _ x: [Float], _ f: LoraFactors, updateMask: [Float],
+                              dropoutMask: [Float]?, scaling: Float, tokens: Int, gradient g: inout LoraFactors) {
+    let rank = f.a.count / f.inFeatures, (out, inFeatures) = (f.outFeatures, f.inFeatures)
+    let dropped = dropoutMask.map { elementwiseProduct(x, $0) } ?? x
+    var dDelta = [Float](repeating: 0, count: out * inFeatures)
+    sgemm(.transpose, .none, m: out, n: inFeatures, k: tokens, dOut, lda: out, dropped, ldb: inFeatures, &dDelta, ldc: inFeatures)
+    let masked = elementwiseProduct(dDelta, updateMask)
+    sgemm(.none, .transpose, m: out, n: rank, k: inFeatures, alpha: scaling, masked, lda: inFeatures, f.a, ldb: inFeatures,
+          beta: 1, &g.b, ldc: rank)
+    sgemm(.transpose, .none, m: rank, n: inFeatures, k: out, alpha: scaling, f.b, lda: rank, masked, ldb: inFeatures,
+          beta: 1, &g.a, ldc: inFeatures)
+    let delta = f.delta(scaling: scaling)
+    var dDropped = [Float](repeating: 0, count: tokens * inFeatures)
+    sgemm(.none, .none, m: tokens, n: inFeatures, k: out, dOut, lda: out, delta, ldb: inFeatures, &dDropped, ldc: inFeatures)
+    if let dropoutMask { dDropped = elementwiseProduct(dDropped, dropoutMask) }
+    cblas_saxpy(Int32(dX.count), 1, dDropped, 1, &dX, 1)
 }

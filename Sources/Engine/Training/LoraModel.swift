@@ -16,6 +16,14 @@ public struct FrozenLlama: Sendable {
         blocks = try (0..<config.numHiddenLayers).map { try LlamaBlockWeights(checkpoint: checkpoint, layer: $0, checkFinite: true) }
     }
 
+    /// A model from parts already in memory (e.g. blocks with changed weights).
+    public init(config: LlamaConfig, embedding: LlamaEmbedding, head: LlamaHead, blocks: [LlamaBlockWeights]) {
+        self.config = config
+        self.embedding = embedding
+        self.head = head
+        self.blocks = blocks
+    }
+
     /// [layer] of each linear's [out_features, in_features]
     public var shapes: [PerLinear<[Int]>] { blocks.map(\.shapes) }
 }
