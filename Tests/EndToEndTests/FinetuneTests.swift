@@ -180,6 +180,33 @@ final class FinetuneTests: XCTestCase {
         XCTAssertEqual(json["merged_perplexity"] as! Double, after, accuracy: 1e-5 * after)
     }
 
+    /// A magnitude-50 % model: a plain adapter loses its update on pruned weights when merged with the mask kept; a
+    /// --mask-aware one trains exactly what the merge writes, so the merged perplexity is the trained one.
+    func testMaskAwareTrainingMakesTheMaskKeepingMergeExact() throws {
+        let sparse = scratch.appendingPathComponent("sparse")
+        let prune = try PruneDistBinary.run(["prune", "--model", try Fixtures.path("fixtures/tiny-llama").path, "--out", sparse.path,
+                                             "--method", "magnitude", "--sparsity", "0.5", "--log-level", "warning"])
+        XCTAssertEqual(prune.status, 0, prune.stderr)
+        func finetune(_ name: String, _ extra: [String], ranks: Int) throws -> [String: Any] {
+            var arguments = try arguments(out: scratch.appendingPathComponent(name), extra: ["--merge", "--merge-dtype", "f32"] + extra)
+            arguments[arguments.firstIndex(of: "--model")! + 1] = sparse.path
+            let run = ranks == 1 ? try PruneDistBinary.run(arguments) : try PruneDistBinary.mpirun(ranks: ranks, arguments)
+            XCTAssertEqual(run.status, 0, run.stderr)
+            return try run.lastJSON()
+        }
+        let plain = try finetune("plain", [], ranks: 1)
+        XCTAssertGreaterThan(abs((plain["merged_perplexity"] as! Double) - (plain["eval_perplexity_after"] as! Double)), 1e-3,
+                             "the plain adapter's update on pruned weights is dropped by the merge")
+        let masked = try finetune("masked", ["--mask-aware"], ranks: 2)
+        let after = masked["eval_perplexity_after"] as! Double
+        XCTAssertEqual(masked["merged_perplexity"] as! Double, after, accuracy: 1e-5 * after)
+        let merged = try Checkpoint(directory: scratch.appendingPathComponent("masked/merged")), source = try Checkpoint(directory: sparse)
+        for layer in 0..<3 {
+            let before = try source.floats(LlamaLinear.gate.weightName(layer: layer)), now = try merged.floats(LlamaLinear.gate.weightName(layer: layer))
+            XCTAssertEqual(before.map { $0 == 0 }, now.map { $0 == 0 }, "layer \(layer): the merge keeps exactly the mask")
+        }
+    }
+
     /// The adapter loads in PEFT onto the base model and the merged checkpoint in transformers, each giving the
     /// perplexity prune-dist measured. Needs python with torch, transformers and peft (PRUNE_DIST_PYTHON, default python3).
     func testPEFTAndTransformersLoadTheOutputWithTheSamePerplexity() throws {

@@ -62,6 +62,8 @@ struct FinetuneCommand: ParsableCommand {
     @Option(name: .long, help: "dtype of the merged weights: bf16, f16 or f32 (default: the input's; a small update is lost to BF16 rounding).",
             transform: DType.commandLineWeightType)
     var mergeDtype: DType?
+    @Flag(name: .long, help: "For a sparse model: train the update masked by the base weights' zeros, so the merged checkpoint (which keeps the mask) is the trained model. PEFT applies the adapter unmasked; costs a dense update per linear and step.")
+    var maskAware = false
     @Flag(name: .long, help: "Continue an interrupted run (same options, same --out) from its last saved step.")
     var resume = false
     @OptionGroup var global: GlobalOptions
@@ -117,7 +119,7 @@ struct FinetuneCommand: ParsableCommand {
                          learningRate: lr, warmup: warmup, decay: schedule, weightDecay: weightDecay,
                          steps: steps, epochs: steps == nil ? (epochs ?? 1) : nil, batch: batch, accumulate: accumulate,
                          seqlen: seqlen, seed: seed, evalText: evalText.map { URL(fileURLWithPath: $0) }, evalEvery: evalEvery,
-                         evalMaxWindows: evalMaxWindows, saveEvery: saveEvery, merge: merge, mergeDType: mergeDtype, resume: resume)
+                         evalMaxWindows: evalMaxWindows, saveEvery: saveEvery, merge: merge, maskAware: maskAware, mergeDType: mergeDtype, resume: resume)
     }
 
     func run() throws {

@@ -19,6 +19,8 @@ struct FinetuneReport: Codable, Sendable {
     var accumulate: Int
     var seqlen: Int
     var seed: Int
+    /// The update was trained masked by the base weights' zeros (PEFT applies an adapter unmasked: use the merge)
+    var maskAware: Bool
     var ranks: Int
     var parameters: Int
     var curves: FinetuneCurves
@@ -49,6 +51,7 @@ struct FinetuneReport: Codable, Sendable {
         accumulate = settings.accumulate
         seqlen = settings.seqlen
         seed = settings.seed
+        maskAware = settings.maskAware
         self.ranks = ranks
         self.parameters = parameters
         self.curves = curves
@@ -86,7 +89,8 @@ enum FinetuneHTMLReport {
         rows.append(("model", report.model))
         rows.append(("data", report.data.joined(separator: ", ")))
         rows.append(("sequences", "\(report.sequences) \(report.format) × \(report.seqlen) tokens (\(report.truncated) cut, \(report.dropped) left out)"))
-        rows.append(("LoRA", "r \(report.lora.rank), alpha \(report.lora.alpha), dropout \(report.lora.dropout), targets \(targets)"))
+        rows.append(("LoRA", "r \(report.lora.rank), alpha \(report.lora.alpha), dropout \(report.lora.dropout), targets \(targets)"
+                     + (report.maskAware ? ", update masked by the base model's zeros" : "")))
         rows.append(("optimizer", "AdamW lr \(report.learningRate), weight decay \(report.weightDecay), \(report.schedule) schedule, \(report.warmup) warm-up steps"))
         rows.append(("steps", "\(report.steps) of \(report.batch) × \(report.accumulate) sequences over \(report.ranks) rank(s)\(resumed)"))
         rows.append(("speed", speed))

@@ -31,6 +31,7 @@ struct FinetuneRun {
         let totalSteps = settings.totalSteps(examples: data.examples.count)
         let schedule = LearningRateSchedule(peak: settings.learningRate, warmup: settings.warmup, totalSteps: totalSteps, decay: settings.decay)
         var adapter = LoraAdapter(settings: settings.lora, shapes: model.shapes, seed: UInt64(bitPattern: Int64(settings.seed)))
+        if settings.maskAware { adapter.maskUpdates(by: model.blocks) }
         var parameters = adapter.flattened
         var optimizer = AdamW(parameters: parameters.count, weightDecay: settings.weightDecay)
         var curves = FinetuneCurves()

@@ -25,6 +25,8 @@ struct FinetuneSettings: Sendable {
     /// Save the adapter and optimizer state every this many steps (and at the end)
     var saveEvery: Int
     var merge: Bool
+    /// Train the update masked by the base weights' zeros (a sparse model's mask), so the merge keeps what was learnt
+    var maskAware: Bool = false
     /// dtype of the merged weights; nil keeps the input's
     var mergeDType: DType? = nil
     var resume: Bool
@@ -45,7 +47,7 @@ struct FinetuneSettings: Sendable {
         let parts: [String] = [model.standardizedFileURL.path, data.map(\.standardizedFileURL.path).joined(separator: ","),
                                "r\(lora.rank)", "a\(lora.alpha)", "d\(lora.dropout)", lora.targets.map(\.rawValue).joined(separator: ","),
                                "lr\(learningRate)", "w\(warmup)", decay.rawValue, "wd\(weightDecay)", "s\(steps.map(String.init) ?? "-")",
-                               "e\(epochs.map { "\($0)" } ?? "-")", "b\(batch)", "g\(accumulate)", "L\(seqlen)", "seed\(seed)"]
+                               "e\(epochs.map { "\($0)" } ?? "-")", "b\(batch)", "g\(accumulate)", "L\(seqlen)", "seed\(seed)", maskAware ? "masked" : "plain"]
         return parts.joined(separator: "|")
     }
 }
