@@ -79,12 +79,9 @@ final class FinetuneTests: XCTestCase {
         let job = try BackgroundProcess(PruneDistBinary.executable, try arguments(out: out),
                                         environment: ["PRUNE_DIST_FAULT_RANK": "0", "PRUNE_DIST_FAULT_BLOCK": "3",
                                                       "PRUNE_DIST_FAULT_PAUSE": "1", "PRUNE_DIST_FAULT_PIDFILE": pidFile.path])
-        var pid: Int32 = 0
-        XCTAssertTrue(BackgroundProcess.waitFor(seconds: 60) {
-            pid = (try? String(contentsOf: pidFile, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
-            return pid > 0
-        })
-        XCTAssertEqual(kill(pid, SIGTERM), 0)
+        // One process, paused at the start of step 4 (steps 1-2 saved): the job's own process is the one to stop.
+        XCTAssertTrue(BackgroundProcess.waitFor(seconds: 60) { FileManager.default.fileExists(atPath: pidFile.path) }, job.stderr)
+        XCTAssertEqual(kill(job.process.processIdentifier, SIGTERM), 0)
         XCTAssertEqual(job.wait(seconds: 30), 143)
         XCTAssertTrue(job.stderr.contains("interrupted; the last saved step is kept in") && job.stderr.contains("--resume"), job.stderr)
         let resumed = try PruneDistBinary.run(try arguments(out: out, extra: ["--resume"]))

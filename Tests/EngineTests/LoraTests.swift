@@ -77,24 +77,8 @@ final class LoraTests: XCTestCase {
         let analytic = try loraLossAndGradients(model: model, adapter: adapter, batch: batch, seqlen: seqlen,
                                                 lossDivisor: 14, dropout: dropout).gradients
         let flatAnalytic = analytic.flattened
-        var point = adapter.flattened
-        let step: Float = 1e-2
-        var worst = 0.0, largest = 0.0
         // 60 elements spread over every factor of the model
-        for sample in 0..<60 {
-            let i = (sample * 7919) % point.count
-            let saved = point[i]
-            point[i] = saved + step
-            var plus = adapter; plus.assign(flat: point)
-            point[i] = saved - step
-            var minus = adapter; minus.assign(flat: point)
-            point[i] = saved
-            let numeric = (try loss(plus) - loss(minus)) / Double(2 * step)
-            worst = max(worst, abs(numeric - Double(flatAnalytic[i])))
-            largest = max(largest, abs(Double(flatAnalytic[i])))
-        }
-        XCTAssertGreaterThan(largest, 1e-3)
-        XCTAssertLessThan(worst / largest, 2e-2, "worst |analytic − numeric| \(worst), max |gradient| \(largest)")
+        try assertMatchesFiniteDifferences(adapter, analytic: flatAnalytic, samples: 60, loss: loss)
         // Dropout changes the gradients (the masks are used), and a different step draws other masks.
         let noDropout = try loraLossAndGradients(model: model, adapter: adapter, batch: batch, seqlen: seqlen, lossDivisor: 14, dropout: nil)
         XCTAssertNotEqual(noDropout.gradients.flattened, flatAnalytic)
@@ -131,23 +115,7 @@ final class LoraTests: XCTestCase {
             try loraLossAndGradients(model: sparse, adapter: adapter, batch: batch, seqlen: seqlen, lossDivisor: 14, dropout: dropout)
         }
         let analytic = try result(adapter, dropout).gradients.flattened
-        var point = adapter.flattened
-        var worst = 0.0, largest = 0.0
-        let step: Float = 1e-2
-        for sample in 0..<40 {
-            let i = (sample * 7919) % point.count
-            let saved = point[i]
-            point[i] = saved + step
-            var plus = adapter; plus.assign(flat: point)
-            point[i] = saved - step
-            var minus = adapter; minus.assign(flat: point)
-            point[i] = saved
-            let numeric = (try result(plus, dropout).nllSum - result(minus, dropout).nllSum) / 14 / Double(2 * step)
-            worst = max(worst, abs(numeric - Double(analytic[i])))
-            largest = max(largest, abs(Double(analytic[i])))
-        }
-        XCTAssertGreaterThan(largest, 1e-3)
-        XCTAssertLessThan(worst / largest, 2e-2, "worst |analytic − numeric| \(worst), max |gradient| \(largest)")
+        try assertMatchesFiniteDifferences(adapter, analytic: analytic, samples: 40) { try result($0, dropout).nllSum / 14 }
         // The masked adapter's loss is the loss of the merged weights W + M ⊙ Δ (a pruned weight stays zero).
         var merged = sparse.blocks
         for l in merged.indices {
@@ -200,6 +168,29 @@ final class LoraTests: XCTestCase {
         let a = adapter.layers[0].q!.a
         XCTAssertLessThanOrEqual(a.map(abs).max()!, 1 / Float(64).squareRoot())
         XCTAssertGreaterThan(a.map(abs).max()!, 0.9 / Float(64).squareRoot())
+    }
+
+    /// Central differences (step 1e-2) of `loss` at `samples` elements spread over every factor, against `analytic`
+    /// ([parameters], LoraAdapter.flattened's order); the error relative to the largest analytic entry checked.
+    private func assertMatchesFiniteDifferences(_ adapter: LoraAdapter, analytic: [Float], samples: Int,
+                                                loss: (LoraAdapter) throws -> Double, line: UInt = #line) throws {
+        var point = adapter.flattened
+        let step: Float = 1e-2
+        var worst = 0.0, largest = 0.0
+        for sample in 0..<samples {
+            let i = (sample * 7919) % point.count
+            let saved = point[i]
+            point[i] = saved + step
+            var plus = adapter; plus.assign(flat: point)
+            point[i] = saved - step
+            var minus = adapter; minus.assign(flat: point)
+            point[i] = saved
+            let numeric = (try loss(plus) - loss(minus)) / Double(2 * step)
+            worst = max(worst, abs(numeric - Double(analytic[i])))
+            largest = max(largest, abs(Double(analytic[i])))
+        }
+        XCTAssertGreaterThan(largest, 1e-3, line: line)
+        XCTAssertLessThan(worst / largest, 2e-2, "worst |analytic − numeric| \(worst), max |gradient| \(largest)", line: line)
     }
 
     // MARK: optimizer and schedules
