@@ -8,7 +8,7 @@ public struct PruneDistCommand: ParsableCommand {
         commandName: "prune-dist",
         abstract: "Prune LLaMA-family language models after training, spread over MPI ranks.",
         version: PruneDistVersion.string,
-        subcommands: [PruneCommand.self, AverageCommand.self, EvalCommand.self, InspectCommand.self, CommCheckCommand.self, ConvertCommand.self, PlanCommand.self, ReportCommand.self, GenerateCommand.self]
+        subcommands: [PruneCommand.self, AverageCommand.self, EvalCommand.self, InspectCommand.self, CommCheckCommand.self, ConvertCommand.self, PlanCommand.self, ReportCommand.self, GenerateCommand.self, FinetuneCommand.self]
     )
 
     public init() {}

@@ -9,12 +9,12 @@ import Foundation
 
 /// Backward of out = x · Wᵀ + b.
 /// - dX: [tokens, inFeatures], += dOut · W; nil when x is a leaf nobody needs the gradient of
-/// - dWeight: [outFeatures, inFeatures], += dOutᵀ · x
+/// - dWeight: [outFeatures, inFeatures], += dOutᵀ · x; nil for a frozen weight (LoRA), which saves a matrix product
 /// - dBias: [outFeatures] or nil, += column sums of dOut
 /// - dOut: [tokens, outFeatures]
 /// - x: [tokens, inFeatures], the forward input
 /// - weight: [outFeatures, inFeatures]
-public func linearBackward(_ dX: UnsafeMutablePointer<Float>?, _ dWeight: UnsafeMutablePointer<Float>,
+public func linearBackward(_ dX: UnsafeMutablePointer<Float>?, _ dWeight: UnsafeMutablePointer<Float>?,
                            _ dBias: UnsafeMutablePointer<Float>?, _ dOut: UnsafePointer<Float>,
                            _ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
                            tokens: Int, inFeatures: Int, outFeatures: Int) {
@@ -22,8 +22,10 @@ public func linearBackward(_ dX: UnsafeMutablePointer<Float>?, _ dWeight: Unsafe
         sgemm(.none, .none, m: tokens, n: inFeatures, k: outFeatures, dOut, lda: outFeatures,
               weight, ldb: inFeatures, beta: 1, dX, ldc: inFeatures)
     }
-    sgemm(.transpose, .none, m: outFeatures, n: inFeatures, k: tokens, dOut, lda: outFeatures,
-          x, ldb: inFeatures, beta: 1, dWeight, ldc: inFeatures)
+    if let dWeight {
+        sgemm(.transpose, .none, m: outFeatures, n: inFeatures, k: tokens, dOut, lda: outFeatures,
+              x, ldb: inFeatures, beta: 1, dWeight, ldc: inFeatures)
+    }
     if let dBias {
         // A sum over every token of the batch: kept in Double.
         var sums = [Double](repeating: 0, count: outFeatures)

@@ -81,31 +81,54 @@ public func llamaBlockBackward(_ dHidden: inout [Float], activations a: LlamaBlo
                                weights: LlamaBlockWeights, rope: RopeTable, seqlen: Int) -> LlamaBlockGradients {
     let d = weights.hiddenSize
     let tokens = a.input.count / d
-    precondition(dHidden.count == a.input.count, "llamaBlockBackward: gradient of \(dHidden.count) values for an input of \(a.input.count)")
-    let heads = weights.numAttentionHeads, kvHeads = weights.numKeyValueHeads, headDim = weights.headDim
-    let qDim = heads * headDim, kvDim = kvHeads * headDim, ffn = weights.intermediateSize
     var gradients = LlamaBlockGradients(layer: weights.layer,
                                         inputNorm: [Float](repeating: 0, count: d),
                                         postAttentionNorm: [Float](repeating: 0, count: d),
                                         // every linear's gradient is set by its blockLinearBackward below
                                         weights: PerLinear(repeating: []), biases: PerLinear(repeating: nil))
+    var dInputNorm = [Float](repeating: 0, count: d), dPostAttentionNorm = [Float](repeating: 0, count: d)
+    llamaBlockBackwardThrough(&dHidden, activations: a, weights: weights, rope: rope, seqlen: seqlen,
+                              dInputNorm: &dInputNorm, dPostAttentionNorm: &dPostAttentionNorm) { dX, dOut, x, linear in
+        blockLinearBackward(&dX, dOut, x, weights, linear, tokens: tokens, into: &gradients)
+    }
+    gradients.inputNorm = dInputNorm
+    gradients.postAttentionNorm = dPostAttentionNorm
+    return gradients
+}
+
+/// The backward through one block's structure (norms, RoPE, attention, SwiGLU, residuals) with each linear's
+/// backward left to `linear`: llamaBlockBackward forms the weights' gradients there, LoRA the factors' instead.
+/// - dHidden: [tokens, hidden]; the gradient with respect to the block's output on entry, to its input on return
+/// - activations: the block's forward intermediates
+/// - dInputNorm, dPostAttentionNorm: [hidden], +=
+/// - linear(dX, dOut, x, which): dX [tokens, in] += the input gradient of linear `which`, from dOut [tokens, out] and
+///   its forward input x [tokens, in]
+public func llamaBlockBackwardThrough(_ dHidden: inout [Float], activations a: LlamaBlockActivations,
+                                      weights: LlamaBlockWeights, rope: RopeTable, seqlen: Int,
+                                      dInputNorm: inout [Float], dPostAttentionNorm: inout [Float],
+                                      linear: (inout [Float], [Float], [Float], LlamaLinear) -> Void) {
+    let d = weights.hiddenSize
+    let tokens = a.input.count / d
+    precondition(dHidden.count == a.input.count, "llamaBlockBackward: gradient of \(dHidden.count) values for an input of \(a.input.count)")
+    let heads = weights.numAttentionHeads, kvHeads = weights.numKeyValueHeads, headDim = weights.headDim
+    let qDim = heads * headDim, kvDim = kvHeads * headDim, ffn = weights.intermediateSize
 
     // MLP half: output = h + down(swiglu(gate(m), up(m))), m = RMSNorm(h). The residual passes dHidden on to h.
     var dMlpHidden = [Float](repeating: 0, count: tokens * ffn)
-    blockLinearBackward(&dMlpHidden, dHidden, a.mlpHidden, weights, .down, tokens: tokens, into: &gradients)
+    linear(&dMlpHidden, dHidden, a.mlpHidden, .down)
     var dGate = [Float](repeating: 0, count: tokens * ffn)
     var dUp = [Float](repeating: 0, count: tokens * ffn)
     swigluBackward(&dGate, &dUp, dMlpHidden, a.gate, a.up, count: tokens * ffn)
     dMlpHidden = []
     var dMlpInput = [Float](repeating: 0, count: tokens * d)
-    blockLinearBackward(&dMlpInput, dGate, a.mlpInput, weights, .gate, tokens: tokens, into: &gradients)
-    blockLinearBackward(&dMlpInput, dUp, a.mlpInput, weights, .up, tokens: tokens, into: &gradients)
-    rmsnormBackward(&dHidden, &gradients.postAttentionNorm, dMlpInput, a.afterAttention, weights.postAttentionNorm,
+    linear(&dMlpInput, dGate, a.mlpInput, .gate)
+    linear(&dMlpInput, dUp, a.mlpInput, .up)
+    rmsnormBackward(&dHidden, &dPostAttentionNorm, dMlpInput, a.afterAttention, weights.postAttentionNorm,
                     tokens: tokens, dim: d, eps: weights.rmsNormEps)
 
     // Attention half: h = x + o(attention(rope(q(n)), rope(k(n)), v(n))), n = RMSNorm(x).
     var dAttentionOutput = [Float](repeating: 0, count: tokens * qDim)
-    blockLinearBackward(&dAttentionOutput, dHidden, a.attentionOutput, weights, .o, tokens: tokens, into: &gradients)
+    linear(&dAttentionOutput, dHidden, a.attentionOutput, .o)
     var dQ = [Float](repeating: 0, count: tokens * qDim)
     var dK = [Float](repeating: 0, count: tokens * kvDim)
     var dV = [Float](repeating: 0, count: tokens * kvDim)
@@ -114,12 +137,11 @@ public func llamaBlockBackward(_ dHidden: inout [Float], activations a: LlamaBlo
     ropeBackward(&dQ, rope: rope, tokens: tokens, heads: heads, seqlen: seqlen)
     ropeBackward(&dK, rope: rope, tokens: tokens, heads: kvHeads, seqlen: seqlen)
     var dAttentionInput = [Float](repeating: 0, count: tokens * d)
-    blockLinearBackward(&dAttentionInput, dQ, a.attentionInput, weights, .q, tokens: tokens, into: &gradients)
-    blockLinearBackward(&dAttentionInput, dK, a.attentionInput, weights, .k, tokens: tokens, into: &gradients)
-    blockLinearBackward(&dAttentionInput, dV, a.attentionInput, weights, .v, tokens: tokens, into: &gradients)
-    rmsnormBackward(&dHidden, &gradients.inputNorm, dAttentionInput, a.input, weights.inputNorm,
+    linear(&dAttentionInput, dQ, a.attentionInput, .q)
+    linear(&dAttentionInput, dK, a.attentionInput, .k)
+    linear(&dAttentionInput, dV, a.attentionInput, .v)
+    rmsnormBackward(&dHidden, &dInputNorm, dAttentionInput, a.input, weights.inputNorm,
                     tokens: tokens, dim: d, eps: weights.rmsNormEps)
-    return gradients
 }
 
 /// The head's loss and its backward: final RMSNorm, LM head, next-token cross-entropy.
@@ -127,15 +149,18 @@ public func llamaBlockBackward(_ dHidden: inout [Float], activations a: LlamaBlo
 /// - hidden: [tokens, hidden], the last block's output
 /// - ids: [tokens], whole sequences of seqlen
 /// - lossScale: the weight of each prediction's NLL in the loss (1 / predictions for a mean)
+/// - counted: [tokens] or nil; when given, position t's prediction (of token t+1) is in the loss only where
+///   counted[t] (fine-tuning on responses only, padding); nil counts every position but each sequence's last
 /// - dHidden: [tokens, hidden], += d(loss)/d(hidden)
 /// - dFinalNorm: [hidden], +=
-/// - dWeight: [vocab, hidden], += (the embedding's gradient when tied)
-/// - Returns: the sum of the NLLs of every position but each sequence's last, in Double
+/// - dWeight: [vocab, hidden], += (the embedding's gradient when tied); nil when the head is frozen
+/// - Returns: the sum of the NLLs of the counted predictions, in Double
 public func llamaHeadBackward(head: LlamaHead, hidden: [Float], ids: [Int], seqlen: Int, lossScale: Float,
-                              dHidden: inout [Float], dFinalNorm: inout [Float], dWeight: inout [Float]) -> Double {
+                              counted: [Bool]? = nil,
+                              dHidden: inout [Float], dFinalNorm: inout [Float], dWeight: UnsafeMutablePointer<Float>?) -> Double {
     let tokens = ids.count, d = head.hiddenSize, vocab = head.vocabSize
-    precondition(hidden.count == tokens * d && dHidden.count == hidden.count && tokens % seqlen == 0,
-                 "llamaHeadBackward: shape mismatch")
+    precondition(hidden.count == tokens * d && dHidden.count == hidden.count && tokens % seqlen == 0
+                 && (counted?.count ?? tokens) == tokens, "llamaHeadBackward: shape mismatch")
     let normed = head.normed(hidden)
     var dNormed = [Float](repeating: 0, count: tokens * d)
     let rowsPerChunk = max(1, min(tokens, (1 << 22) / max(vocab, 1)))
@@ -150,8 +175,9 @@ public func llamaHeadBackward(head: LlamaHead, hidden: [Float], ids: [Int], seql
                 for r in 0..<rows {
                     let t = start + r
                     let row = logits.baseAddress! + r * vocab
-                    if t % seqlen == seqlen - 1 {
-                        row.update(repeating: 0, count: vocab)  // nothing to predict after a sequence's last token
+                    if t % seqlen == seqlen - 1 || counted?[t] == false {
+                        // nothing to predict after a sequence's last token; an uncounted prediction adds nothing
+                        row.update(repeating: 0, count: vocab)
                         continue
                     }
                     nllSum += crossEntropy(row, target: ids[t + 1], vocabSize: vocab)
@@ -159,7 +185,7 @@ public func llamaHeadBackward(head: LlamaHead, hidden: [Float], ids: [Int], seql
                 }
             }
             dNormed.withUnsafeMutableBufferPointer { dNormed in
-                linearBackward(dNormed.baseAddress! + start * d, &dWeight, nil, logits, x, head.weight,
+                linearBackward(dNormed.baseAddress! + start * d, dWeight, nil, logits, x, head.weight,
                                tokens: rows, inFeatures: d, outFeatures: vocab)
             }
         }
