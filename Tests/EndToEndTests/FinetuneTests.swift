@@ -207,11 +207,7 @@ final class FinetuneTests: XCTestCase {
     /// The adapter loads in PEFT onto the base model and the merged checkpoint in transformers, each giving the
     /// perplexity prune-dist measured. Needs python with torch, transformers and peft (PRUNE_DIST_PYTHON, default python3).
     func testPEFTAndTransformersLoadTheOutputWithTheSamePerplexity() throws {
-        let python = ProcessInfo.processInfo.environment["PRUNE_DIST_PYTHON"] ?? "python3"
-        let probe = try PruneDistBinary.launch(URL(fileURLWithPath: "/usr/bin/env"), [python, "-c", "import torch, transformers, peft"])
-        guard probe.status == 0 else {
-            throw XCTSkip("\(python) cannot import torch, transformers and peft (set PRUNE_DIST_PYTHON): the PEFT load check did not run")
-        }
+        let python = try ReferencePython.requiring(["torch", "transformers", "peft"], check: "the PEFT load check")
         let out = scratch.appendingPathComponent("out")
         let run = try PruneDistBinary.run(try arguments(out: out, extra: ["--merge"]))
         XCTAssertEqual(run.status, 0, run.stderr)

@@ -108,12 +108,9 @@ final class StructuredPruneTests: XCTestCase {
     }
 
     /// The equal-width checkpoint loads in Hugging Face transformers and gives our logits. Skipped (saying so)
-    /// only when python3 cannot import transformers and torch.
+    /// only when the reference Python (PRUNE_DIST_PYTHON, else python3) cannot import transformers and torch.
     func testEqualWidthsLoadInTransformers() throws {
-        let probe = try PruneDistBinary.launch(URL(fileURLWithPath: "/usr/bin/env"), ["python3", "-c", "import transformers, torch"])
-        if probe.status != 0 {
-            throw XCTSkip("Hugging Face transformers (with torch) is not installed for python3: the load check did not run")
-        }
+        let python = try ReferencePython.requiring(["transformers", "torch"], check: "the transformers load check")
         let (url, _) = try prune(["--method", "llm-pruner", "--ratio", "0.6", "--block-start", "0", "--block-end", "2"], out: "hf")
         var random = SplitMix64(seed: 8)
         let ids = (0..<32).map { _ in Int(random.next() % 512) }
@@ -125,7 +122,7 @@ final class StructuredPruneTests: XCTestCase {
             print(json.dumps(model(ids).logits[0].flatten().tolist()))
         """
         let result = try PruneDistBinary.launch(URL(fileURLWithPath: "/usr/bin/env"),
-                                                ["python3", "-c", script, url.path, "\(ids)"])
+                                                [python, "-c", script, url.path, "\(ids)"])
         XCTAssertEqual(result.status, 0, result.stderr)
         let theirs = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [Double]
         let ours = try logits(try Checkpoint(directory: url), ids: ids, seqlen: 32)
