@@ -71,6 +71,15 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: "OWL λ: block sparsities range over the target ± λ.")
     var owlLambda: Double = 0.08
 
+    @Option(name: .long, help: ArgumentHelp("Unstructured: leave this linear dense; a module name (model.layers.3.mlp.down_proj) or re:REGEX matching whole names (re:.*down_proj); repeatable.", valueName: "target"))
+    var ignore: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Unstructured: prune the linears matching TARGET (as --ignore) to SPARSITY or N:M instead of the run's; the last matching override wins; repeatable.", valueName: "target=sparsity"))
+    var sparsityOverride: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Read the method, its sparsity/pattern/ratio, calibration, options, ignore list and overrides from a YAML recipe (every run report embeds its own); options in the recipe may not be given again on the command line.", valueName: "file.yaml"))
+    var recipe: String?
+
     @Option(name: .long, help: "Write the JSON run report here (default: OUT/prune-report.json).")
     var report: String?
 
@@ -123,6 +132,7 @@ struct PruneCommand: ParsableCommand {
 
     private func validateUnstructured() throws {
         _ = try sparsityPattern()
+        _ = try linearRules()
         _ = try krpRectification()
         if allocation == .owl {
             if let pattern { throw ValidationError("--allocation owl spreads an unstructured --sparsity over blocks; it does not apply to --pattern \(pattern)") }
@@ -154,6 +164,14 @@ struct PruneCommand: ParsableCommand {
         }
     }
 
+    /// --ignore and --sparsity-override, parsed.
+    func linearRules() throws -> LinearRules {
+        try asValidationError {
+            for target in ignore { try LinearRules.checkTarget(target, option: "--ignore") }
+            return LinearRules(ignore: ignore, overrides: try sparsityOverride.map(LinearRules.parseOverride))
+        }
+    }
+
     func settings() throws -> PruneSettings {
         PruneSettings(model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out), method: method,
                       pattern: try sparsityPattern(),
@@ -161,6 +179,7 @@ struct PruneCommand: ParsableCommand {
                       trueSequential: trueSequential ?? (method == .krp), blocksize: resolvedBlocksize, percdamp: resolvedPercdamp,
                       krpRectification: try krpRectification(), allocation: allocation,
                       owl: OWLSettings(threshold: owlThreshold, spread: owlLambda),
+                      linearRules: try linearRules(), recipe: try runRecipe().yaml(),
                       outputDType: dtype,
                       reportURL: report.map { URL(fileURLWithPath: $0) })
     }
@@ -210,13 +229,15 @@ struct PruneCommand: ParsableCommand {
                 }
             }
             if comm.rank == 0 {
-                try RunReportFiles.write(report, jsonURLs: [settings.out.appendingPathComponent("prune-report.json")] + (settings.reportURL.map { [$0] } ?? []))
+                try RunReportFiles.write(report, jsonURLs: RunReportFiles.jsonURLs(out: settings.out, extra: settings.reportURL))
                 if !evaluation.isEmpty { try CheckpointCompanions.writeModelCard(reportData: report.jsonData(), folder: settings.out) }
             }
         }
+        let reports = RunReportFiles.reportURLs(out: settings.out, extra: settings.reportURL)
         if comm.rank == 0 {
+            logger.info("output \(settings.out.path); reports \(reports.map(\.path).joined(separator: " and "))")
             printLine(try jsonLine([
-                "output": settings.out.path, "method": report.method, "pattern": report.pattern,
+                "output": settings.out.path, "reports": reports.map(\.path), "method": report.method, "pattern": report.pattern,
                 "overall_sparsity": report.overallSparsity, "seconds": report.totalSeconds, "ranks": report.ranks,
                 "samples": report.samples, "seqlen": report.seqlen, "evaluation": report.evaluation ?? [:],
                 "dense_evaluation": report.denseEvaluation ?? [:],

@@ -13,6 +13,7 @@ extension PruneCommand {
                 ("--blocksize", blocksize != nil), ("--percdamp", percdamp != nil), ("--resume", resume),
                 ("--weights", weights != .shared), ("--eval-text", !evalText.isEmpty), ("--eval-max-windows", evalMaxWindows != nil), ("--eval-seqlen", evalSeqlen != nil),
                 ("--eval-tasks", evalTasks != nil), ("--eval-data", evalData != nil), ("--eval-limit", evalLimit != nil),
+                ("--ignore", !ignore.isEmpty), ("--sparsity-override", !sparsityOverride.isEmpty),
             ]
             if let given = unstructured.first(where: \.1)?.0 {
                 throw ValidationError("\(given) is not used by --method \(method.rawValue) (it applies to magnitude, wanda, sparsegpt and krp); remove it")

@@ -13,10 +13,13 @@ public struct PruneDistCommand: ParsableCommand {
 
     public init() {}
 
-    /// The process entry point: picks OpenBLAS's fast kernels (re-executing once if needed), then parses and runs.
+    /// The process entry point: picks OpenBLAS's fast kernels (re-executing once if needed), expands
+    /// `prune --recipe FILE` into the recipe's options (PruneRecipe), then parses and runs.
     public static func launch() {
         OpenBLASKernel.selectFastKernelOrReexec()
-        main()
+        let arguments: [String]
+        do { arguments = try PruneRecipe.expand(Array(CommandLine.arguments.dropFirst())) } catch { exit(withError: error) }
+        main(arguments)
     }
 }
 

@@ -174,7 +174,8 @@ extension PruneCommand {
             samples: method == .adapruner ? try samples ?? searchSettings().sampleChoices[0] : resolvedSamples, seqlen: seqlen, seed: seed,
             calibrationDraw: s.calibDraw ?? CalibrationDraw.defaultDraw(for: URL(fileURLWithPath: calib!)),
             blocks: s.blockStart.map { $0...s.blockEnd! }, outputDType: dtype,
-            reportURL: report.map { URL(fileURLWithPath: $0) }, search: method == .adapruner ? try searchSettings() : nil)
+            reportURL: report.map { URL(fileURLWithPath: $0) }, search: method == .adapruner ? try searchSettings() : nil,
+            recipe: try runRecipe().yaml())
         let result = try comm.abortingJobOnError {
             try RankConsistency.check(rankFingerprint(), comm: comm)
             settings.outputLock = try lockOutput(rank: comm.rank)

@@ -32,6 +32,7 @@ enum HTMLReport {
         .panels { display: flex; flex-wrap: wrap; gap: 18px; } .panel { border: 1px solid #e4e4e4; padding: 6px; }
         .panel h3 { font-size: 14px; margin: 2px 0 6px; } .note { color: #666; font-size: 12px; }
         svg text { font: 11px system-ui, sans-serif; fill: #333; }
+        pre.recipe { background: #f6f6f6; border: 1px solid #ddd; padding: 8px; user-select: all; }
         </style></head><body>
         <h1>\(escape(title))</h1>
 

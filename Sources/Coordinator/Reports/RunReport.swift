@@ -87,9 +87,11 @@ public struct RunReport: Codable, Sendable {
     public var provenance: RunProvenance? = nil
     /// The same evaluation on the dense input model (`prune --eval-*` without --no-dense-eval), for dense → pruned.
     public var denseEvaluation: [String: Double]? = nil
+    /// The run as a `prune --recipe` YAML file: running it again (with --model and --out) repeats the run.
+    public var recipe: String? = nil
 
     enum CodingKeys: String, CodingKey {
-        case tool, version, model, output, method, pattern, samples, seqlen, seed, ranks, linears, blocks, evaluation, allocation, provenance
+        case tool, version, model, output, method, pattern, samples, seqlen, seed, ranks, linears, blocks, evaluation, allocation, provenance, recipe
         case denseEvaluation = "dense_evaluation"
         case blockSparsityTargets = "block_sparsity_targets", krpRectification = "krp_rectification"
         case sparsityTarget = "sparsity_target", trueSequential = "true_sequential", rankUsage = "rank_usage"

@@ -48,7 +48,7 @@ enum CheckpointCompanions {
     static func pruneDistEntry(report: [String: Any]) -> [String: Any] {
         var entry: [String: Any] = [:]
         for key in ["method", "pattern", "sparsity_target", "overall_sparsity", "ratio", "importance", "aggregation",
-                    "samples", "seqlen", "seed", "ranks", "parameters_before", "parameters_after", "model"] {
+                    "samples", "seqlen", "seed", "ranks", "parameters_before", "parameters_after", "model", "recipe"] {
             if let value = report[key] { entry[key == "model" ? "base_model" : key] = value }
         }
         if let provenance = report["provenance"] { entry["provenance"] = provenance }
@@ -120,6 +120,10 @@ enum CheckpointCompanions {
         }
         if let command = provenance?["command_line"] as? String {
             lines += ["", "## Command", "", "```", command, "```"]
+        }
+        if let recipe = report["recipe"] as? String {
+            lines += ["", "## Recipe", "", "Save as `recipe.yaml` and run `prune-dist prune --model DIR --out DIR --recipe recipe.yaml` to repeat the run:",
+                      "", "```yaml", recipe.trimmingCharacters(in: .newlines), "```"]
         }
         lines += ["", "## Use", "",
                   "A plain Hugging Face checkpoint (LlamaForCausalLM layout, the input's tokenizer and chat template):", "",

@@ -21,6 +21,10 @@ struct PruneSettings: Sendable {
     /// How the target sparsity is spread over blocks, and OWL's M and λ.
     var allocation: SparsityAllocation = .uniform
     var owl = OWLSettings()
+    /// Linears left dense and per-linear sparsities (`--ignore`, `--sparsity-override`).
+    var linearRules = LinearRules()
+    /// The run as a recipe (`prune --recipe`), embedded in the reports and config.json.
+    var recipe: String?
     var outputDType: DType?
     var reportURL: URL?
     /// Continue an interrupted run with the same fingerprint (RunResumption).
@@ -61,6 +65,7 @@ final class PruneRun {
         let config = weights.config
         let method = settings.method
         let seqlen = settings.seqlen
+        try settings.linearRules.checkTargets(layers: config.numHiddenLayers)
         try checkPatternFits(config: config)
         guard method == .magnitude || seqlen <= config.maxPositionEmbeddings else {
             throw PruneDistError(.argument, "--seqlen \(seqlen) is beyond the model's context: \(settings.model.appendingPathComponent("config.json").path) has max_position_embeddings \(config.maxPositionEmbeddings)")
@@ -177,6 +182,7 @@ final class PruneRun {
             report.blockSparsityTargets = blockSparsities
         }
         if method == .krp { report.krpRectification = "\(settings.krpRectification)" }
+        report.recipe = settings.recipe
         if comm.rank == 0 {
             // Execution order within a block (q, k, v, o, gate, up, down), as the entry's tensor name says.
             func position(_ entry: RunReport.Linear) -> Int {
@@ -219,14 +225,14 @@ final class PruneRun {
         blockSparsities.map { .unstructured(fraction: $0[layer]) } ?? settings.pattern
     }
 
-    /// An N:M pattern must divide every linear's input width; refused before any work is done.
+    /// An N:M pattern (the run's or an override's) must divide its linear's input width; refused before any work is done.
     private func checkPatternFits(config: LlamaConfig) throws {
-        guard case let .nOfM(_, m) = settings.pattern else { return }
         for layer in 0..<config.numHiddenLayers {
             for linear in LlamaLinear.allCases {
+                guard case let .nOfM(n, m) = settings.linearRules.pattern(layer: layer, linear: linear, block: settings.pattern) else { continue }
                 let inputs = linear.shape(config: config, layer: layer)[1]
                 if inputs % m != 0 {
-                    throw PruneDistError(.argument, "pattern \(settings.pattern): \(linear.weightName(layer: layer)) has \(inputs) inputs, not a multiple of \(m)")
+                    throw PruneDistError(.argument, "pattern \(n):\(m): \(linear.weightName(layer: layer)) has \(inputs) inputs, not a multiple of \(m)")
                 }
             }
         }
@@ -278,8 +284,11 @@ final class PruneRun {
         let name = linear.weightName(layer: layer)
         let result: PruneResult
         do {
-            result = try settings.method.prune(weight: weight, shape: shape, statistics: statistics, pattern: pattern(layer: layer),
-                                               settings: settings)
+            if let pattern = settings.linearRules.pattern(layer: layer, linear: linear, block: pattern(layer: layer)) {
+                result = try settings.method.prune(weight: weight, shape: shape, statistics: statistics, pattern: pattern, settings: settings)
+            } else {
+                result = PruneResult(weight: weight)  // --ignore: left as it is
+            }
         } catch let error as PruneDistError {
             throw PruneDistError(error.kind, "\(name): \(error.message)")
         }
