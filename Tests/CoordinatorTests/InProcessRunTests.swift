@@ -150,6 +150,29 @@ final class InProcessRunTests: XCTestCase {
         XCTAssertEqual(two.report.linears.map(\.zeros), one.report.linears.map(\.zeros))
     }
 
+    /// Bytes sent per rank, counted by the communicator, against plan's estimate for the same run: on 2 ranks both
+    /// count each rank's reductions and the weights it broadcasts, so they agree up to the small messages plan leaves out
+    /// (windows are computed, not sent; the report gather). One rank sends nothing. Relative errors are error / ‖W x‖².
+    func testBytesSentMatchPlansEstimateOnTwoRanks() throws {
+        for method in [PruneMethod.sparsegpt, .krp] {
+            let settings = try pruneSettings(method: method, pattern: .unstructured(fraction: 0.5), out: scratch)
+            let two = try prune(settings, ranks: 2, out: "bytes-\(method)-2").report
+            for usage in two.rankUsage {
+                let sent = try XCTUnwrap(usage.bytesSent), planned = try XCTUnwrap(usage.plannedBytesSent)
+                XCTAssertGreaterThan(planned, 100_000, "\(method) rank \(usage.rank): the statistics and weights of 3 blocks")
+                XCTAssertLessThan(abs(sent - planned), 4096, "\(method) rank \(usage.rank): sent \(sent), plan \(planned)")
+            }
+            let one = try prune(settings, ranks: 1, out: "bytes-\(method)-1").report
+            XCTAssertEqual(one.rankUsage.map(\.bytesSent), [0])
+            XCTAssertEqual(one.rankUsage.map(\.plannedBytesSent), [0])
+            for linear in one.linears {
+                let energy = try XCTUnwrap(linear.outputEnergy, linear.name)
+                XCTAssertEqual(try XCTUnwrap(linear.relativeErrorAfter), try XCTUnwrap(linear.errorAfter) / energy, accuracy: 1e-15)
+                XCTAssertLessThan(try XCTUnwrap(linear.relativeErrorBefore), 1, "\(linear.name): masking half the weights loses less than the whole output")
+            }
+        }
+    }
+
     /// A target that matches no linear is refused by name before any work (a typo would prune what was meant to stay dense).
     func testATargetMatchingNoLinearIsRefused() throws {
         var settings = try pruneSettings(method: .magnitude, pattern: .unstructured(fraction: 0.5), out: scratch)

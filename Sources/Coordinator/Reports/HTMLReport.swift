@@ -32,6 +32,7 @@ enum HTMLReport {
         .panels { display: flex; flex-wrap: wrap; gap: 18px; } .panel { border: 1px solid #e4e4e4; padding: 6px; }
         .panel h3 { font-size: 14px; margin: 2px 0 6px; } .note { color: #666; font-size: 12px; }
         svg text { font: 11px system-ui, sans-serif; fill: #333; }
+        dl.legend { font-size: 12px; color: #555; margin: 4px 0 12px; } dl.legend dt { font-weight: 600; float: left; clear: left; margin-right: 6px; } dl.legend dd { margin: 0 0 2px; }
         pre.recipe { background: #f6f6f6; border: 1px solid #ddd; padding: 8px; user-select: all; }
         </style></head><body>
         <h1>\(escape(title))</h1>
@@ -46,7 +47,7 @@ enum HTMLReport {
         for (i, run) in runs.enumerated() {
             html += "<div class=\"panel\"><h3>\(escape(run.label))</h3>\(linearSparsityChart(run.report, id: "linear-sparsity-\(i)"))</div>"
         }
-        html += "</div>\n<h2>Reconstruction error per linear</h2>\n<p class=\"note\">Per-token squared output error ‖ΔW x‖², log scale: before the update (mask only, grey ring) and after the solver (dot, coloured by linear).</p>\n<div class=\"panels\">"
+        html += "</div>\n<h2>Reconstruction error per linear</h2>\n<p class=\"note\">Relative output error ‖ΔW x‖² / ‖W x‖² on the calibration inputs (the fraction of the linear's output lost; absolute per-token ‖ΔW x‖² for reports without ‖W x‖²), log scale: before the update (mask only, grey ring) and after the solver (dot, coloured by linear).</p>\n<div class=\"panels\">"
         for (i, run) in runs.enumerated() {
             html += "<div class=\"panel\"><h3>\(escape(run.label))</h3>\(errorChart(run.report, id: "error-\(i)"))</div>"
         }
@@ -85,8 +86,32 @@ enum HTMLReport {
             let before = pairs.map(\.0).reduce(0, +), after = pairs.map(\.1).reduce(0, +)
             return before > 0 ? String(format: "%.3f", after / before) : "–"
         }
-        return html + "</table>\n"
+        html += row("median relative error after") { report in
+            let values = report.linears.compactMap(\.relativeErrorAfter).sorted()
+            return values.isEmpty ? "–" : String(format: "%.4g", values[values.count / 2])
+        }
+        html += row("bytes sent, largest rank (plan)") { report in
+            guard let sent = report.rankUsage.compactMap(\.bytesSent).max() else { return "–" }
+            return formatBytes(sent) + (report.rankUsage.compactMap(\.plannedBytesSent).max().map { " (\(formatBytes($0)))" } ?? "")
+        }
+        return html + "</table>\n" + summaryLegend
     }
+
+    /// What every figure of the summary table means.
+    static let summaryLegend = """
+    <dl class="legend">
+    <dt>sparsity (target / reached)</dt><dd>the fraction of block-linear weights asked for, and the fraction that are zero in the output (all blocks' linears; embeddings, norms and head are never pruned).</dd>
+    <dt>calibration</dt><dd>sequences × tokens drawn from --calib with the seed; true-sequential: statistics collected again after each group of linears is pruned.</dd>
+    <dt>ranks</dt><dd>MPI processes (or in-memory ranks) the run was spread over.</dd>
+    <dt>wall time</dt><dd>seconds from the start of the run to the report, on rank 0 (evaluation not included).</dd>
+    <dt>CPU time, all ranks</dt><dd>user + system seconds summed over ranks: the work done, barely moved by other jobs on the machine.</dd>
+    <dt>largest peak RSS</dt><dd>the highest resident memory (VmHWM) of any rank: what --mem-per-rank must cover.</dd>
+    <dt>mean error after / before</dt><dd>Σ error after the solver / Σ error with the mask alone, over linears (1 = the update did nothing; lower is better). Errors are ‖ΔW x‖² per token on the calibration inputs.</dd>
+    <dt>median relative error after</dt><dd>the median over linears of ‖ΔW x‖² / ‖W x‖²: the fraction of a linear's output the pruned weight loses.</dd>
+    <dt>bytes sent, largest rank (plan)</dt><dd>payload the busiest rank handed to collectives over the run, and in brackets plan's estimate for the same run (see the ranks table).</dd>
+    </dl>
+
+    """
 
     private static func evaluationTable(_ runs: [Run]) -> String {
         let keys = Set(runs.flatMap { $0.report.evaluation?.keys.map { $0 } ?? [] })
@@ -120,11 +145,15 @@ enum HTMLReport {
     }
 
     private static func rankTable(_ report: RunReport) -> String {
-        var html = "<table><tr><th>rank</th><th>host</th><th>sequences</th><th>peak RSS</th><th>CPU s</th></tr>\n"
+        var html = "<table><tr><th>rank</th><th>host</th><th>sequences</th><th>peak RSS</th><th>CPU s</th><th>bytes sent</th><th>plan's estimate</th></tr>\n"
         for r in report.rankUsage {
-            html += "<tr><td>\(r.rank)</td><td>\(escape(r.host))</td><td>\(r.sequences)</td><td>\(formatBytes(r.peakRSSBytes))</td><td>\(String(format: "%.1f", r.cpuSeconds))</td></tr>\n"
+            html += "<tr><td>\(r.rank)</td><td>\(escape(r.host))</td><td>\(r.sequences)</td><td>\(formatBytes(r.peakRSSBytes))</td><td>\(String(format: "%.1f", r.cpuSeconds))</td>"
+                + "<td>\(r.bytesSent.map(formatBytes) ?? "–")</td><td>\(r.plannedBytesSent.map(formatBytes) ?? "–")</td></tr>\n"
         }
-        return html + "</table>\n"
+        return html + "</table>\n<p class=\"note\">bytes sent: payload this rank handed to MPI collectives over the whole run (its statistics for reductions, "
+            + "the weights it solved for broadcasts, report entries for the final gather). plan's estimate: the same run as `prune-dist plan` "
+            + "models it, bytes on the wire per rank (ring all-reduce, tree broadcast ×⌈log₂ ranks⌉); the two agree on 2 ranks up to the "
+            + "small messages plan leaves out.</p>\n"
     }
 
     // MARK: charts
@@ -258,7 +287,15 @@ enum HTMLReport {
     /// Each linear's error before (ring) and after (dot) on a log axis, linears in model order along x.
     private static func errorChart(_ report: RunReport, id: String) -> String {
         let f = Frame()
-        let entries = report.linears
+        // Relative to the linear's own output ‖W x‖² when the report has it: absolute errors span eight orders of
+        // magnitude across blocks (the residual stream grows), relative ones compare linears and methods.
+        let relative = report.linears.contains { $0.outputEnergy != nil }
+        let entries = report.linears.map { entry -> RunReport.Linear in
+            guard relative else { return entry }
+            var scaled = entry
+            (scaled.errorBefore, scaled.errorAfter) = (entry.relativeErrorBefore, entry.relativeErrorAfter)
+            return scaled
+        }
         let positive = entries.flatMap { [$0.errorBefore, $0.errorAfter] }.compactMap { $0 }.filter { $0 > 0 && $0.isFinite }
         var s = svgOpen(id, f, label: "reconstruction error per linear")
         guard let minimum = positive.min(), let maximum = positive.max() else {
@@ -274,7 +311,7 @@ enum HTMLReport {
         for layer in stride(from: 0, to: blocks, by: step) {
             if let first = entries.firstIndex(where: { $0.layer == layer }) { xTicks.append((x(Double(first)), "\(layer)")) }
         }
-        s += axes(f, xTicks: xTicks, yTicks: yTicks, xLabel: "block (linears in model order)", yLabel: "‖ΔW x‖² per token")
+        s += axes(f, xTicks: xTicks, yTicks: yTicks, xLabel: "block (linears in model order)", yLabel: relative ? "‖ΔW x‖² / ‖W x‖²" : "‖ΔW x‖² per token")
         let columns = linearColumns(report)
         for (i, entry) in entries.enumerated() {
             let colour = palette[(columns.firstIndex(of: kind(entry)) ?? 0) % palette.count]

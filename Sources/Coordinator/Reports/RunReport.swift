@@ -14,6 +14,12 @@ public struct RunReport: Codable, Sendable {
         public var errorBefore: Double?
         /// Per-token squared output error after the solver, ‖(W − Ŵ)x̂‖² (KRP: against its target).
         public var errorAfter: Double?
+        /// Per-token squared output of the dense weight on the same inputs, ‖W x̂‖² = tr(W H Wᵀ): what the errors are
+        /// relative to (absent for methods without a Hessian, and in older reports).
+        public var outputEnergy: Double? = nil
+        /// errorBefore / outputEnergy and errorAfter / outputEnergy: the fraction of the output lost.
+        public var relativeErrorBefore: Double? { outputEnergy.flatMap { e in errorBefore.map { e > 0 ? $0 / e : 0 } } }
+        public var relativeErrorAfter: Double? { outputEnergy.flatMap { e in errorAfter.map { e > 0 ? $0 / e : 0 } } }
         /// Dampening added to the Hessian diagonal (SparseGPT/KRP), after any re-dampening.
         public var damping: Double?
         /// KRP's ridge λ (adaptive rectification).
@@ -24,7 +30,52 @@ public struct RunReport: Codable, Sendable {
 
         enum CodingKeys: String, CodingKey {
             case name, layer, owner, sparsity, zeros, total, damping, ridge, redamped, seconds
-            case errorBefore = "error_before", errorAfter = "error_after"
+            case errorBefore = "error_before", errorAfter = "error_after", outputEnergy = "output_energy"
+            case relativeErrorBefore = "relative_error_before", relativeErrorAfter = "relative_error_after"
+        }
+
+        public init(name: String, layer: Int, owner: Int, sparsity: Double, zeros: Int, total: Int, errorBefore: Double?,
+                    errorAfter: Double?, outputEnergy: Double? = nil, damping: Double?, ridge: Double?, redamped: Int, seconds: Double) {
+            (self.name, self.layer, self.owner, self.sparsity, self.zeros, self.total) = (name, layer, owner, sparsity, zeros, total)
+            (self.errorBefore, self.errorAfter, self.outputEnergy) = (errorBefore, errorAfter, outputEnergy)
+            (self.damping, self.ridge, self.redamped, self.seconds) = (damping, ridge, redamped, seconds)
+        }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            name = try c.decode(String.self, forKey: .name)
+            layer = try c.decode(Int.self, forKey: .layer)
+            owner = try c.decode(Int.self, forKey: .owner)
+            sparsity = try c.decode(Double.self, forKey: .sparsity)
+            zeros = try c.decode(Int.self, forKey: .zeros)
+            total = try c.decode(Int.self, forKey: .total)
+            errorBefore = try c.decodeIfPresent(Double.self, forKey: .errorBefore)
+            errorAfter = try c.decodeIfPresent(Double.self, forKey: .errorAfter)
+            outputEnergy = try c.decodeIfPresent(Double.self, forKey: .outputEnergy)
+            damping = try c.decodeIfPresent(Double.self, forKey: .damping)
+            ridge = try c.decodeIfPresent(Double.self, forKey: .ridge)
+            redamped = try c.decode(Int.self, forKey: .redamped)
+            seconds = try c.decode(Double.self, forKey: .seconds)
+        }
+
+        /// The stored fields, and the relative errors derived from them (written for readers of the JSON, not read back).
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(name, forKey: .name)
+            try c.encode(layer, forKey: .layer)
+            try c.encode(owner, forKey: .owner)
+            try c.encode(sparsity, forKey: .sparsity)
+            try c.encode(zeros, forKey: .zeros)
+            try c.encode(total, forKey: .total)
+            try c.encodeIfPresent(errorBefore, forKey: .errorBefore)
+            try c.encodeIfPresent(errorAfter, forKey: .errorAfter)
+            try c.encodeIfPresent(outputEnergy, forKey: .outputEnergy)
+            try c.encodeIfPresent(relativeErrorBefore, forKey: .relativeErrorBefore)
+            try c.encodeIfPresent(relativeErrorAfter, forKey: .relativeErrorAfter)
+            try c.encodeIfPresent(damping, forKey: .damping)
+            try c.encodeIfPresent(ridge, forKey: .ridge)
+            try c.encode(redamped, forKey: .redamped)
+            try c.encode(seconds, forKey: .seconds)
         }
     }
 
@@ -53,10 +104,15 @@ public struct RunReport: Codable, Sendable {
         /// User plus system CPU time of the process: unlike wall time, barely moved by other jobs on the machine.
         public var cpuSeconds: Double
         public var sequences: Int
+        /// Payload bytes this rank contributed to collectives over the run (Worker's SentBytes), and `plan`'s
+        /// estimate of the bytes it sends for the same run (absent in older reports and structured runs).
+        public var bytesSent: Int? = nil
+        public var plannedBytesSent: Int? = nil
         enum CodingKeys: String, CodingKey {
             case rank, host, sequences
             case peakRSSBytes = "peak_rss_bytes"
             case cpuSeconds = "cpu_seconds"
+            case bytesSent = "bytes_sent", plannedBytesSent = "planned_bytes_sent"
         }
     }
 

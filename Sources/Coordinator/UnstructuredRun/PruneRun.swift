@@ -171,7 +171,8 @@ final class PruneRun {
         }
 
         // Every rank's report entries and usage, gathered on rank 0.
-        let usage = RunReport.Rank(rank: comm.rank, host: comm.hostName, peakRSSBytes: peakResidentBytes(), cpuSeconds: processCPUSeconds(), sequences: mine.count)
+        let usage = RunReport.Rank(rank: comm.rank, host: comm.hostName, peakRSSBytes: peakResidentBytes(), cpuSeconds: processCPUSeconds(),
+                                   sequences: mine.count, bytesSent: comm.bytesSent)
         let parts = try comm.gather(RankPart(linears: linears, usage: usage), root: 0)
         var report = RunReport(tool: "prune-dist", version: PruneDistVersion.string, model: settings.model.path, output: settings.out.path,
                                method: method.rawValue, pattern: settings.pattern.description, sparsityTarget: settings.pattern.sparsity,
@@ -190,6 +191,13 @@ final class PruneRun {
             }
             report.linears = parts.flatMap(\.linears).sorted { ($0.layer, position($0)) < ($1.layer, position($1)) }
             report.rankUsage = parts.map(\.usage)
+            // plan's estimate for the blocks this process pruned, beside the measured bytes.
+            let planned = MemoryPlan(MemoryPlan.Request(config: config, ranks: comm.size, samples: windows.count, seqlen: seqlen, method: method,
+                                                        trueSequential: settings.trueSequential, checkpointBytes: 0, storageBytesPerElement: 4,
+                                                        weightsBroadcast: settings.weights == .broadcast))
+            for r in report.rankUsage.indices {
+                report.rankUsage[r].plannedBytesSent = planned.ranks[r].sentBytesPerBlock * (config.numHiddenLayers - resumption.firstBlock)
+            }
             let zeros = report.linears.reduce(0) { $0 + $1.zeros }, total = report.linears.reduce(0) { $0 + $1.total }
             report.overallSparsity = Double(zeros) / Double(max(total, 1))
             report.totalSeconds = Date().timeIntervalSince(start)
@@ -293,9 +301,14 @@ final class PruneRun {
             throw PruneDistError(error.kind, "\(name): \(error.message)")
         }
         let zeros = result.weight.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }
+        // The errors' scale, from the same Hessian they were measured with (reported as error / ‖Y‖²).
+        var energy: Double?
+        if result.errorBefore != nil, let hessian = statistics?.hessian, hessian.count == shape[1] * shape[1] {
+            energy = outputEnergy(weight: weight, rows: shape[0], columns: shape[1], hessian: hessian)
+        }
         let entry = RunReport.Linear(name: name, layer: layer, owner: comm.rank,
                                      sparsity: Double(zeros) / Double(result.weight.count), zeros: zeros, total: result.weight.count,
-                                     errorBefore: result.errorBefore, errorAfter: result.errorAfter, damping: result.damping,
+                                     errorBefore: result.errorBefore, errorAfter: result.errorAfter, outputEnergy: energy, damping: result.damping,
                                      ridge: result.ridge, redamped: result.redamped, seconds: 0)
         return (result.weight, entry)
     }
