@@ -47,4 +47,24 @@ final class CommandLineTests: XCTestCase {
             }
         }
     }
+
+    /// `prune --help` groups options by method family, in this order, and its overview names all six methods, the
+    /// exit codes' page and shell completion; every option keeps its name.
+    func testPruneHelpIsGroupedByMethodFamily() {
+        let help = PruneDistCommand.helpMessage(for: PruneCommand.self, columns: 200)
+        let titles = ["COMMON (EVERY METHOD):", "UNSTRUCTURED AND N:M (MAGNITUDE, WANDA, SPARSEGPT, KRP):", "STRUCTURED (LLM-PRUNER, ADAPRUNER):",
+                      "ADAPRUNER'S SEARCH (ADAPRUNER):", "EVALUATION OF THE RESULT (UNSTRUCTURED METHODS):", "CLUSTER (UNSTRUCTURED METHODS):", "PROCESS:"]
+        let positions = titles.map { help.range(of: $0)?.lowerBound }
+        XCTAssertFalse(positions.contains(nil), help)
+        XCTAssertEqual(positions.compactMap { $0 }, positions.compactMap { $0 }.sorted(), "groups in family order")
+        for method in PruneMethod.allCases { XCTAssertTrue(help.contains(method.rawValue), method.rawValue) }
+        XCTAssertTrue(help.contains("docs/operators.md") && help.contains("--generate-completion-script"))
+        // A sample of option names scripts use, each under its family.
+        let unstructured = help.range(of: titles[1])!.lowerBound, structured = help.range(of: titles[2])!.lowerBound
+        for option in ["--sparsity <sparsity>", "--krp-ridge <krp-ridge>", "--ignore <target>"] {
+            let at = try! XCTUnwrap(help.range(of: option)).lowerBound
+            XCTAssertTrue(unstructured < at && at < structured, option)
+        }
+        XCTAssertTrue(help.contains("--eval-text <eval-text>") && help.contains("--weights <weights>") && help.contains("--recipe <file.yaml>"))
+    }
 }

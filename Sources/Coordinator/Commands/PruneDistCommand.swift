@@ -7,6 +7,11 @@ public struct PruneDistCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "prune-dist",
         abstract: "Prune LLaMA-family language models after training, spread over MPI ranks.",
+        discussion: """
+        Methods (prune --method): magnitude, wanda, sparsegpt, krp (unstructured or N:M), llm-pruner, adapruner \
+        (structured). Exit codes: 0 done, 64 refused command line, 1 refused input or failure, 130/143 interrupted \
+        (docs/operators.md). Shell completion: prune-dist --generate-completion-script bash (or zsh, fish).
+        """,
         version: PruneDistVersion.string,
         subcommands: [PruneCommand.self, EvalCommand.self, InspectCommand.self, CommCheckCommand.self, ConvertCommand.self, PlanCommand.self, ReportCommand.self, GenerateCommand.self]
     )

@@ -229,13 +229,13 @@ extension PruneCommand {
             options.append(("aggregation", (s.aggregation ?? .sum).rawValue))
             let given: [(String, String?)] = [
                 ("calib-draw", s.calibDraw?.rawValue), ("block-start", s.blockStart.map(String.init)), ("block-end", s.blockEnd.map(String.init)),
-                ("trials", s.trials.map(String.init)), ("pool", s.pool.map { URL(fileURLWithPath: $0).standardizedFileURL.path }),
-                ("search-seed", s.searchSeed.map(String.init)), ("min-document-tokens", s.minDocumentTokens.map(String.init)),
-                ("sample-choices", s.sampleChoices), ("seed-choices", s.seedChoices.map(String.init)), ("terms", s.terms),
-                ("beta-vector", s.betaVector), ("beta-el1", s.betaEl1), ("beta-el2", s.betaEl2),
-                ("objective-windows", s.objectiveWindows.map(String.init)), ("objective-seqlen", s.objectiveSeqlen.map(String.init)),
-                ("gamma", s.gamma.map(number)), ("startup-trials", s.startupTrials.map(String.init)),
-                ("parallel-trials", s.parallelTrials.map(String.init)),
+                ("trials", adapruner.trials.map(String.init)), ("pool", adapruner.pool.map { URL(fileURLWithPath: $0).standardizedFileURL.path }),
+                ("search-seed", adapruner.searchSeed.map(String.init)), ("min-document-tokens", adapruner.minDocumentTokens.map(String.init)),
+                ("sample-choices", adapruner.sampleChoices), ("seed-choices", adapruner.seedChoices.map(String.init)), ("terms", adapruner.terms),
+                ("beta-vector", adapruner.betaVector), ("beta-el1", adapruner.betaEl1), ("beta-el2", adapruner.betaEl2),
+                ("objective-windows", adapruner.objectiveWindows.map(String.init)), ("objective-seqlen", adapruner.objectiveSeqlen.map(String.init)),
+                ("gamma", adapruner.gamma.map(number)), ("startup-trials", adapruner.startupTrials.map(String.init)),
+                ("parallel-trials", adapruner.parallelTrials.map(String.init)),
             ]
             options += given.compactMap { key, value in value.map { (key, $0) } }
         } else {
