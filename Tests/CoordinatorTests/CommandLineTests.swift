@@ -68,3 +68,18 @@ final class CommandLineTests: XCTestCase {
         XCTAssertTrue(help.contains("--eval-text <eval-text>") && help.contains("--weights <weights>") && help.contains("--recipe <file.yaml>"))
     }
 }
+
+/// inspect lists tensors in the order a forward pass meets them: layers numerically (2 before 10), each block in
+/// execution order, the final norm and head last.
+final class InspectOrderTests: XCTestCase {
+    func testTensorsAreInBlockOrder() {
+        let names = ["lm_head.weight", "model.layers.10.mlp.down_proj.weight", "model.norm.weight", "model.layers.2.self_attn.q_proj.weight",
+                     "model.layers.2.input_layernorm.weight", "model.embed_tokens.weight", "model.layers.10.input_layernorm.weight",
+                     "model.layers.2.mlp.gate_proj.weight", "model.layers.2.post_attention_layernorm.weight"]
+        XCTAssertEqual(names.sorted(by: blockOrder), [
+            "model.embed_tokens.weight", "model.layers.2.input_layernorm.weight", "model.layers.2.self_attn.q_proj.weight",
+            "model.layers.2.post_attention_layernorm.weight", "model.layers.2.mlp.gate_proj.weight",
+            "model.layers.10.input_layernorm.weight", "model.layers.10.mlp.down_proj.weight", "model.norm.weight", "lm_head.weight",
+        ])
+    }
+}
