@@ -53,7 +53,7 @@ struct MemoryPlan: Sendable {
     }
 
     /// Runtime, Swift/Foundation and Open MPI (code and data pages): the peak of a tiny-llama run.
-    static let runtimeBytes = 36 << 20
+    static let runtimeBytes = 44 << 20
     /// OpenBLAS's per-thread packing buffer (BUFFER_SIZE, 32 MiB), touched in full once GEMM panels are large.
     static let blasBufferBytes = 32 << 20
     /// What every rank holds besides the run's data (calibrated on SmolLM2 and tiny-llama; docs/decisions.md).
