@@ -87,14 +87,14 @@ struct PlanCommand: ParsableCommand {
         let estimate = RunEstimate(plan: plan)
         let rate = gemmGflops.map { (float: $0, double: $0 / 2) } ?? measuredGEMMRate()
         let fits = plan.fits(memoryPerRank: limit)
-        let smallest = fits ? nil : RunEstimate.smallestRanks(plan.request, memoryPerRank: limit)
+        let smallest = RunEstimate.smallestRanks(plan.request, memoryPerRank: limit)
         let outputElementBytes = elementBytes
         if json {
             var object = plan.jsonObject(memoryPerRank: limit)
             let flops = estimate.flops
             object["dominant_term"] = estimate.dominantTerm.name
             object["dominant_term_bytes"] = estimate.dominantTerm.bytes
-            object["smallest_fitting_ranks"] = fits ? ranks : smallest ?? NSNull()
+            object["smallest_fitting_ranks"] = smallest ?? NSNull()
             object["sent_bytes_per_rank_run"] = estimate.sentBytesPerRank
             object["output_bytes"] = estimate.outputBytes(outputBytesPerElement: outputElementBytes)
             object["journal_bytes"] = estimate.journalBytes
