@@ -18,8 +18,8 @@ public struct RunReport: Codable, Sendable {
         /// relative to (absent for methods without a Hessian, and in older reports).
         public var outputEnergy: Double? = nil
         /// errorBefore / outputEnergy and errorAfter / outputEnergy: the fraction of the output lost.
-        public var relativeErrorBefore: Double? { outputEnergy.flatMap { e in errorBefore.map { e > 0 ? $0 / e : 0 } } }
-        public var relativeErrorAfter: Double? { outputEnergy.flatMap { e in errorAfter.map { e > 0 ? $0 / e : 0 } } }
+        public var relativeErrorBefore: Double? = nil
+        public var relativeErrorAfter: Double? = nil
         /// Dampening added to the Hessian diagonal (SparseGPT/KRP), after any re-dampening.
         public var damping: Double?
         /// KRP's ridge λ (adaptive rectification).
@@ -38,44 +38,10 @@ public struct RunReport: Codable, Sendable {
                     errorAfter: Double?, outputEnergy: Double? = nil, damping: Double?, ridge: Double?, redamped: Int, seconds: Double) {
             (self.name, self.layer, self.owner, self.sparsity, self.zeros, self.total) = (name, layer, owner, sparsity, zeros, total)
             (self.errorBefore, self.errorAfter, self.outputEnergy) = (errorBefore, errorAfter, outputEnergy)
+            if let outputEnergy, outputEnergy > 0 {
+                (relativeErrorBefore, relativeErrorAfter) = (errorBefore.map { $0 / outputEnergy }, errorAfter.map { $0 / outputEnergy })
+            }
             (self.damping, self.ridge, self.redamped, self.seconds) = (damping, ridge, redamped, seconds)
-        }
-
-        public init(from decoder: Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            name = try c.decode(String.self, forKey: .name)
-            layer = try c.decode(Int.self, forKey: .layer)
-            owner = try c.decode(Int.self, forKey: .owner)
-            sparsity = try c.decode(Double.self, forKey: .sparsity)
-            zeros = try c.decode(Int.self, forKey: .zeros)
-            total = try c.decode(Int.self, forKey: .total)
-            errorBefore = try c.decodeIfPresent(Double.self, forKey: .errorBefore)
-            errorAfter = try c.decodeIfPresent(Double.self, forKey: .errorAfter)
-            outputEnergy = try c.decodeIfPresent(Double.self, forKey: .outputEnergy)
-            damping = try c.decodeIfPresent(Double.self, forKey: .damping)
-            ridge = try c.decodeIfPresent(Double.self, forKey: .ridge)
-            redamped = try c.decode(Int.self, forKey: .redamped)
-            seconds = try c.decode(Double.self, forKey: .seconds)
-        }
-
-        /// The stored fields, and the relative errors derived from them (written for readers of the JSON, not read back).
-        public func encode(to encoder: Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(name, forKey: .name)
-            try c.encode(layer, forKey: .layer)
-            try c.encode(owner, forKey: .owner)
-            try c.encode(sparsity, forKey: .sparsity)
-            try c.encode(zeros, forKey: .zeros)
-            try c.encode(total, forKey: .total)
-            try c.encodeIfPresent(errorBefore, forKey: .errorBefore)
-            try c.encodeIfPresent(errorAfter, forKey: .errorAfter)
-            try c.encodeIfPresent(outputEnergy, forKey: .outputEnergy)
-            try c.encodeIfPresent(relativeErrorBefore, forKey: .relativeErrorBefore)
-            try c.encodeIfPresent(relativeErrorAfter, forKey: .relativeErrorAfter)
-            try c.encodeIfPresent(damping, forKey: .damping)
-            try c.encodeIfPresent(ridge, forKey: .ridge)
-            try c.encode(redamped, forKey: .redamped)
-            try c.encode(seconds, forKey: .seconds)
         }
     }
 
