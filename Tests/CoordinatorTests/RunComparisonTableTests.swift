@@ -44,4 +44,12 @@ final class RunComparisonTableTests: XCTestCase {
         XCTAssertTrue(latex.contains("wanda\\_2:4 \\& more & wanda & unstructured 50\\% & 0.5000 & -- & 20.000 & -- & -- & 3.0 \\\\"), latex)
         XCTAssertTrue(latex.hasSuffix("\\bottomrule\n\\end{tabular}\n"))
     }
+
+    /// The HTML page of several runs starts with the same table; a single run's page has none.
+    func testTheHTMLPageOfSeveralRunsHasTheTable() {
+        let html = HTMLReport.render(runs)
+        XCTAssertTrue(html.contains("<h2>Runs side by side</h2>"))
+        XCTAssertTrue(html.contains("<tr><td>wanda_2:4 &amp; more</td><td>wanda</td><td>unstructured 50%</td><td>0.5000</td><td>–</td><td>20.000</td>"), html)
+        XCTAssertFalse(HTMLReport.render([runs[0]]).contains("Runs side by side"))
+    }
 }

@@ -25,8 +25,13 @@ final class RecipeRunTests: XCTestCase {
 
     func testTheEmbeddedRecipeRepeatsTheRunToTheByte() throws {
         let calib = try writeRandomCalibrationWindows(to: scratch.appendingPathComponent("calib.json"), count: 16, seqlen: 64, seed: 5)
+        let tokens = scratch.appendingPathComponent("eval_tokens.json")
+        try JSONSerialization.data(withJSONObject: (0..<256).map { ($0 * 37) % 512 }).write(to: tokens)
         let first = try prune(["--method", "krp", "--sparsity", "0.5", "--calib", calib.path, "--samples", "16", "--seqlen", "64",
-                               "--ignore", "re:.*down_proj", "--sparsity-override", "model.layers.0.self_attn.q_proj=0.7"], out: "first")
+                               "--ignore", "re:.*down_proj", "--sparsity-override", "model.layers.0.self_attn.q_proj=0.7",
+                               "--eval-text", tokens.path, "--eval-seqlen", "32"], out: "first")
+        // Evaluation logs its progress block by block, as pruning does (the pruned model, then the dense one).
+        XCTAssertTrue(first.result.stderr.contains("perplexity on eval: block 3/3 done"), first.result.stderr)
         // The last lines name the output and both report files.
         let reports = [first.out.appendingPathComponent("prune-report.json").path, first.out.appendingPathComponent("prune-report.html").path]
         XCTAssertEqual(try first.result.lastJSON()["reports"] as? [String], reports)
