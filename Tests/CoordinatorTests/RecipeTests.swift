@@ -68,6 +68,23 @@ final class RecipeTests: XCTestCase {
         XCTAssertEqual([b.samples, b.seqlen, b.seed], [4, 32, 0])
     }
 
+    /// A structured run's recipe (ratio, importance, AdaPruner's search options) reads back to the same settings.
+    func testAStructuredRecipeReadsBack() throws {
+        let calib = try writeRandomCalibrationWindows(to: scratch.appendingPathComponent("calib.json"), count: 8, seqlen: 32, seed: 1)
+        let arguments = try base() + ["--method", "adapruner", "--ratio", "0.25", "--calib", calib.path, "--seqlen", "32", "--samples", "4",
+                                      "--sample-choices", "4,8", "--trials", "3", "--importance", "vector", "--block-start", "0", "--block-end", "1"]
+        let command = try XCTUnwrap(try PruneDistCommand.parseAsRoot(arguments) as? PruneCommand)
+        let yaml = try command.runRecipe().yaml()
+        XCTAssertTrue(yaml.contains("ratio: 0.25") && yaml.contains("trials: 3") && yaml.contains("sample-choices: 4,8"), yaml)
+        let file = try write(yaml)
+        let again = try XCTUnwrap(try PruneDistCommand.parseAsRoot(try PruneRecipe.expand(try base() + ["--recipe", file])) as? PruneCommand)
+        XCTAssertEqual(try again.runRecipe().yaml(), yaml)
+        XCTAssertEqual(again.structured.ratio, 0.25)
+        XCTAssertEqual(again.structured.importance, .vector)
+        XCTAssertEqual(try again.searchSettings().trials, 3)
+        XCTAssertEqual(try again.searchSettings().sampleChoices, [4, 8])
+    }
+
     /// Unknown keys, wrong kinds, a missing method and options given twice are usage errors (exit 64) naming the key
     /// (or option) and the file.
     func testBadRecipesAreRefusedByName() throws {
