@@ -51,6 +51,12 @@ final class RecipeRunTests: XCTestCase {
         let original = try Data(contentsOf: first.out.appendingPathComponent("model.safetensors"))
         XCTAssertEqual(try Data(contentsOf: again.out.appendingPathComponent("model.safetensors")), original, "same bytes from the recipe")
         XCTAssertEqual(try report(again.out)["recipe"] as? String, recipe, "the recipe run embeds the same recipe")
+        // MPICommunicator counts the bytes each rank sends as the in-memory one does: plan's estimate on 2 ranks.
+        for usage in try XCTUnwrap(try report(twice.out)["rank_usage"] as? [[String: Any]]) {
+            let sent = try XCTUnwrap(usage["bytes_sent"] as? Int), planned = try XCTUnwrap(usage["planned_bytes_sent"] as? Int)
+            XCTAssertGreaterThan(planned, 100_000)
+            XCTAssertLessThan(abs(sent - planned), 4096, "rank \(usage["rank"] ?? "?"): sent \(sent), plan \(planned)")
+        }
         // Over 2 ranks the statistics are summed in another order: the same masks, weights to 1e-5.
         let a = try Checkpoint(directory: first.out), b = try Checkpoint(directory: twice.out)
         let input = try Checkpoint(directory: try Fixtures.path("fixtures/tiny-llama"))
