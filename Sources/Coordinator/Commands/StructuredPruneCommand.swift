@@ -191,8 +191,11 @@ extension PruneCommand {
             }
         }
         if comm.rank == 0 {
+            // A structured run's report is JSON only (no HTML page renders it yet).
+            let reports = RunReportFiles.jsonURLs(out: settings.out, extra: settings.reportURL)
+            logger.info("output \(settings.out.path); report \(reports.map(\.path).joined(separator: " and "))")
             printLine(try jsonLine([
-                "output": settings.out.path, "method": result.method, "ratio": result.ratio,
+                "output": settings.out.path, "reports": reports.map(\.path), "method": result.method, "ratio": result.ratio,
                 "parameters_before": result.parametersBefore, "parameters_after": result.parametersAfter,
                 "block_linear_fraction_removed": result.blockLinearFractionRemoved,
                 "pruned_blocks_fraction_removed": result.prunedBlocksFractionRemoved, "seconds": result.totalSeconds,
