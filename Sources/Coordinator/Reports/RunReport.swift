@@ -111,9 +111,13 @@ public struct RunReport: Codable, Sendable {
     public var denseEvaluation: [String: Double]? = nil
     /// The run as a `prune --recipe` YAML file: running it again (with --model and --out) repeats the run.
     public var recipe: String? = nil
+    /// `--ignore` targets and `--sparsity-override TARGET=VALUE` of the run (absent when none).
+    public var ignore: [String]? = nil
+    public var sparsityOverrides: [String]? = nil
 
     enum CodingKeys: String, CodingKey {
-        case tool, version, model, output, method, pattern, samples, seqlen, seed, ranks, linears, blocks, evaluation, allocation, provenance, recipe
+        case tool, version, model, output, method, pattern, samples, seqlen, seed, ranks, linears, blocks, evaluation, allocation, provenance, recipe, ignore
+        case sparsityOverrides = "sparsity_overrides"
         case denseEvaluation = "dense_evaluation"
         case blockSparsityTargets = "block_sparsity_targets", krpRectification = "krp_rectification"
         case sparsityTarget = "sparsity_target", trueSequential = "true_sequential", rankUsage = "rank_usage"

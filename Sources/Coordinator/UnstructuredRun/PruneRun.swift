@@ -184,6 +184,13 @@ final class PruneRun {
         }
         if method == .krp { report.krpRectification = "\(settings.krpRectification)" }
         report.recipe = settings.recipe
+        if !settings.linearRules.isEmpty {
+            report.ignore = settings.linearRules.ignore
+            report.sparsityOverrides = settings.linearRules.overrides.map { override -> String in
+                if case let .nOfM(n, m) = override.pattern { return "\(override.target)=\(n):\(m)" }
+                return "\(override.target)=\(override.pattern.sparsity)"
+            }
+        }
         if comm.rank == 0 {
             // Execution order within a block (q, k, v, o, gate, up, down), as the entry's tensor name says.
             func position(_ entry: RunReport.Linear) -> Int {
