@@ -11,6 +11,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // System libraries found through pkg-config (cblas.h is not on the default include path).
@@ -29,6 +30,7 @@ let package = Package(
             "Engine", "Worker",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(name: "prune-dist", dependencies: ["Coordinator"]),
         // Benchmarks (bench/*.sh build this in release mode); never run by the tests.

@@ -53,6 +53,9 @@ public protocol Communicator: AnyObject, Sendable {
     /// Seconds a failing rank other than 0 waits before reporting and aborting (see abortingJobOnError).
     var failureReportDelay: Double { get }
 
+    /// Payload bytes this rank has contributed to collectives so far (SentBytes says what is counted).
+    var bytesSent: Int { get }
+
     /// MPI_Comm_split: a collective every rank calls. The ranks passing the same `color` (≥ 0) form one new
     /// communicator, ranked by `key` (ties by rank here); its collectives involve only those ranks and work
     /// like this one's, and its `abort(code:)` still ends the whole job.

@@ -12,6 +12,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     public let rank: Int
     public let size: Int
     public let hostName: String
+    private let sentBytes = SentBytes()
+    public var bytesSent: Int { sentBytes.bytes }
     /// MPI_COMM_WORLD, or for a communicator made by `split` the sub-communicator (freed on deinit)
     private let world: MPI_Comm
     private let isSplit: Bool
@@ -113,12 +115,14 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     /// than MPI_Allreduce with Open MPI 4.1 over shared memory (2–4 ranks, 64 MB), and on a ring both
     /// bring root 2·(n−1)/n of the buffer.
     public func reduceSum(_ buffer: inout [Double], root: Int) throws {
+        if size > 1 { sentBytes.add(buffer.count * 8) }
         try begin("reduceSum", root: root)
         try checkSameCount(buffer.count, "reduceSum")
         try allreduceInPlace(&buffer, "reduceSum")
     }
 
     public func allreduceSum(_ buffer: inout [Double]) throws {
+        if size > 1 { sentBytes.add(buffer.count * 8) }
         try begin("allreduceSum")
         try checkSameCount(buffer.count, "allreduceSum")
         try allreduceInPlace(&buffer, "allreduceSum")
@@ -137,6 +141,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     }
 
     public func allreduceMax(_ value: Double) throws -> Double {
+        if size > 1 { sentBytes.add(8) }
         try begin("allreduceMax")
         var result = value
         try check(MPI_Allreduce(cmpi_in_place(), &result, 1, cmpi_double(), cmpi_max(), world), "allreduceMax")
@@ -156,6 +161,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     // MARK: broadcast
 
     public func broadcast(_ buffer: inout [Float], root: Int) throws {
+        if size > 1, rank == root { sentBytes.add(buffer.count * 4) }
         try begin("broadcast", root: root)
         try checkRootCount(buffer.count, root: root, "broadcast")
         try buffer.withUnsafeMutableBufferPointer { all in
@@ -165,6 +171,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     }
 
     public func broadcast(_ buffer: inout [Double], root: Int) throws {
+        if size > 1, rank == root { sentBytes.add(buffer.count * 8) }
         try begin("broadcast", root: root)
         try checkRootCount(buffer.count, root: root, "broadcast")
         try buffer.withUnsafeMutableBufferPointer { all in
@@ -174,6 +181,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     }
 
     public func broadcast(_ data: inout Data, root: Int) throws {
+        if size > 1, rank == root { sentBytes.add(data.count) }
         try begin("broadcast", root: root)
         var length = Int64(data.count)
         try check(MPI_Bcast(&length, 1, cmpi_int64(), Int32(root), world), "broadcast (length)")
@@ -205,11 +213,13 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     // MARK: gather
 
     public func gather(_ data: Data, root: Int) throws -> [Data] {
+        if size > 1, rank != root { sentBytes.add(data.count) }
         try begin("gather", root: root)
         return try gatherBytes(data, root: root, "gather")
     }
 
     public func allgather(_ data: Data) throws -> [Data] {
+        if size > 1 { sentBytes.add(data.count) }
         try begin("allgather")
         return try gatherBytes(data, root: nil, "allgather")
     }

@@ -11,6 +11,8 @@ import Worker
 /// into an error on the others instead of a hang.
 public final class InMemoryCommunicator: Communicator, @unchecked Sendable {
     public let rank: Int
+    private let sentBytes = SentBytes()
+    public var bytesSent: Int { sentBytes.bytes }
     public let size: Int
     public var hostName: String { "in-memory" }
     private let exchange: Exchange
@@ -62,6 +64,7 @@ public final class InMemoryCommunicator: Communicator, @unchecked Sendable {
     // MARK: Communicator
 
     public func reduceSum(_ buffer: inout [Double], root: Int) throws {
+        if size > 1 { sentBytes.add(buffer.count * 8) }
         try checkRoot(root, "reduceSum")
         let all = try exchange.collect(rank, Contribution(operation: "reduceSum", root: root, payload: .doubles(buffer)))
         let parts = try doublesOfEqualCount(all, "reduceSum")
@@ -69,16 +72,19 @@ public final class InMemoryCommunicator: Communicator, @unchecked Sendable {
     }
 
     public func allreduceSum(_ buffer: inout [Double]) throws {
+        if size > 1 { sentBytes.add(buffer.count * 8) }
         let all = try exchange.collect(rank, Contribution(operation: "allreduceSum", root: nil, payload: .doubles(buffer)))
         buffer = sumInRankOrder(try doublesOfEqualCount(all, "allreduceSum"))
     }
 
     public func allreduceMax(_ value: Double) throws -> Double {
+        if size > 1 { sentBytes.add(8) }
         let all = try exchange.collect(rank, Contribution(operation: "allreduceMax", root: nil, payload: .doubles([value])))
         return try doublesOfEqualCount(all, "allreduceMax").map { $0[0] }.max()!
     }
 
     public func broadcast(_ buffer: inout [Float], root: Int) throws {
+        if size > 1, rank == root { sentBytes.add(buffer.count * 4) }
         try checkRoot(root, "broadcast")
         let all = try exchange.collect(rank, Contribution(operation: "broadcast [Float]", root: root, payload: .floats(buffer)))
         guard case .floats(let sent) = all[root].payload else { preconditionFailure("payload kind checked by collect") }
@@ -89,6 +95,7 @@ public final class InMemoryCommunicator: Communicator, @unchecked Sendable {
     }
 
     public func broadcast(_ buffer: inout [Double], root: Int) throws {
+        if size > 1, rank == root { sentBytes.add(buffer.count * 8) }
         try checkRoot(root, "broadcast")
         let all = try exchange.collect(rank, Contribution(operation: "broadcast [Double]", root: root, payload: .doubles(buffer)))
         guard case .doubles(let sent) = all[root].payload else { preconditionFailure("payload kind checked by collect") }
@@ -99,6 +106,7 @@ public final class InMemoryCommunicator: Communicator, @unchecked Sendable {
     }
 
     public func broadcast(_ data: inout Data, root: Int) throws {
+        if size > 1, rank == root { sentBytes.add(data.count) }
         try checkRoot(root, "broadcast")
         let all = try exchange.collect(rank, Contribution(operation: "broadcast Data", root: root, payload: .bytes(data)))
         guard case .bytes(let sent) = all[root].payload else { preconditionFailure("payload kind checked by collect") }
@@ -106,13 +114,15 @@ public final class InMemoryCommunicator: Communicator, @unchecked Sendable {
     }
 
     public func gather(_ data: Data, root: Int) throws -> [Data] {
+        if size > 1, rank != root { sentBytes.add(data.count) }
         try checkRoot(root, "gather")
         let all = try exchange.collect(rank, Contribution(operation: "gather", root: root, payload: .bytes(data)))
         return rank == root ? all.map(\.bytes) : []
     }
 
     public func allgather(_ data: Data) throws -> [Data] {
-        try exchange.collect(rank, Contribution(operation: "allgather", root: nil, payload: .bytes(data))).map(\.bytes)
+        if size > 1 { sentBytes.add(data.count) }
+        return try exchange.collect(rank, Contribution(operation: "allgather", root: nil, payload: .bytes(data))).map(\.bytes)
     }
 
     public func barrier() throws {

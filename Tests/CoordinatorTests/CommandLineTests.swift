@@ -60,4 +60,39 @@ final class CommandLineTests: XCTestCase {
                                                             "--seqlen", "512"], files: [])
         XCTAssertEqual(other.last, "--seqlen 512", "a value that is not a path still counts")
     }
+
+    /// `prune --help` groups options by method family, in this order, and its overview names all six methods, the
+    /// exit codes' page and shell completion; every option keeps its name.
+    func testPruneHelpIsGroupedByMethodFamily() {
+        let help = PruneDistCommand.helpMessage(for: PruneCommand.self, columns: 200)
+        let titles = ["COMMON (EVERY METHOD):", "UNSTRUCTURED AND N:M (MAGNITUDE, WANDA, SPARSEGPT, KRP):", "STRUCTURED (LLM-PRUNER, ADAPRUNER):",
+                      "ADAPRUNER'S SEARCH (ADAPRUNER):", "EVALUATION OF THE RESULT (EVERY METHOD):", "ADVERSARIAL ATTACK OF THE RESULT (EVERY METHOD):", "CLUSTER (UNSTRUCTURED METHODS):", "PROCESS:"]
+        let positions = titles.map { help.range(of: $0)?.lowerBound }
+        XCTAssertFalse(positions.contains(nil), help)
+        XCTAssertEqual(positions.compactMap { $0 }, positions.compactMap { $0 }.sorted(), "groups in family order")
+        for method in PruneMethod.allCases { XCTAssertTrue(help.contains(method.rawValue), method.rawValue) }
+        XCTAssertTrue(help.contains("docs/operators.md") && help.contains("--generate-completion-script"))
+        // A sample of option names scripts use, each under its family.
+        let unstructured = help.range(of: titles[1])!.lowerBound, structured = help.range(of: titles[2])!.lowerBound
+        for option in ["--sparsity <sparsity>", "--krp-ridge <krp-ridge>", "--ignore <target>"] {
+            let at = try! XCTUnwrap(help.range(of: option)).lowerBound
+            XCTAssertTrue(unstructured < at && at < structured, option)
+        }
+        XCTAssertTrue(help.contains("--eval-text <eval-text>") && help.contains("--weights <weights>") && help.contains("--recipe <file.yaml>"))
+    }
+}
+
+/// inspect lists tensors in the order a forward pass meets them: layers numerically (2 before 10), each block in
+/// execution order, the final norm and head last.
+final class InspectOrderTests: XCTestCase {
+    func testTensorsAreInBlockOrder() {
+        let names = ["lm_head.weight", "model.layers.10.mlp.down_proj.weight", "model.norm.weight", "model.layers.2.self_attn.q_proj.weight",
+                     "model.layers.2.input_layernorm.weight", "model.embed_tokens.weight", "model.layers.10.input_layernorm.weight",
+                     "model.layers.2.mlp.gate_proj.weight", "model.layers.2.post_attention_layernorm.weight"]
+        XCTAssertEqual(names.sorted(by: blockOrder), [
+            "model.embed_tokens.weight", "model.layers.2.input_layernorm.weight", "model.layers.2.self_attn.q_proj.weight",
+            "model.layers.2.post_attention_layernorm.weight", "model.layers.2.mlp.gate_proj.weight",
+            "model.layers.10.input_layernorm.weight", "model.layers.10.mlp.down_proj.weight", "model.norm.weight", "lm_head.weight",
+        ])
+    }
 }

@@ -119,6 +119,70 @@ final class InProcessRunTests: XCTestCase {
         }
     }
 
+    /// `--ignore` and `--sparsity-override` (LinearRules) change what is pruned, the same way on 1 and 2 ranks:
+    /// an ignored linear is the input's weight to the bit, an overridden one has its own sparsity, the rest the run's.
+    func testIgnoredAndOverriddenLinearsOnOneAndTwoRanks() throws {
+        var settings = try pruneSettings(method: .krp, pattern: .unstructured(fraction: 0.5), out: scratch)
+        settings.linearRules = LinearRules(ignore: ["re:.*down_proj", "lm_head"],
+                                           overrides: [try LinearRules.parseOverride("re:model\\.layers\\.1\\..*_proj=0.25"),
+                                                       try LinearRules.parseOverride("model.layers.1.mlp.up_proj=2:4")])
+        let input = try Checkpoint(directory: try model())
+        let one = try prune(settings, ranks: 1, out: "rules-1")
+        for layer in 0..<3 {
+            for linear in LlamaLinear.allCases {
+                let name = linear.weightName(layer: layer)
+                let weights = try XCTUnwrap(one.weights[name])
+                let sparsity = Double(weights.filter { $0 == 0 }.count) / Double(weights.count)
+                if linear == .down {
+                    XCTAssertTrue(weights == (try input.floats(name)), "\(name) is ignored: left as it is")
+                } else if layer == 1, linear == .up {
+                    XCTAssertEqual(sparsity, 0.5, accuracy: 1e-9, "\(name): the later override (2:4) wins")
+                    XCTAssertTrue(stride(from: 0, to: weights.count, by: 4).allSatisfy { weights[$0..<($0 + 4)].filter { $0 == 0 }.count == 2 }, "\(name) is 2:4")
+                } else if layer == 1 {
+                    XCTAssertEqual(sparsity, 0.25, accuracy: 0.01, "\(name): overridden to 0.25")
+                } else {
+                    XCTAssertEqual(sparsity, 0.5, accuracy: 0.01, "\(name): the run's sparsity")
+                }
+            }
+        }
+        let two = try prune(settings, ranks: 2, out: "rules-2")
+        assertSameModel(one.weights, two.weights, "ignore and overrides on 2 ranks")
+        XCTAssertEqual(two.report.linears.map(\.zeros), one.report.linears.map(\.zeros))
+    }
+
+    /// Bytes sent per rank, counted by the communicator, against plan's estimate for the same run: on 2 ranks both
+    /// count each rank's reductions and the weights it broadcasts, so they agree up to the small messages plan leaves out
+    /// (windows are computed, not sent; the report gather). One rank sends nothing. Relative errors are error / ‖W x‖².
+    func testBytesSentMatchPlansEstimateOnTwoRanks() throws {
+        for method in [PruneMethod.sparsegpt, .krp] {
+            let settings = try pruneSettings(method: method, pattern: .unstructured(fraction: 0.5), out: scratch)
+            let two = try prune(settings, ranks: 2, out: "bytes-\(method)-2").report
+            for usage in two.rankUsage {
+                let sent = try XCTUnwrap(usage.bytesSent), planned = try XCTUnwrap(usage.plannedBytesSent)
+                XCTAssertGreaterThan(planned, 100_000, "\(method) rank \(usage.rank): the statistics and weights of 3 blocks")
+                XCTAssertLessThan(abs(sent - planned), 4096, "\(method) rank \(usage.rank): sent \(sent), plan \(planned)")
+            }
+            let one = try prune(settings, ranks: 1, out: "bytes-\(method)-1").report
+            XCTAssertEqual(one.rankUsage.map(\.bytesSent), [0])
+            XCTAssertEqual(one.rankUsage.map(\.plannedBytesSent), [0])
+            for linear in one.linears {
+                let energy = try XCTUnwrap(linear.outputEnergy, linear.name)
+                XCTAssertEqual(try XCTUnwrap(linear.relativeErrorAfter), try XCTUnwrap(linear.errorAfter) / energy, accuracy: 1e-15)
+                XCTAssertLessThan(try XCTUnwrap(linear.relativeErrorBefore), 1, "\(linear.name): masking half the weights loses less than the whole output")
+            }
+        }
+    }
+
+    /// A target that matches no linear is refused by name before any work (a typo would prune what was meant to stay dense).
+    func testATargetMatchingNoLinearIsRefused() throws {
+        var settings = try pruneSettings(method: .magnitude, pattern: .unstructured(fraction: 0.5), out: scratch)
+        settings.linearRules = LinearRules(ignore: ["re:.*down_prj"])
+        XCTAssertThrowsError(try prune(settings, ranks: 1, out: "typo")) { error in
+            XCTAssertTrue("\(error)".contains("--ignore re:.*down_prj matches no linear"), "\(error)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: scratch.appendingPathComponent("typo").path))
+    }
+
     /// `--weights broadcast` (only rank 0 reads; config, windows, embedding and blocks are broadcast) writes the
     /// same bytes as every rank reading the model.
     func testBroadcastWeightsWriteTheSameBytesAsSharedWeights() throws {

@@ -72,5 +72,10 @@ final class ProvenanceTests: XCTestCase {
         let unstructured = CheckpointCompanions.sparsityConfig(report: ["method": "krp", "pattern": "unstructured 60%", "overall_sparsity": 0.6])
         XCTAssertEqual(unstructured?["sparsity_structure"] as? String, "unstructured")
         XCTAssertNil(CheckpointCompanions.sparsityConfig(report: ["method": "llm-pruner", "ratio": 0.2]), "structured: dense and smaller")
+        // --ignore targets are not sparse, nor (under 2:4) a target overridden to another sparsity.
+        let rules = CheckpointCompanions.sparsityConfig(report: ["method": "wanda", "pattern": "2:4", "overall_sparsity": 0.4,
+                                                                  "ignore": ["re:.*down_proj", "lm_head"],
+                                                                  "sparsity_overrides": ["model.layers.0.mlp.up_proj=0.3", "re:.*q_proj=2:4"]])
+        XCTAssertEqual(rules?["ignore"] as? [String], ["lm_head", "re:.*down_proj", "model.layers.0.mlp.up_proj"])
     }
 }

@@ -136,4 +136,43 @@ final class RunPlanTests: XCTestCase {
         XCTAssertTrue(shared.ranks.allSatisfy { $0.mappedBlockBytes > 0 })
         XCTAssertGreaterThan(broadcast.ranks[0].sentBytesPerBlock, shared.ranks[0].sentBytesPerBlock)
     }
+
+    // MARK: RunEstimate
+
+    /// The smallest rank count that fits is one where every rank fits and one fewer does not; 70B KRP 128 × 2048 on
+    /// 64 GiB ranks needs more than 2 (README: 8 fit).
+    func testSmallestRankCountThatFits() throws {
+        let config = try llama70B()
+        var request = memoryPlan(config, ranks: 2).request
+        request.seqlen = 2048
+        let limit = 64 << 30
+        let smallest = try XCTUnwrap(RunEstimate.smallestRanks(request, memoryPerRank: limit))
+        func fits(_ ranks: Int) -> Bool { var r = request; r.ranks = ranks; return MemoryPlan(r).fits(memoryPerRank: limit) }
+        XCTAssertTrue(fits(smallest))
+        XCTAssertFalse(fits(smallest - 1))
+        XCTAssertGreaterThan(smallest, 2)
+        XCTAssertLessThanOrEqual(smallest, 8)
+        XCTAssertNil(RunEstimate.smallestRanks(request, memoryPerRank: 4 << 30), "two Float32 copies of a 3.2 GiB block never fit in 4 GiB")
+        XCTAssertEqual(RunEstimate(plan: MemoryPlan(request)).dominantTerm.name, "activations", "128 × 2048 tokens over 2 ranks")
+    }
+
+    /// Disk, bytes over the run and time follow the shapes: the journal is every block linear in Float32, the run
+    /// sends every block's bytes, the time halves with twice the rate or twice the ranks (the same work), and
+    /// methods without a solve have no Double work.
+    func testDiskBytesAndTimeFollowTheShapes() throws {
+        let config = try llama70B()
+        let plan = memoryPlan(config, ranks: 4)
+        let estimate = RunEstimate(plan: plan)
+        let linears = LlamaLinear.allCases.reduce(0) { $0 + $1.shape(config: config, layer: 0).reduce(1, *) }
+        XCTAssertEqual(estimate.journalBytes, 80 * linears * 4)
+        XCTAssertEqual(estimate.outputBytes(outputBytesPerElement: 2), MemoryPlan.parameterCount(config) * 2)
+        XCTAssertEqual(estimate.sentBytesPerRank, plan.ranks.map { $0.sentBytesPerBlock * 80 })
+        let base = estimate.seconds(floatGFLOPS: 100, doubleGFLOPS: 50)
+        XCTAssertEqual(estimate.seconds(floatGFLOPS: 200, doubleGFLOPS: 100), base / 2, accuracy: 1e-9 * base)
+        let eight = RunEstimate(plan: memoryPlan(config, ranks: 8))
+        XCTAssertEqual(eight.flops.float, estimate.flops.float)
+        XCTAssertEqual(eight.seconds(floatGFLOPS: 100, doubleGFLOPS: 50), base / 2, accuracy: 1e-9 * base)
+        XCTAssertEqual(RunEstimate(plan: memoryPlan(config, ranks: 4, method: .wanda)).flops.double, 0)
+        XCTAssertGreaterThan(estimate.flops.double, RunEstimate(plan: memoryPlan(config, ranks: 4, method: .sparsegpt)).flops.double, "KRP's refit")
+    }
 }

@@ -65,4 +65,24 @@ final class PlanTests: XCTestCase {
         XCTAssertNotEqual(huge.status, 0)
         XCTAssertEqual(try huge.lastJSON()["fits"] as? Bool, false)
     }
+
+    /// `plan --json` with a given GEMM rate: the time estimate is the flops at that rate over the ranks, disk is
+    /// output plus journal; refused plans name the smallest rank count that fits.
+    func testPlanEstimatesTimeDiskAndTheRanksThatFit() throws {
+        let config = Fixtures.packageRoot.appendingPathComponent("cluster/llama-2-70b.json").path
+        let arguments = ["plan", "--config", config, "--mem-per-rank", "64G", "--samples", "128", "--seqlen", "2048", "--method", "krp", "--gemm-gflops", "500"]
+        let object = try PruneDistBinary.run(arguments + ["--ranks", "8", "--json"]).lastJSON()
+        let flops = try XCTUnwrap(object["flops_float"] as? Double), double = try XCTUnwrap(object["flops_double"] as? Double)
+        let seconds = try XCTUnwrap(object["estimated_seconds"] as? Double)
+        XCTAssertEqual(seconds, (flops / 500e9 + double / 250e9) / 8, accuracy: 1e-9 * seconds)
+        XCTAssertEqual(object["gemm_rate_source"] as? String, "--gemm-gflops")
+        XCTAssertEqual(try XCTUnwrap(object["disk_bytes"] as? Int), try XCTUnwrap(object["output_bytes"] as? Int) + (try XCTUnwrap(object["journal_bytes"] as? Int)))
+        let smallest = try XCTUnwrap(object["smallest_fitting_ranks"] as? Int)
+        XCTAssertTrue((3...8).contains(smallest), "8 fit, 2 do not: \(smallest)")
+        let refused = try PruneDistBinary.run(arguments + ["--ranks", "2"])
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.stdout.contains("smallest rank count that fits in 64.0 GiB per rank: --ranks"), refused.stdout)
+        XCTAssertTrue(refused.stderr.contains("activations dominate"), refused.stderr)
+        XCTAssertTrue(refused.stdout.contains("time: about") && refused.stdout.contains("from --gemm-gflops"), refused.stdout)
+    }
 }

@@ -27,8 +27,8 @@ struct PerplexityCommand: ParsableCommand {
     @Option(name: .long, help: "Plain text, tokenized with the model's tokenizer.json (instead of --tokens).")
     var text: String?
 
-    @Option(name: .long, parsing: .unconditional, help: "Tokens per window.")
-    var seqlen: Int = 2048
+    @Option(name: .long, parsing: .unconditional, help: "Tokens per window (512, as prune's --eval-seqlen and --seqlen).")
+    var seqlen: Int = 512
 
     @Option(name: .long, help: "Evaluate at most this many windows (from the start of the stream).")
     var maxWindows: Int?

@@ -7,108 +7,72 @@ import Worker
 struct PruneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "prune",
-        abstract: "Prune every linear of every block (magnitude, Wanda, SparseGPT, KRP), one block at a time, over MPI ranks.",
+        abstract: "Prune a model over MPI ranks: unstructured or N:M (magnitude, wanda, sparsegpt, krp) or structured (llm-pruner, adapruner).",
         discussion: """
-        Run as one process, or under mpirun: every rank takes the calibration sequences i ≡ rank (mod size), \
-        statistics are reduced to the rank that owns each linear, owners solve and broadcast.
+        Six methods. Unstructured and N:M, one block at a time, every linear: magnitude (|W|), wanda (|W|·‖x‖), \
+        sparsegpt (OBS with the Hessian), krp (SparseGPT toward the dense outputs with a ridge-regularised refit). \
+        Structured, whole KV groups and MLP channels by Taylor importance: llm-pruner, and adapruner (a TPE search \
+        over calibration subsets and importance mixes). Options apply to the family their group names; others are \
+        refused by name.
+
+        Under mpirun every rank takes the calibration sequences i ≡ rank (mod size), statistics are reduced to the \
+        rank that owns each linear, owners solve and broadcast. --recipe FILE.yaml runs a recipe (every report \
+        embeds its own). --seqlen defaults to 512 tokens here, for --eval-seqlen, `eval perplexity` and `plan` alike.
+
+        Exit codes: 0 done, 64 refused command line, 1 refused input or failed run, 130/143 interrupted; what each \
+        leaves on disk and how to --resume: docs/operators.md. Shell completion: \
+        prune-dist --generate-completion-script bash|zsh|fish.
         """)
 
-    @Option(name: .long, help: "Hugging Face model directory to prune.")
-    var model: String
+    @OptionGroup(title: "Common (every method)") var common: PruneCommonOptions
 
-    @Option(name: .long, help: "Output directory (written under a temporary name, renamed when complete).")
-    var out: String
+    @OptionGroup(title: "Unstructured and N:M (magnitude, wanda, sparsegpt, krp)") var unstructured: UnstructuredPruneOptions
 
-    @Option(name: .long, help: "Pruning method: \(PruneMethod.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var method: PruneMethod
+    @OptionGroup(title: "Structured (llm-pruner, adapruner)") var structured: StructuredPruneOptions
 
-    @Option(name: .long, help: "Fraction of each linear's weights set to zero (unstructured), in [0, 1).")
-    var sparsity: Double?
+    @OptionGroup(title: "AdaPruner's search (adapruner)") var adapruner: AdaPrunerOptions
 
-    @Option(name: .long, help: "N:M semi-structured pattern, e.g. 2:4 or 4:8 (N of every M consecutive inputs zeroed).",
-            transform: SparsityPattern.commandLinePattern)
-    var pattern: SparsityPattern?
+    @OptionGroup(title: "Evaluation of the result (every method)") var evaluation: PruneEvaluationOptions
 
-    @Option(name: .long, help: "Calibration data: plain text, JSONL (field \"text\"), token ids (.u16 or JSON array), or .u16 windows.")
-    var calib: String?
+    @OptionGroup(title: "Adversarial attack of the result (every method)") var attackEvaluation: AttackEvaluationOptions
 
-    // .unconditional: `--samples -1` reaches the range check (a positive integer) instead of "missing value".
-    // Optional so that AdaPruner can default to its first --sample-choices; the default is applied below.
-    @Option(name: .long, parsing: .unconditional, help: "Number of calibration sequences (default: 128; AdaPruner: the first of --sample-choices, and it must be one of them).")
-    var samples: Int?
+    @OptionGroup(title: "Cluster (unstructured methods)") var cluster: PruneClusterOptions
 
-    @Option(name: .long, parsing: .unconditional, help: "Tokens per calibration sequence.")
-    var seqlen: Int = 512
+    @OptionGroup(title: "Process") var global: GlobalOptions
 
-    @Option(name: .long, help: "Seed for drawing calibration windows.")
-    var seed: Int = 0
-
-    @Flag(name: .long, inversion: .prefixedNo, help: "Collect statistics again between q,k,v → o → gate,up → down (default: on for KRP, off otherwise).")
-    var trueSequential: Bool?
-
-    // Optional so that giving it to a method that does not use it can be refused; the default is applied below.
-    @Option(name: .long, help: "SparseGPT/KRP column block size (default: 128).")
-    var blocksize: Int?
-
-    @Option(name: .long, help: "SparseGPT/KRP dampening, as a fraction of the mean Hessian diagonal (default: 0.01).")
-    var percdamp: Double?
-
-    @Option(name: .long, help: "KRP: ridge λ pulling the rectified weight toward the dense one, relative to each input's mean square (legacy: the authors' ridge toward zero, ladder 1e-4…1).")
-    var krpRidge: String = "3"
-
-    @Flag(name: .long, inversion: .prefixedNo, help: "KRP: scale the ridge by each input's own mean square (diag Ĥ), not by their mean.")
-    var krpRidgePerInput = true
-
-    @Option(name: .long, help: "KRP: fraction α of the cumulative-error correction applied (0 = SparseGPT on the dense weights, 1 = the full refit; default 0.3).")
-    var krpCorrection: Double = 0.3
-
-    @Option(name: .long, help: "How the target --sparsity is spread over blocks: uniform, or owl (outlier-weighed, Yin et al. 2024).")
-    var allocation: SparsityAllocation = .uniform
-
-    @Option(name: .long, help: "OWL outlier threshold M: a Wanda score above M × its block's mean counts as an outlier.")
-    var owlThreshold: Double = 5
-
-    @Option(name: .long, help: "OWL λ: block sparsities range over the target ± λ.")
-    var owlLambda: Double = 0.08
-
-    @Option(name: .long, help: "Write the JSON run report here (default: OUT/prune-report.json).")
-    var report: String?
-
-    @Option(name: .long, help: "Output dtype: bf16, f16 or f32 (default: the input's).", transform: DType.commandLineWeightType)
-    var dtype: DType?
-
-    @Option(name: .long, help: "Evaluate perplexity of the result on this text (or .u16 token) file; repeat for several (e.g. in-domain and out-of-domain texts).")
-    var evalText: [String] = []
-
-    @Option(name: .long, help: "Evaluate only the first K windows of each --eval-text (as eval perplexity --max-windows).")
-    var evalMaxWindows: Int?
-
-    @Option(name: .long, help: "Sequence length for --eval-text perplexity (default: 512).")
-    var evalSeqlen: Int?
-
-    @Option(name: .long, help: "Zero-shot tasks to evaluate the result on, e.g. boolq,piqa,hellaswag (or all); needs --eval-data.")
-    var evalTasks: String?
-
-    @Option(name: .long, help: "Folder of zero-shot task files for --eval-tasks.")
-    var evalData: String?
-
-    @Option(name: .long, help: "Evaluate only the first N documents of each --eval-tasks task.")
-    var evalLimit: Int?
-
-    @OptionGroup var attackEvaluation: AttackEvaluationOptions
-
-    @Flag(name: .long, help: "With --eval-*: do not evaluate the dense input model for comparison (by default it is evaluated once and cached in the output's parent folder).")
-    var noDenseEval = false
-
-    @Flag(name: .long, help: "Continue an interrupted run with the same fingerprint after its last finished block (the same --out).")
-    var resume = false
-
-    @Option(name: .long, help: "Where ranks get weights: shared (every rank reads --model) or broadcast (only rank 0 reads; blocks are broadcast).")
-    var weights: WeightsSource = .shared
-
-    @OptionGroup var structured: StructuredPruneOptions
-
-    @OptionGroup var global: GlobalOptions
+    // The grouped options by name (PruneOptionGroups.swift).
+    var model: String { common.model }
+    var out: String { common.out }
+    var method: PruneMethod { common.method }
+    var calib: String? { common.calib }
+    var samples: Int? { common.samples }
+    var seqlen: Int { common.seqlen }
+    var seed: Int { common.seed }
+    var recipe: String? { common.recipe }
+    var report: String? { common.report }
+    var dtype: DType? { common.dtype }
+    var sparsity: Double? { unstructured.sparsity }
+    var pattern: SparsityPattern? { unstructured.pattern }
+    var trueSequential: Bool? { unstructured.trueSequential }
+    var blocksize: Int? { unstructured.blocksize }
+    var percdamp: Double? { unstructured.percdamp }
+    var krpRidge: String { unstructured.krpRidge }
+    var krpRidgePerInput: Bool { unstructured.krpRidgePerInput }
+    var krpCorrection: Double { unstructured.krpCorrection }
+    var allocation: SparsityAllocation { unstructured.allocation }
+    var owlThreshold: Double { unstructured.owlThreshold }
+    var owlLambda: Double { unstructured.owlLambda }
+    var ignore: [String] { unstructured.ignore }
+    var sparsityOverride: [String] { unstructured.sparsityOverride }
+    var evalText: [String] { evaluation.evalText }
+    var evalMaxWindows: Int? { evaluation.evalMaxWindows }
+    var evalSeqlen: Int? { evaluation.evalSeqlen }
+    var evalTasks: String? { evaluation.evalTasks }
+    var evalData: String? { evaluation.evalData }
+    var evalLimit: Int? { evaluation.evalLimit }
+    var noDenseEval: Bool { evaluation.noDenseEval }
+    var resume: Bool { cluster.resume }
+    var weights: WeightsSource { cluster.weights }
 
     var resolvedSamples: Int { samples ?? 128 }
     var resolvedBlocksize: Int { blocksize ?? 128 }
@@ -126,6 +90,7 @@ struct PruneCommand: ParsableCommand {
 
     private func validateUnstructured() throws {
         _ = try sparsityPattern()
+        _ = try linearRules()
         _ = try krpRectification()
         if allocation == .owl {
             if let pattern { throw ValidationError("--allocation owl spreads an unstructured --sparsity over blocks; it does not apply to --pattern \(pattern)") }
@@ -147,6 +112,14 @@ struct PruneCommand: ParsableCommand {
         }
     }
 
+    /// --ignore and --sparsity-override, parsed.
+    func linearRules() throws -> LinearRules {
+        try asValidationError {
+            for target in ignore { try LinearRules.checkTarget(target, option: "--ignore") }
+            return LinearRules(ignore: ignore, overrides: try sparsityOverride.map(LinearRules.parseOverride))
+        }
+    }
+
     func settings() throws -> PruneSettings {
         PruneSettings(model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out), method: method,
                       pattern: try sparsityPattern(),
@@ -154,6 +127,7 @@ struct PruneCommand: ParsableCommand {
                       trueSequential: trueSequential ?? (method == .krp), blocksize: resolvedBlocksize, percdamp: resolvedPercdamp,
                       krpRectification: try krpRectification(), allocation: allocation,
                       owl: OWLSettings(threshold: owlThreshold, spread: owlLambda),
+                      linearRules: try linearRules(), recipe: try runRecipe().yaml(),
                       outputDType: dtype,
                       reportURL: report.map { URL(fileURLWithPath: $0) })
     }
@@ -195,13 +169,15 @@ struct PruneCommand: ParsableCommand {
                 report.denseEvaluation = result.dense
             }
             if comm.rank == 0 {
-                try RunReportFiles.write(report, jsonURLs: [settings.out.appendingPathComponent("prune-report.json")] + (settings.reportURL.map { [$0] } ?? []))
+                try RunReportFiles.write(report, jsonURLs: RunReportFiles.jsonURLs(out: settings.out, extra: settings.reportURL))
                 if !evaluation.isEmpty { try CheckpointCompanions.writeModelCard(reportData: report.jsonData(), folder: settings.out) }
             }
         }
+        let reports = RunReportFiles.reportURLs(out: settings.out, extra: settings.reportURL)
         if comm.rank == 0 {
+            logger.info("output \(settings.out.path); reports \(reports.map(\.path).joined(separator: " and "))")
             printLine(try jsonLine([
-                "output": settings.out.path, "method": report.method, "pattern": report.pattern,
+                "output": settings.out.path, "reports": reports.map(\.path), "method": report.method, "pattern": report.pattern,
                 "overall_sparsity": report.overallSparsity, "seconds": report.totalSeconds, "ranks": report.ranks,
                 "samples": report.samples, "seqlen": report.seqlen, "evaluation": report.evaluation ?? [:],
                 "dense_evaluation": report.denseEvaluation ?? [:],

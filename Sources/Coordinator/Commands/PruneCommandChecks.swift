@@ -11,15 +11,15 @@ extension PruneCommand {
             let unstructured: [(String, Bool)] = [
                 ("--sparsity", sparsity != nil), ("--pattern", pattern != nil), ("--true-sequential", trueSequential != nil),
                 ("--blocksize", blocksize != nil), ("--percdamp", percdamp != nil), ("--resume", resume),
-                ("--weights", weights != .shared),
+                ("--weights", weights != .shared), ("--ignore", !ignore.isEmpty), ("--sparsity-override", !sparsityOverride.isEmpty),
             ]
             if let given = unstructured.first(where: \.1)?.0 {
                 throw ValidationError("\(given) is not used by --method \(method.rawValue) (it applies to magnitude, wanda, sparsegpt and krp); remove it")
             }
-            if method == .llmPruner, let given = structured.adaPrunerOptionsGiven.first {
+            if method == .llmPruner, let given = adapruner.adaPrunerOptionsGiven.first {
                 throw ValidationError("\(given) is an AdaPruner option, not used by --method llm-pruner; remove it or use --method adapruner")
             }
-        } else if let given = structured.structuredOptionsGiven.first {
+        } else if let given = (structured.structuredOptionsGiven + adapruner.adaPrunerOptionsGiven).first {
             throw ValidationError("\(given) is for the structured methods (llm-pruner, adapruner), not --method \(method.rawValue); remove it")
         }
     }
@@ -40,7 +40,7 @@ extension PruneCommand {
             let outArgument = OutputFolder.Argument("--out", URL(fileURLWithPath: out))
             let modelArgument = OutputFolder.Argument("--model", URL(fileURLWithPath: model))
             var inputs = [modelArgument]
-            let paths = [("--calib", calib), ("--pool", structured.pool), ("--eval-data", evalData),
+            let paths = [("--calib", calib), ("--pool", adapruner.pool), ("--eval-data", evalData),
                          ("--eval-attack-data", attackEvaluation.evalAttackData)] + evalText.map { ("--eval-text", Optional($0)) }
             for (option, path) in paths {
                 if let path { inputs.append(OutputFolder.Argument(option, URL(fileURLWithPath: path))) }
@@ -48,7 +48,7 @@ extension PruneCommand {
             // With --weights broadcast only rank 0 reads the data, so other ranks may not see the file at all.
             let mustExist = weights != .broadcast
             if let calib { try checkRegularFile(calib, option: "--calib", mustExist: mustExist) }
-            if let pool = structured.pool { try checkRegularFile(pool, option: "--pool") }
+            if let pool = adapruner.pool { try checkRegularFile(pool, option: "--pool") }
             if let report {
                 try RunReportFiles.checkWritable(OutputFolder.Argument("--report", URL(fileURLWithPath: report)), others: inputs + [outArgument])
             }

@@ -26,7 +26,10 @@ struct StructuredPruneOptions: ParsableArguments {
 
     @Option(name: .long, help: "Structured: last pruned block, inclusive (default N−3).")
     var blockEnd: Int?
+}
 
+/// The options of `prune --method adapruner`: its TPE search.
+struct AdaPrunerOptions: ParsableArguments {
     @Option(name: .long, help: "AdaPruner: number of TPE trials (default: 20).")
     var trials: Int?
 
@@ -73,7 +76,7 @@ struct StructuredPruneOptions: ParsableArguments {
     var parallelTrials: Int?
 }
 
-extension StructuredPruneOptions {
+extension AdaPrunerOptions {
     /// Options given on the command line that only AdaPruner reads.
     var adaPrunerOptionsGiven: [String] {
         let given: [(String, Bool)] = [
@@ -87,14 +90,16 @@ extension StructuredPruneOptions {
         ]
         return given.filter(\.1).map(\.0)
     }
+}
 
+extension StructuredPruneOptions {
     /// Options given on the command line that only the structured methods read.
     var structuredOptionsGiven: [String] {
         let given: [(String, Bool)] = [
             ("--ratio", ratio != nil), ("--importance", importance != nil), ("--aggregation", aggregation != nil),
             ("--calib-draw", calibDraw != nil), ("--block-start", blockStart != nil), ("--block-end", blockEnd != nil),
         ]
-        return given.filter(\.1).map(\.0) + adaPrunerOptionsGiven
+        return given.filter(\.1).map(\.0)
     }
 }
 
@@ -139,14 +144,14 @@ extension PruneCommand {
 
     func searchSettings() throws -> AdaPrunerSettings {
         let s = structured
-        let terms = try (s.terms ?? "vector,el1").split(separator: ",").map { name -> TaylorTerm in
+        let terms = try (adapruner.terms ?? "vector,el1").split(separator: ",").map { name -> TaylorTerm in
             guard let term = TaylorTerm(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
                 throw ValidationError("--terms: unknown term \(name) (vector, el1, el2)")
             }
             return term
         }
         guard !terms.isEmpty, Set(terms).count == terms.count else { throw ValidationError("--terms must name distinct terms") }
-        let sampleChoices = try numbers(s.sampleChoices ?? "10,20,40", "--sample-choices").map { value -> Int in
+        let sampleChoices = try numbers(adapruner.sampleChoices ?? "10,20,40", "--sample-choices").map { value -> Int in
             // Int(…) of a Double beyond Int.max traps: the range is checked first.
             guard value == value.rounded(), value <= Double(CommandLineLimits.samples.upperBound) else {
                 throw ValidationError("--sample-choices must be whole numbers of sequences no larger than \(CommandLineLimits.samples.upperBound), got \(value)")
@@ -154,13 +159,13 @@ extension PruneCommand {
             return Int(value)
         }
         // The defaults of the AdaPruner options (their help says so) are applied here, once.
-        return AdaPrunerSettings(trials: s.trials ?? 20, pool: URL(fileURLWithPath: s.pool ?? calib!), searchSeed: s.searchSeed ?? seed,
-                                 minDocumentTokens: s.minDocumentTokens ?? 128, sampleChoices: sampleChoices, seedChoices: s.seedChoices ?? 8,
+        return AdaPrunerSettings(trials: adapruner.trials ?? 20, pool: URL(fileURLWithPath: adapruner.pool ?? calib!), searchSeed: adapruner.searchSeed ?? seed,
+                                 minDocumentTokens: adapruner.minDocumentTokens ?? 128, sampleChoices: sampleChoices, seedChoices: adapruner.seedChoices ?? 8,
                                  terms: terms,
-                                 betaChoices: [.vector: try numbers(s.betaVector ?? "1,10,100", "--beta-vector"),
-                                               .el1: try numbers(s.betaEl1 ?? "1", "--beta-el1"), .el2: try numbers(s.betaEl2 ?? "1", "--beta-el2")],
-                                 objectiveWindows: s.objectiveWindows ?? 16, objectiveSeqlen: s.objectiveSeqlen ?? 128, gamma: s.gamma ?? 0.25,
-                                 startupTrials: s.startupTrials ?? 6, parallelTrials: s.parallelTrials ?? 4)
+                                 betaChoices: [.vector: try numbers(adapruner.betaVector ?? "1,10,100", "--beta-vector"),
+                                               .el1: try numbers(adapruner.betaEl1 ?? "1", "--beta-el1"), .el2: try numbers(adapruner.betaEl2 ?? "1", "--beta-el2")],
+                                 objectiveWindows: adapruner.objectiveWindows ?? 16, objectiveSeqlen: adapruner.objectiveSeqlen ?? 128, gamma: adapruner.gamma ?? 0.25,
+                                 startupTrials: adapruner.startupTrials ?? 6, parallelTrials: adapruner.parallelTrials ?? 4)
     }
 
     func runStructured() throws {
@@ -174,7 +179,8 @@ extension PruneCommand {
             samples: method == .adapruner ? try samples ?? searchSettings().sampleChoices[0] : resolvedSamples, seqlen: seqlen, seed: seed,
             calibrationDraw: s.calibDraw ?? CalibrationDraw.defaultDraw(for: URL(fileURLWithPath: calib!)),
             blocks: s.blockStart.map { $0...s.blockEnd! }, outputDType: dtype,
-            reportURL: report.map { URL(fileURLWithPath: $0) }, search: method == .adapruner ? try searchSettings() : nil)
+            reportURL: report.map { URL(fileURLWithPath: $0) }, search: method == .adapruner ? try searchSettings() : nil,
+            recipe: try runRecipe().yaml())
         var result = try comm.abortingJobOnError {
             try RankConsistency.check(rankFingerprint(), comm: comm)
             settings.outputLock = try lockOutput(rank: comm.rank)
@@ -200,9 +206,12 @@ extension PruneCommand {
             try CheckpointCompanions.writeModelCard(reportData: data, folder: settings.out)
         }
         if comm.rank == 0 {
+            // A structured run's report is JSON only (no HTML page renders it yet).
+            let reports = RunReportFiles.jsonURLs(out: settings.out, extra: settings.reportURL)
+            logger.info("output \(settings.out.path); report \(reports.map(\.path).joined(separator: " and "))")
             printLine(try jsonLine([
                 "evaluation": result.evaluation ?? [:], "dense_evaluation": result.denseEvaluation ?? [:],
-                "output": settings.out.path, "method": result.method, "ratio": result.ratio,
+                "output": settings.out.path, "reports": reports.map(\.path), "method": result.method, "ratio": result.ratio,
                 "parameters_before": result.parametersBefore, "parameters_after": result.parametersAfter,
                 "block_linear_fraction_removed": result.blockLinearFractionRemoved,
                 "pruned_blocks_fraction_removed": result.prunedBlocksFractionRemoved, "seconds": result.totalSeconds,

@@ -30,9 +30,17 @@ struct PruneRunEvaluation: Sendable {
             let tokens = extensionName == "u16" || extensionName == "json"
                 ? try TokenFile.read(text) : try PerplexityCommand.encodeTextFile(text, modelDirectory: model)
             let start = Date()
-            let (perplexity, windows) = try DistributedEvaluation.perplexity(checkpoint: checkpoint, tokens: tokens, source: text.path, seqlen: seqlen,
-                                                                             maxWindows: maxWindows, comm: comm)
             let label = Self.label(of: text, among: texts)
+            // Progress as pruning logs it: one line per block of the model, with the time left (rank 0 only).
+            let layers = checkpoint.config.numHiddenLayers
+            if comm.rank == 0 { logger.info("evaluating perplexity on \(label) (text \(index + 1)/\(texts.count)), \(layers) blocks over \(comm.size) rank(s)") }
+            let (perplexity, windows) = try DistributedEvaluation.perplexity(checkpoint: checkpoint, tokens: tokens, source: text.path, seqlen: seqlen,
+                                                                             maxWindows: maxWindows, comm: comm) { layer in
+                guard comm.rank == 0 else { return }
+                let elapsed = Date().timeIntervalSince(start)
+                let left = elapsed / Double(layer + 1) * Double(layers - layer - 1)
+                logger.info("perplexity on \(label): block \(layer + 1)/\(layers) done; elapsed \(String(format: "%.0f", elapsed)) s, about \(String(format: "%.0f", left)) s left")
+            }
             // The first text also under the plain keys, which single-text reports have always used.
             for prefix in index == 0 ? ["perplexity", "perplexity.\(label)"] : ["perplexity.\(label)"] {
                 entries[prefix] = perplexity
@@ -43,6 +51,7 @@ struct PruneRunEvaluation: Sendable {
                          + String(format: "%.1f", Date().timeIntervalSince(start)) + " s)")
         }
         if !tasks.isEmpty {
+            if comm.rank == 0 { logger.info("evaluating zero-shot tasks \(tasks.map(\.rawValue).joined(separator: ", ")) over \(comm.size) rank(s)") }
             let summary = try DistributedEvaluation.zeroShot(tasks: tasks, folder: data!, limit: limit, checkpoint: checkpoint,
                                                              comm: comm, logger: logger)
             entries.merge(summary.reportEntries) { $1 }

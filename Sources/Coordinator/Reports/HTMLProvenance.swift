@@ -22,6 +22,11 @@ extension HTMLReport {
             row("seed", String(p.seed))
             for key in p.options.keys.sorted() { row("option \(key)", p.options[key]!) }
             html += "</table>\n"
+            if let recipe = run.report.recipe {
+                // A <pre> block selects as plain text: copy it into a file and run prune --recipe FILE.
+                html += "<p class=\"note\">Recipe: save as recipe.yaml and run <code>prune-dist prune --model DIR --out DIR --recipe recipe.yaml</code> to repeat this run.</p>\n"
+                html += "<pre class=\"recipe\">\(escape(recipe))</pre>\n"
+            }
         }
         return html
     }

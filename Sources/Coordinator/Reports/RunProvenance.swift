@@ -57,11 +57,11 @@ public struct RunProvenance: Codable, Sendable {
     }
 
     /// Stored properties of `settings` as text: optionals unwrapped ("none" when nil), URLs as paths; the
-    /// output lock (a run-time handle, not a setting) left out.
+    /// output lock (a run-time handle, not a setting) and the recipe (embedded whole beside) left out.
     static func optionValues(_ settings: Any) -> [String: String] {
         var values: [String: String] = [:]
         for child in Mirror(reflecting: settings).children {
-            guard let label = child.label, label != "outputLock" else { continue }
+            guard let label = child.label, label != "outputLock", label != "recipe" else { continue }
             values[snakeCase(label)] = text(child.value)
         }
         return values

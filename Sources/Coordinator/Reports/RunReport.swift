@@ -17,6 +17,12 @@ public struct RunReport: Codable, Sendable {
         public var errorBefore: Double?
         /// Per-token squared output error after the solver, ‖(W − Ŵ)x̂‖² (KRP: against its target).
         public var errorAfter: Double?
+        /// Per-token squared output of the dense weight on the same inputs, ‖W x̂‖² = tr(W H Wᵀ): what the errors are
+        /// relative to (absent for methods without a Hessian, and in older reports).
+        public var outputEnergy: Double? = nil
+        /// errorBefore / outputEnergy and errorAfter / outputEnergy: the fraction of the output lost.
+        public var relativeErrorBefore: Double? = nil
+        public var relativeErrorAfter: Double? = nil
         /// Dampening added to the Hessian diagonal (SparseGPT/KRP), after any re-dampening.
         public var damping: Double?
         /// KRP's ridge λ (adaptive rectification).
@@ -27,11 +33,12 @@ public struct RunReport: Codable, Sendable {
 
         enum CodingKeys: String, CodingKey {
             case linear, name, layer, owner, sparsity, zeros, total, damping, ridge, redamped, seconds
-            case errorBefore = "error_before", errorAfter = "error_after"
+            case errorBefore = "error_before", errorAfter = "error_after", outputEnergy = "output_energy"
+            case relativeErrorBefore = "relative_error_before", relativeErrorAfter = "relative_error_after"
         }
 
         public init(linear: LlamaLinear, layer: Int, owner: Int, sparsity: Double, zeros: Int, total: Int, errorBefore: Double?,
-                    errorAfter: Double?, damping: Double?, ridge: Double?, redamped: Int, seconds: Double) {
+                    errorAfter: Double?, outputEnergy: Double? = nil, damping: Double?, ridge: Double?, redamped: Int, seconds: Double) {
             self.linear = linear
             self.layer = layer
             self.name = linear.weightName(layer: layer)
@@ -41,6 +48,10 @@ public struct RunReport: Codable, Sendable {
             self.total = total
             self.errorBefore = errorBefore
             self.errorAfter = errorAfter
+            self.outputEnergy = outputEnergy
+            if let outputEnergy, outputEnergy > 0 {
+                (relativeErrorBefore, relativeErrorAfter) = (errorBefore.map { $0 / outputEnergy }, errorAfter.map { $0 / outputEnergy })
+            }
             self.damping = damping
             self.ridge = ridge
             self.redamped = redamped
@@ -61,6 +72,7 @@ public struct RunReport: Codable, Sendable {
                       sparsity: try c.decode(Double.self, forKey: .sparsity), zeros: try c.decode(Int.self, forKey: .zeros),
                       total: try c.decode(Int.self, forKey: .total), errorBefore: try c.decodeIfPresent(Double.self, forKey: .errorBefore),
                       errorAfter: try c.decodeIfPresent(Double.self, forKey: .errorAfter),
+                      outputEnergy: try c.decodeIfPresent(Double.self, forKey: .outputEnergy),
                       damping: try c.decodeIfPresent(Double.self, forKey: .damping), ridge: try c.decodeIfPresent(Double.self, forKey: .ridge),
                       redamped: try c.decode(Int.self, forKey: .redamped), seconds: try c.decode(Double.self, forKey: .seconds))
         }
@@ -91,10 +103,15 @@ public struct RunReport: Codable, Sendable {
         /// User plus system CPU time of the process: unlike wall time, barely moved by other jobs on the machine.
         public var cpuSeconds: Double
         public var sequences: Int
+        /// Payload bytes this rank contributed to collectives over the run (Worker's SentBytes), and `plan`'s
+        /// estimate of the bytes it sends for the same run (absent in older reports and structured runs).
+        public var bytesSent: Int? = nil
+        public var plannedBytesSent: Int? = nil
         enum CodingKeys: String, CodingKey {
             case rank, host, sequences
             case peakRSSBytes = "peak_rss_bytes"
             case cpuSeconds = "cpu_seconds"
+            case bytesSent = "bytes_sent", plannedBytesSent = "planned_bytes_sent"
         }
     }
 
@@ -125,9 +142,15 @@ public struct RunReport: Codable, Sendable {
     public var provenance: RunProvenance? = nil
     /// The same evaluation on the dense input model (`prune --eval-*` without --no-dense-eval), for dense → pruned.
     public var denseEvaluation: [String: Double]? = nil
+    /// The run as a `prune --recipe` YAML file: running it again (with --model and --out) repeats the run.
+    public var recipe: String? = nil
+    /// `--ignore` targets and `--sparsity-override TARGET=VALUE` of the run (absent when none).
+    public var ignore: [String]? = nil
+    public var sparsityOverrides: [String]? = nil
 
     enum CodingKeys: String, CodingKey {
-        case tool, version, model, output, method, pattern, samples, seqlen, seed, ranks, linears, blocks, evaluation, allocation, provenance
+        case tool, version, model, output, method, pattern, samples, seqlen, seed, ranks, linears, blocks, evaluation, allocation, provenance, recipe, ignore
+        case sparsityOverrides = "sparsity_overrides"
         case denseEvaluation = "dense_evaluation"
         case blockSparsityTargets = "block_sparsity_targets", krpRectification = "krp_rectification"
         case sparsityTarget = "sparsity_target", trueSequential = "true_sequential", rankUsage = "rank_usage"

@@ -9,6 +9,16 @@ enum RunReportFiles {
         url.pathExtension.lowercased() == "json" ? url.deletingPathExtension().appendingPathExtension("html") : url.appendingPathExtension("html")
     }
 
+    /// Where a prune run writes its JSON report: OUT/prune-report.json, and --report FILE when given.
+    static func jsonURLs(out: URL, extra: URL?) -> [URL] {
+        [out.appendingPathComponent("prune-report.json")] + (extra.map { [$0] } ?? [])
+    }
+
+    /// Every report file of a run, JSON then HTML for each place (named in the run's last lines).
+    static func reportURLs(out: URL, extra: URL?) -> [URL] {
+        jsonURLs(out: out, extra: extra).flatMap { [$0, htmlURL(forJSON: $0)] }
+    }
+
     /// The label a run goes by in an HTML report: method and pattern.
     static func label(_ report: RunReport) -> String {
         "\(report.method) \(report.pattern)"

@@ -22,6 +22,8 @@ struct StructuredPruneSettings: Sendable {
     var outputDType: DType?
     var reportURL: URL?
     var search: AdaPrunerSettings?
+    /// The run as a recipe (`prune --recipe`), embedded in the report and config.json.
+    var recipe: String?
     /// Rank 0's lock on the output's partial folder, taken before any work (nil on other ranks).
     var outputLock: OutputLock?
 }
@@ -78,9 +80,11 @@ struct StructuredReport: Codable, Sendable {
     /// `prune --eval-*` on the output and on the dense input (same keys as RunReport's).
     var evaluation: [String: Double]? = nil
     var denseEvaluation: [String: Double]? = nil
+    /// The run as a `prune --recipe` YAML file.
+    var recipe: String? = nil
 
     enum CodingKeys: String, CodingKey {
-        case tool, version, model, output, method, ratio, importance, aggregation, samples, seqlen, seed, ranks, kept, scores, search, provenance
+        case tool, version, model, output, method, ratio, importance, aggregation, samples, seqlen, seed, ranks, kept, scores, search, provenance, recipe
         case evaluation, denseEvaluation = "dense_evaluation"
         case blockStart = "block_start", blockEnd = "block_end", calibrationLoss = "calibration_loss", calibrationDraw = "calibration_draw"
         case parametersBefore = "parameters_before", parametersAfter = "parameters_after", parametersRemoved = "parameters_removed"
@@ -124,6 +128,7 @@ final class StructuredPruneRun {
             guard let lock = settings.outputLock else {
                 throw PruneDistError(.argument, "rank 0 writes the output and must hold its lock (settings.outputLock)")
             }
+            report.recipe = settings.recipe
             report.provenance = try RunProvenance.make(settings: settings, calibration: settings.calibration, seed: settings.seed,
                                                        inputDType: checkpoint.storageDType, outputDType: settings.outputDType ?? checkpoint.storageDType,
                                                        hosts: report.rankUsage.map(\.host), start: start)

@@ -40,15 +40,24 @@ enum CheckpointCompanions {
         guard let method = report["method"] as? String, unstructuredMethods.contains(method),
               let pattern = report["pattern"] as? String, let overall = report["overall_sparsity"] as? Double else { return nil }
         let structure = pattern.hasPrefix("unstructured") ? "unstructured" : pattern
+        // Linears left dense (--ignore, in compressed-tensors' own name/re: syntax), and under an N:M structure
+        // the targets overridden to another sparsity, are not what `sparsity_structure` says.
+        var ignore = ["lm_head"] + (report["ignore"] as? [String] ?? []).filter { $0 != "lm_head" }
+        if structure != "unstructured" {
+            for text in report["sparsity_overrides"] as? [String] ?? [] {
+                guard let equals = text.lastIndex(of: "="), text[text.index(after: equals)...] != Substring(structure) else { continue }
+                ignore.append(String(text[..<equals]))
+            }
+        }
         return ["format": "dense", "sparsity_structure": structure, "global_sparsity": overall,
-                "targets": ["Linear"], "ignore": ["lm_head"], "registry_requires_subclass": false]
+                "targets": ["Linear"], "ignore": ignore, "registry_requires_subclass": false]
     }
 
     /// config.json's `prune_dist` entry: the method and its figures with the run's provenance.
     static func pruneDistEntry(report: [String: Any]) -> [String: Any] {
         var entry: [String: Any] = [:]
         for key in ["method", "pattern", "sparsity_target", "overall_sparsity", "ratio", "importance", "aggregation",
-                    "samples", "seqlen", "seed", "ranks", "parameters_before", "parameters_after", "model"] {
+                    "samples", "seqlen", "seed", "ranks", "parameters_before", "parameters_after", "model", "recipe"] {
             if let value = report[key] { entry[key == "model" ? "base_model" : key] = value }
         }
         if let provenance = report["provenance"] { entry["provenance"] = provenance }
@@ -120,6 +129,10 @@ enum CheckpointCompanions {
         }
         if let command = provenance?["command_line"] as? String {
             lines += ["", "## Command", "", "```", command, "```"]
+        }
+        if let recipe = report["recipe"] as? String {
+            lines += ["", "## Recipe", "", "Save as `recipe.yaml` and run `prune-dist prune --model DIR --out DIR --recipe recipe.yaml` to repeat the run:",
+                      "", "```yaml", recipe.trimmingCharacters(in: .newlines), "```"]
         }
         lines += ["", "## Use", "",
                   "A plain Hugging Face checkpoint (LlamaForCausalLM layout, the input's tokenizer and chat template):", "",

@@ -83,7 +83,7 @@ extension PruneCommand {
     func rankFingerprint() -> [String] {
         // With --weights broadcast only rank 0 reads the files; other ranks may not even see them.
         let files = weights == .broadcast ? [] : RankConsistency.modelFiles(URL(fileURLWithPath: model))
-            + [calib, structured.pool].compactMap { $0 }.map { URL(fileURLWithPath: $0) }
+            + [calib, adapruner.pool, recipe].compactMap { $0 }.map { URL(fileURLWithPath: $0) }
         return RankConsistency.fingerprint(arguments: CommandLine.arguments, files: files)
     }
 }

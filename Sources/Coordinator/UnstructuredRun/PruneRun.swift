@@ -21,6 +21,10 @@ struct PruneSettings: Sendable {
     /// How the target sparsity is spread over blocks, and OWL's M and λ.
     var allocation: SparsityAllocation = .uniform
     var owl = OWLSettings()
+    /// Linears left dense and per-linear sparsities (`--ignore`, `--sparsity-override`).
+    var linearRules = LinearRules()
+    /// The run as a recipe (`prune --recipe`), embedded in the reports and config.json.
+    var recipe: String?
     var outputDType: DType?
     var reportURL: URL?
     /// Continue an interrupted run with the same fingerprint (RunResumption).
@@ -61,6 +65,7 @@ final class PruneRun {
         let config = weights.config
         let method = settings.method
         let seqlen = settings.seqlen
+        try settings.linearRules.checkTargets(layers: config.numHiddenLayers)
         try checkPatternFits(config: config)
         guard method == .magnitude || seqlen <= config.maxPositionEmbeddings else {
             throw PruneDistError(.argument, "--seqlen \(seqlen) is beyond the model's context: \(settings.model.appendingPathComponent("config.json").path) has max_position_embeddings \(config.maxPositionEmbeddings)")
@@ -165,11 +170,13 @@ final class PruneRun {
 
         // Every rank's report entries and usage, gathered on rank 0, which writes the report with the output;
         // the others wait for it and return the same report.
-        let usage = RunReport.Rank(rank: comm.rank, host: comm.hostName, peakRSSBytes: peakResidentBytes(), cpuSeconds: processCPUSeconds(), sequences: mine.count)
+        let usage = RunReport.Rank(rank: comm.rank, host: comm.hostName, peakRSSBytes: peakResidentBytes(), cpuSeconds: processCPUSeconds(),
+                                   sequences: mine.count, bytesSent: comm.bytesSent)
         let parts = try comm.gather(RankPart(linears: linears, usage: usage), root: 0)
         var report: RunReport? = nil
         if comm.rank == 0 {
-            let made = try makeReport(parts: parts, blocks: blocks, samples: windows.count, start: start,
+            let made = try makeReport(parts: parts, blocks: blocks, samples: windows.count, start: start, config: config,
+                                      prunedBlocks: config.numHiddenLayers - resumption.firstBlock,
                                       inputDType: weights.checkpoint!.storageDType)
             resumption.journal?.remove()
             try output!.finish(reportData: try made.jsonData(), reportURL: settings.reportURL)
@@ -178,12 +185,26 @@ final class PruneRun {
         return try comm.broadcast(report, root: 0)
     }
 
-    /// The run's report from every rank's entries, in block and then execution order.
-    private func makeReport(parts: [RankPart], blocks: [RunReport.Block], samples: Int, start: Date, inputDType: DType) throws -> RunReport {
+    /// The run's report from every rank's entries, in block and then execution order, with plan's estimate of the
+    /// bytes each rank sends for the `prunedBlocks` this process pruned beside the measured bytes.
+    private func makeReport(parts: [RankPart], blocks: [RunReport.Block], samples: Int, start: Date, config: LlamaConfig,
+                            prunedBlocks: Int, inputDType: DType) throws -> RunReport {
         let linears = parts.flatMap(\.linears).sorted {
             ($0.layer, LlamaLinear.allCases.firstIndex(of: $0.linear)!) < ($1.layer, LlamaLinear.allCases.firstIndex(of: $1.linear)!)
         }
-        let rankUsage = parts.map(\.usage)
+        let planned = MemoryPlan(MemoryPlan.Request(config: config, ranks: comm.size, samples: samples, seqlen: settings.seqlen,
+                                                    method: settings.method, trueSequential: settings.trueSequential, checkpointBytes: 0,
+                                                    storageBytesPerElement: 4, weightsBroadcast: settings.weights == .broadcast))
+        let rankUsage = parts.enumerated().map { r, part in
+            var usage = part.usage
+            usage.plannedBytesSent = planned.ranks[r].sentBytesPerBlock * prunedBlocks
+            return usage
+        }
+        let rules = settings.linearRules
+        let overrides = rules.overrides.map { override -> String in
+            if case let .nOfM(n, m) = override.pattern { return "\(override.target)=\(n):\(m)" }
+            return "\(override.target)=\(override.pattern.sparsity)"
+        }
         let zeros = linears.reduce(0) { $0 + $1.zeros }, total = linears.reduce(0) { $0 + $1.total }
         let allocated = settings.method != .magnitude || settings.allocation != .uniform
         return RunReport(tool: "prune-dist", version: PruneDistVersion.string, model: settings.model.path, output: settings.out.path,
@@ -195,7 +216,8 @@ final class PruneRun {
                          krpRectification: settings.method == .krp ? "\(settings.krpRectification)" : nil,
                          provenance: try RunProvenance.make(settings: settings, calibration: settings.calibration, seed: settings.seed,
                                                             inputDType: inputDType, outputDType: settings.outputDType ?? inputDType,
-                                                            hosts: rankUsage.map(\.host), start: start))
+                                                            hosts: rankUsage.map(\.host), start: start),
+                         recipe: settings.recipe, ignore: rules.isEmpty ? nil : rules.ignore, sparsityOverrides: rules.isEmpty ? nil : overrides)
     }
 
     /// OWL's per-block sparsities (nil for the uniform allocation), logged by rank 0.
@@ -219,14 +241,14 @@ final class PruneRun {
         blockSparsities.map { .unstructured(fraction: $0[layer]) } ?? settings.pattern
     }
 
-    /// An N:M pattern must divide every linear's input width; refused before any work is done.
+    /// An N:M pattern (the run's or an override's) must divide its linear's input width; refused before any work is done.
     private func checkPatternFits(config: LlamaConfig) throws {
-        guard case let .nOfM(_, m) = settings.pattern else { return }
         for layer in 0..<config.numHiddenLayers {
             for linear in LlamaLinear.allCases {
+                guard case let .nOfM(n, m) = settings.linearRules.pattern(layer: layer, linear: linear, block: settings.pattern) else { continue }
                 let inputs = linear.shape(config: config, layer: layer)[1]
                 if inputs % m != 0 {
-                    throw PruneDistError(.argument, "pattern \(settings.pattern): \(linear.weightName(layer: layer)) has \(inputs) inputs, not a multiple of \(m)")
+                    throw PruneDistError(.argument, "pattern \(n):\(m): \(linear.weightName(layer: layer)) has \(inputs) inputs, not a multiple of \(m)")
                 }
             }
         }
@@ -279,15 +301,23 @@ final class PruneRun {
         let name = linear.weightName(layer: layer)
         let result: PruneResult
         do {
-            result = try settings.method.prune(weight: weight, shape: shape, statistics: statistics, pattern: pattern(layer: layer),
-                                               settings: settings)
+            if let pattern = settings.linearRules.pattern(layer: layer, linear: linear, block: pattern(layer: layer)) {
+                result = try settings.method.prune(weight: weight, shape: shape, statistics: statistics, pattern: pattern, settings: settings)
+            } else {
+                result = PruneResult(weight: weight)  // --ignore: left as it is
+            }
         } catch let error as PruneDistError {
             throw PruneDistError(error.kind, "\(name): \(error.message)")
         }
         let zeros = result.weight.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }
+        // The errors' scale, from the same Hessian they were measured with (reported as error / ‖Y‖²).
+        var energy: Double?
+        if result.errorBefore != nil, let hessian = statistics?.hessian, hessian.count == shape[1] * shape[1] {
+            energy = outputEnergy(weight: weight, rows: shape[0], columns: shape[1], hessian: hessian)
+        }
         let entry = RunReport.Linear(linear: linear, layer: layer, owner: comm.rank,
                                      sparsity: Double(zeros) / Double(result.weight.count), zeros: zeros, total: result.weight.count,
-                                     errorBefore: result.errorBefore, errorAfter: result.errorAfter, damping: result.damping,
+                                     errorBefore: result.errorBefore, errorAfter: result.errorAfter, outputEnergy: energy, damping: result.damping,
                                      ridge: result.ridge, redamped: result.redamped, seconds: Date().timeIntervalSince(start))
         return (result.weight, entry)
     }

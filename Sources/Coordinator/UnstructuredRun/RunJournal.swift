@@ -33,6 +33,9 @@ struct RunFingerprint: Codable, Equatable, Sendable {
         fields["blocksize, percdamp"] = "\(settings.blocksize), \(settings.percdamp)"
         if settings.allocation != .uniform { fields["allocation"] = "\(settings.allocation.rawValue) \(settings.owl)" }
         if settings.method == .krp { fields["KRP rectification"] = "\(settings.krpRectification)" }
+        if !settings.linearRules.isEmpty {
+            fields["ignore, overrides"] = "\(settings.linearRules.ignore) \(settings.linearRules.overrides.map { "\($0.target)=\($0.pattern)" })"
+        }
         fields["output dtype"] = settings.outputDType?.rawValue ?? "as input"
         return RunFingerprint(fields: fields)
     }
