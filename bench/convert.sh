@@ -5,10 +5,7 @@
 # Usage: bench/convert.sh [--keep]   (the 440 MB GGUF and the 1.4 GB output go to a temporary folder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
-if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -q -w avx2 /proc/cpuinfo && grep -q -w fma /proc/cpuinfo; then
-  export OPENBLAS_CORETYPE=Haswell
-fi
+source scripts/openblas-env.sh
 swift build -c release --product prune-dist-bench >&2
 swift build -c release --product prune-dist >&2
 source="${PRUNE_DIST_SHARED:-../shared}/models/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -22,9 +22,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 export OPENBLAS_NUM_THREADS="$threads"
-if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -q -w avx2 /proc/cpuinfo && grep -q -w fma /proc/cpuinfo; then
-  export OPENBLAS_CORETYPE=Haswell
-fi
+source scripts/openblas-env.sh
 source bench/smollm2.sh
 swift build -c release --product prune-dist-bench >&2
 out="${PRUNE_DIST_BENCH:-$cache/bench}/speed-$method-${flag[1]/:/of}-$samples"
