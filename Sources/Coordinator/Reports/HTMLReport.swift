@@ -93,7 +93,9 @@ enum HTMLReport {
         }
         html += row("bytes sent, largest rank (plan)") { report in
             guard let sent = report.rankUsage.compactMap(\.bytesSent).max() else { return "–" }
-            return formatBytes(sent) + (report.rankUsage.compactMap(\.plannedBytesSent).max().map { " (\(formatBytes($0)))" } ?? "")
+            if report.ranks == 1 { return "none (one rank)" }
+            // Kilobytes on small runs: Coordinator.formatBytes picks the unit (the page's own formatBytes is MiB/GiB only).
+            return Coordinator.formatBytes(sent) + (report.rankUsage.compactMap(\.plannedBytesSent).max().map { " (\(Coordinator.formatBytes($0)))" } ?? "")
         }
         return html + "</table>\n" + summaryLegend
     }
@@ -160,7 +162,7 @@ enum HTMLReport {
         var html = "<table><tr><th>rank</th><th>host</th><th>sequences</th><th>peak RSS</th><th>CPU s</th><th>bytes sent</th><th>plan's estimate</th></tr>\n"
         for r in report.rankUsage {
             html += "<tr><td>\(r.rank)</td><td>\(escape(r.host))</td><td>\(r.sequences)</td><td>\(formatBytes(r.peakRSSBytes))</td><td>\(String(format: "%.1f", r.cpuSeconds))</td>"
-                + "<td>\(r.bytesSent.map(formatBytes) ?? "–")</td><td>\(r.plannedBytesSent.map(formatBytes) ?? "–")</td></tr>\n"
+                + "<td>\(r.bytesSent.map(Coordinator.formatBytes) ?? "–")</td><td>\(r.plannedBytesSent.map(Coordinator.formatBytes) ?? "–")</td></tr>\n"
         }
         return html + "</table>\n<p class=\"note\">bytes sent: payload this rank handed to MPI collectives over the whole run (its statistics for reductions, "
             + "the weights it solved for broadcasts, report entries for the final gather). plan's estimate: the same run as `prune-dist plan` "
