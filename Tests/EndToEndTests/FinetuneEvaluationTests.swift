@@ -121,6 +121,13 @@ final class FinetuneEvaluationTests: XCTestCase {
         XCTAssertNotNil(svgs.first { $0.id == "finetune-loss-1" }, "the finetune run's loss curve")
         XCTAssertTrue(both.contains("<h2>Fine-tuning</h2>") && both.contains("class=\"before-after\""), "its before → after table")
 
+        // A finetune run alone: its section, none of the pruning panels.
+        let alone = try PruneDistBinary.run(["report", reports[1], "--out", scratch.appendingPathComponent("alone.html").path])
+        XCTAssertEqual(alone.status, 0, alone.stderr)
+        let aloneHTML = try String(contentsOf: scratch.appendingPathComponent("alone.html"), encoding: .utf8)
+        XCTAssertEqual(try SVGInspection.svgs(in: aloneHTML).map(\.id), ["finetune-loss-0", "finetune-eval-0"])
+        XCTAssertFalse(aloneHTML.contains("Sparsity per block"))
+
         // A report of an older finetune (no before/after section) still decodes: a row without figures.
         var old = report
         old.removeValue(forKey: "beforeAfter")

@@ -48,6 +48,7 @@ enum HTMLReport {
         html += finetuneSection(runs)
         // The panels below describe pruning; a finetune run has its own section above.
         let pruneRuns = runs.filter { $0.finetune == nil }
+        guard !pruneRuns.isEmpty else { return html + "</body></html>\n" }
         html += "<h2>Sparsity per block</h2>\n" + blockSparsityChart(pruneRuns)
         html += "<h2>Sparsity per linear</h2>\n<p class=\"note\">One cell per linear: rows are blocks, columns the seven linears; darker is sparser.</p>\n<div class=\"panels\">"
         for (i, run) in runs.enumerated() where run.finetune == nil {
