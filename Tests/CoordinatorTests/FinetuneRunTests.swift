@@ -30,7 +30,7 @@ final class FinetuneRunTests: XCTestCase {
                          lora: LoraSettings(rank: 4, alpha: 8, dropout: dropout, targets: LlamaLinear.allCases),
                          learningRate: 5e-3, warmup: 2, decay: .cosine, weightDecay: 0.01, steps: 5, epochs: nil,
                          // 3 sequences per micro-batch, 2 micro-batches: 6 per step, which 4 ranks split unevenly
-                         batch: 3, accumulate: 2, seqlen: 16, seed: 3, evalText: try tokens("eval.json", count: 8 * 16, seed: 2),
+                         batch: 3, accumulate: 2, seqlen: 16, seed: 3, evalTexts: [try tokens("eval.json", count: 8 * 16, seed: 2)],
                          evalEvery: 2, evalMaxWindows: nil, saveEvery: 100, merge: false, resume: false)
     }
 

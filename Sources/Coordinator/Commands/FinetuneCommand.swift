@@ -1,6 +1,7 @@
 import ArgumentParser
 import Engine
 import Foundation
+import Logging
 import Worker
 
 /// `prune-dist finetune`: LoRA fine-tuning of a (pruned) model, data-parallel over MPI ranks.
@@ -49,12 +50,18 @@ struct FinetuneCommand: ParsableCommand {
     var seqlen: Int = 256
     @Option(name: .long, help: "Seed of the LoRA initialisation, the data order and the dropout masks.")
     var seed: Int = 0
-    @Option(name: .long, help: "Held-out text to measure perplexity on (before, every --eval-every steps, after); never trained on.")
-    var evalText: String?
-    @Option(name: .long, parsing: .unconditional, help: "Evaluate every K steps (with --eval-text).")
+    @Option(name: .long, help: "Held-out text (or .u16 / .json token file) to measure perplexity on before and after training, never trained on; repeat for several (e.g. in-domain and out-of-domain). The curve (--eval-every) is on the first.")
+    var evalText: [String] = []
+    @Option(name: .long, parsing: .unconditional, help: "Evaluate the first --eval-text every K steps.")
     var evalEvery: Int?
-    @Option(name: .long, parsing: .unconditional, help: "Evaluate only the first K windows of --eval-text.")
+    @Option(name: .long, parsing: .unconditional, help: "Evaluate only the first K windows (of --seqlen tokens) of each --eval-text.")
     var evalMaxWindows: Int?
+    @Option(name: .long, help: "Zero-shot tasks measured before and after training, e.g. boolq,piqa,hellaswag (or all); needs --eval-data.")
+    var evalTasks: String?
+    @Option(name: .long, help: "Folder of zero-shot task files for --eval-tasks.")
+    var evalData: String?
+    @Option(name: .long, parsing: .unconditional, help: "Evaluate only the first N documents of each --eval-tasks task.")
+    var evalLimit: Int?
     @Option(name: .long, parsing: .unconditional, help: "Save the adapter and optimizer state every K steps (for --resume).")
     var saveEvery: Int = 50
     @Flag(name: .long, help: "Also write a merged checkpoint (W + alpha/r · B·A) in the input's layout to OUT/merged.")
@@ -96,17 +103,20 @@ struct FinetuneCommand: ParsableCommand {
         try CommandLineLimits.check(accumulate, "--accumulate", in: 1...65_536)
         try CommandLineLimits.check(seqlen, "--seqlen", in: 2...CommandLineLimits.seqlen.upperBound)
         if let evalEvery { try CommandLineLimits.check(evalEvery, "--eval-every", in: 1...100_000_000) }
-        if evalEvery != nil, evalText == nil { throw ValidationError("--eval-every needs --eval-text FILE") }
+        if evalEvery != nil, evalText.isEmpty { throw ValidationError("--eval-every needs --eval-text FILE") }
         if let evalMaxWindows { try CommandLineLimits.check(evalMaxWindows, "--eval-max-windows", in: 1...100_000_000) }
+        if let evalLimit { try CommandLineLimits.check(evalLimit, "--eval-limit", in: 1...100_000_000) }
+        if evalLimit != nil, evalTasks == nil { throw ValidationError("--eval-limit is for --eval-tasks") }
+        try PruneRunEvaluation.checkOptions(texts: evalText, maxWindows: evalMaxWindows, tasks: evalTasks, data: evalData)
         try CommandLineLimits.check(saveEvery, "--save-every", in: 1...100_000_000)
         if mergeDtype != nil, !merge { throw ValidationError("--merge-dtype is for --merge") }
-        for file in data + (evalText.map { [$0] } ?? []) where !FileManager.default.fileExists(atPath: file) {
+        for file in data + evalText where !FileManager.default.fileExists(atPath: file) {
             throw ValidationError("\(file): no such file")
         }
         try asValidationError {
-            // The evaluation text is held out: never one of the training files.
-            if let evalText {
-                try OutputFolder.checkSeparate(.init("--eval-text", URL(fileURLWithPath: evalText)), from: data.map { .init("--data", URL(fileURLWithPath: $0)) })
+            // The evaluation texts are held out: never one of the training files.
+            for text in evalText {
+                try OutputFolder.checkSeparate(.init("--eval-text", URL(fileURLWithPath: text)), from: data.map { .init("--data", URL(fileURLWithPath: $0)) })
             }
             try OutputFolder.checkFresh(.init("--out", URL(fileURLWithPath: out)),
                                         inputs: [.init("--model", URL(fileURLWithPath: model))] + data.map { .init("--data", URL(fileURLWithPath: $0)) })
@@ -118,8 +128,9 @@ struct FinetuneCommand: ParsableCommand {
                          lora: LoraSettings(rank: loraRank, alpha: loraAlpha, dropout: loraDropout, targets: try parsedTargets()),
                          learningRate: lr, warmup: warmup, decay: schedule, weightDecay: weightDecay,
                          steps: steps, epochs: steps == nil ? (epochs ?? 1) : nil, batch: batch, accumulate: accumulate,
-                         seqlen: seqlen, seed: seed, evalText: evalText.map { URL(fileURLWithPath: $0) }, evalEvery: evalEvery,
-                         evalMaxWindows: evalMaxWindows, saveEvery: saveEvery, merge: merge, maskAware: maskAware, mergeDType: mergeDtype, resume: resume)
+                         seqlen: seqlen, seed: seed, evalTexts: evalText.map { URL(fileURLWithPath: $0) }, evalEvery: evalEvery,
+                         evalMaxWindows: evalMaxWindows, evalTasks: try evalTasks.map(DistributedEvaluation.parseTasks) ?? [],
+                         evalData: evalData.map { URL(fileURLWithPath: $0) }, evalLimit: evalLimit, saveEvery: saveEvery, merge: merge, maskAware: maskAware, mergeDType: mergeDtype, resume: resume)
     }
 
     func run() throws {
@@ -142,7 +153,7 @@ struct FinetuneCommand: ParsableCommand {
             }
             defer { interruptions?.uninstall() }
             do {
-                return try Self.finish(FinetuneRun(settings: settings, comm: comm, logger: logger).run(), settings: settings, comm: comm)
+                return try Self.finish(FinetuneRun(settings: settings, comm: comm, logger: logger).run(), settings: settings, comm: comm, logger: logger)
             } catch {
                 // A run that saved a step can be continued; one that saved nothing leaves nothing behind.
                 guard let lock else { throw error }
@@ -164,6 +175,11 @@ struct FinetuneCommand: ParsableCommand {
                 line["eval_perplexity_after"] = last.perplexity
             }
             if let merged = report.mergedPerplexity { line["merged_perplexity"] = merged }
+            if let beforeAfter = report.beforeAfter {
+                beforeAfter.lines.forEach(printLine)
+                line["before"] = beforeAfter.before
+                line["after"] = beforeAfter.after
+            }
             printLine(try jsonLine(line))
         }
     }
@@ -172,26 +188,47 @@ struct FinetuneCommand: ParsableCommand {
         FileManager.default.fileExists(atPath: lock.partial.appendingPathComponent(FinetuneState.fileName).path)
     }
 
-    /// Rank 0 writes the adapter (and the merged checkpoint), the reports, and moves the folder into place.
-    static func finish(_ result: FinetuneRun.Result, settings: FinetuneSettings, comm: Communicator) throws -> FinetuneReport {
+    /// Rank 0 writes the adapter (and the merged checkpoint); every rank evaluates the result when asked; rank 0
+    /// writes the reports and moves the folder into place.
+    static func finish(_ result: FinetuneRun.Result, settings: FinetuneSettings, comm: Communicator, logger: Logger) throws -> FinetuneReport {
         var report = result.report
-        guard comm.rank == 0, let lock = settings.outputLock else { return report }
-        let partial = lock.partial
-        try PEFTAdapterFolder.write(result.adapter, to: partial, baseModel: settings.model.path)
-        if settings.merge {
-            let source = try Checkpoint(directory: settings.model)
-            let folder = partial.appendingPathComponent("merged")
-            report.maskedWeights = try MergedCheckpoint.write(source: source, adapter: result.adapter, to: folder, dtype: settings.mergeDType)
-            report.merged = settings.out.appendingPathComponent("merged").path
-            if let evalText = settings.evalText {
-                // The merged weights as written, evaluated on rank 0 alone (the other ranks are done).
-                let merged = try FrozenLlama(checkpoint: Checkpoint(directory: folder))
-                let windows = try FinetuneRun.evaluationWindows(evalText, tokenizer: try FinetuneRun.tokenizer(settings.model),
-                                                                vocabSize: merged.config.vocabSize, settings: settings)
-                let sums = try FinetuneRun.windowsNLL(model: merged, adapter: nil, windows: windows, indices: Array(windows.indices), seqlen: settings.seqlen)
-                report.mergedPerplexity = exp(sums.nllSum / Double(sums.predictions))
+        let evaluation = settings.beforeAfterEvaluation
+        // Every rank reads what rank 0 wrote from the shared output path, as prune's evaluation of its output does.
+        let partial = settings.outputLock?.partial ?? OutputFolder.partialFolder(for: settings.out)
+        let writes = comm.rank == 0 && settings.outputLock != nil
+        let merged = partial.appendingPathComponent("merged")
+        // Without --merge the trained model (base + adapter) is merged in Float32 into a scratch checkpoint: evaluating a
+        // checkpoint is what `eval perplexity` / `eval zeroshot` do, so before and after go through the same code.
+        let scratch = partial.appendingPathComponent("trained-for-evaluation")
+        if writes {
+            try PEFTAdapterFolder.write(result.adapter, to: partial, baseModel: settings.model.path)
+            if settings.merge || !evaluation.isEmpty {
+                let source = try Checkpoint(directory: settings.model)
+                if settings.merge {
+                    report.maskedWeights = try MergedCheckpoint.write(source: source, adapter: result.adapter, to: merged, dtype: settings.mergeDType)
+                    report.merged = settings.out.appendingPathComponent("merged").path
+                } else {
+                    try? FileManager.default.removeItem(at: scratch)
+                    _ = try MergedCheckpoint.write(source: source, adapter: result.adapter, to: scratch, dtype: .f32, keepZeros: false)
+                }
             }
         }
+        if let before = result.before, !evaluation.isEmpty {
+            // The other ranks wait until rank 0's checkpoint is complete (an error there aborts the job).
+            try comm.barrier()
+            let model = settings.merge ? merged : scratch
+            if comm.rank == 0 { logger.info("evaluating the \(settings.merge ? "merged checkpoint" : "trained model") (after training)") }
+            let after = try evaluation.evaluate(model: model, comm: comm, logger: logger).entries
+            report.beforeAfter = FinetuneBeforeAfter(
+                afterModel: settings.merge ? "the merged checkpoint as written (\(report.merged ?? ""))"
+                    : "the trained model (base weights + adapter, merged in Float32 into a scratch checkpoint that is not kept)",
+                texts: evaluation.texts.map { PruneRunEvaluation.label(of: $0, among: evaluation.texts) }, before: before, after: after)
+            // The merged checkpoint's perplexity on the first text (the curve's), as older reports have it.
+            if settings.merge { report.mergedPerplexity = after["perplexity"] }
+            try comm.barrier()
+            if writes { try? FileManager.default.removeItem(at: scratch) }
+        }
+        guard writes else { return report }
         try? FileManager.default.removeItem(at: partial.appendingPathComponent(FinetuneState.fileName))
         try writeFileAtomically(try report.jsonData(), to: partial.appendingPathComponent("finetune-report.json"))
         try writeFileAtomically(Data(FinetuneHTMLReport.render(report).utf8), to: partial.appendingPathComponent("finetune-report.html"))

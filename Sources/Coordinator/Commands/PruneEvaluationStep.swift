@@ -9,15 +9,7 @@ import Worker
 extension PruneCommand {
     /// Evaluation inputs are checked now rather than after a long run.
     func checkEvaluationOptions() throws {
-        if evalTasks != nil, evalData == nil { throw ValidationError("--eval-tasks needs --eval-data DIR (the task files)") }
-        if let evalTasks { do { _ = try DistributedEvaluation.parseTasks(evalTasks) } catch let error as PruneDistError { throw ValidationError(error.message) } }
-        for text in evalText where !FileManager.default.fileExists(atPath: text) { throw ValidationError("--eval-text \(text): no such file") }
-        if let evalMaxWindows, evalMaxWindows < 1 { throw ValidationError("--eval-max-windows must be at least 1, got \(evalMaxWindows)") }
-        if let evalTasks, let evalData, let tasks = try? DistributedEvaluation.parseTasks(evalTasks) {
-            for task in tasks where !FileManager.default.fileExists(atPath: URL(fileURLWithPath: evalData).appendingPathComponent(task.fileName).path) {
-                throw ValidationError("--eval-data \(evalData): no \(task.fileName) for task \(task.rawValue)")
-            }
-        }
+        try PruneRunEvaluation.checkOptions(texts: evalText, maxWindows: evalMaxWindows, tasks: evalTasks, data: evalData)
     }
 
     func evaluationSettings() throws -> PruneRunEvaluation {

@@ -8,14 +8,14 @@ extension RunComparisonTable.Format: ExpressibleByArgument {}
 struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "report",
-        abstract: "Render run reports (prune-report.json) as one self-contained HTML page, and/or a table of runs × figures.",
+        abstract: "Render run reports (prune-report.json, finetune-report.json) as one self-contained HTML page, and/or a table of runs × figures.",
         discussion: """
         --table md|csv|latex prints one row per run (and the dense model when the runs evaluated it): method, pattern, \
-        sparsity reached, perplexity on every evaluated text, zero-shot average, wall time. With --out the HTML page is \
-        written as well.
+        sparsity reached, perplexity on every evaluated text, zero-shot average, wall time. A finetune report is one row \
+        (method "lora r=R", its after-training figures). With --out the HTML page is written as well.
         """)
 
-    @Argument(help: "Run reports (JSON) written by prune-dist prune.")
+    @Argument(help: "Run reports (JSON) written by prune-dist prune or prune-dist finetune.")
     var reports: [String]
 
     @Option(name: .long, help: "The HTML file to write.")
@@ -40,12 +40,12 @@ struct ReportCommand: ParsableCommand {
 
     func run() throws {
         let urls = reports.map { URL(fileURLWithPath: $0) }
-        var runs = try urls.map { HTMLReport.Run(label: RunReportFiles.label(try RunReportFiles.read($0)), report: try RunReportFiles.read($0)) }
+        var runs = try urls.map(RunReportFiles.readRun)
         // Runs with the same method and pattern are told apart by where their report lives.
         let clashing = runs.indices.filter { i in runs.filter { $0.label == runs[i].label }.count > 1 }
         for i in clashing {
             let parent = urls[i].deletingLastPathComponent().lastPathComponent
-            runs[i].label += " (\(urls[i].lastPathComponent == "prune-report.json" ? parent : urls[i].lastPathComponent))"
+            runs[i].label += " (\(["prune-report.json", "finetune-report.json"].contains(urls[i].lastPathComponent) ? parent : urls[i].lastPathComponent))"
         }
         if let table { print(RunComparisonTable.render(runs, format: table), terminator: "") }
         if let out = self.out.map({ URL(fileURLWithPath: $0) }) {

@@ -1,3 +1,4 @@
+import ArgumentParser
 import Engine
 import Foundation
 import Logging
@@ -16,6 +17,19 @@ struct PruneRunEvaluation: Sendable {
     var attack: AttackSettings? = nil
 
     var isEmpty: Bool { texts.isEmpty && tasks.isEmpty && attack == nil }
+
+    /// The `--eval-*` options of a command (prune, finetune), checked before any work rather than after a long run.
+    static func checkOptions(texts: [String], maxWindows: Int?, tasks: String?, data: String?) throws {
+        if tasks != nil, data == nil { throw ValidationError("--eval-tasks needs --eval-data DIR (the task files)") }
+        if let tasks { do { _ = try DistributedEvaluation.parseTasks(tasks) } catch let error as PruneDistError { throw ValidationError(error.message) } }
+        for text in texts where !FileManager.default.fileExists(atPath: text) { throw ValidationError("--eval-text \(text): no such file") }
+        if let maxWindows, maxWindows < 1 { throw ValidationError("--eval-max-windows must be at least 1, got \(maxWindows)") }
+        if let tasks, let data, let parsed = try? DistributedEvaluation.parseTasks(tasks) {
+            for task in parsed where !FileManager.default.fileExists(atPath: URL(fileURLWithPath: data).appendingPathComponent(task.fileName).path) {
+                throw ValidationError("--eval-data \(data): no \(task.fileName) for task \(task.rawValue)")
+            }
+        }
+    }
 
     /// Evaluates the checkpoint in `model` over the job's ranks (all ranks call this; rank 0 wrote the
     /// checkpoint, which every rank reads from the shared output path) and returns the flat entries for the

@@ -32,6 +32,8 @@ struct FinetuneReport: Codable, Sendable {
     var merged: String? = nil
     var mergedPerplexity: Double? = nil
     var maskedWeights: Int? = nil
+    /// With --eval-text / --eval-tasks: every text and task on the input and on the result (absent in older reports)
+    var beforeAfter: FinetuneBeforeAfter? = nil
 
     init(settings: FinetuneSettings, data: TrainingSet, totalSteps: Int, parameters: Int, ranks: Int, curves: FinetuneCurves,
          resumedAfterStep: Int?, seconds: Double, tokensPerSecond: Double?) {
@@ -60,10 +62,68 @@ struct FinetuneReport: Codable, Sendable {
         self.tokensPerSecond = tokensPerSecond
     }
 
+    /// The run as a row among prune runs (`prune-dist report`): the after-figures as its `evaluation`, its wall time;
+    /// no linears, blocks or sparsity (the HTML page shows a finetune run's own section instead of those panels).
+    var runReportView: RunReport {
+        RunReport(tool: "prune-dist", version: "", model: model, output: merged ?? "", method: RunReportFiles.label(self), pattern: "–",
+                  sparsityTarget: .nan, trueSequential: false, samples: 0, seqlen: seqlen, seed: seed, ranks: ranks,
+                  linears: [], blocks: [], rankUsage: [], totalSeconds: seconds, overallSparsity: .nan, evaluation: beforeAfter?.after)
+    }
+
     func jsonData() throws -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return try encoder.encode(self)
+    }
+}
+
+/// The input and the fine-tuned model evaluated alike (`prune --eval-*`'s code, over the run's ranks). `before` and
+/// `after` are flat maps with the keys of a prune report's `evaluation` (`perplexity.<text>`, `zeroshot.<task>.acc`,
+/// `zeroshot.average.acc_norm`, …), so the figures line up with prune runs' in `prune-dist report`.
+struct FinetuneBeforeAfter: Codable, Sendable, Equatable {
+    /// What `after` measured: the merged checkpoint as written (OUT/merged), or the trained model (base + adapter,
+    /// merged in Float32 into a scratch checkpoint that is not kept)
+    var afterModel: String
+    /// The texts' labels in command-line order (the first is the curve's)
+    var texts: [String]
+    var before: [String: Double]
+    var after: [String: Double]
+
+    /// Zero-shot tasks measured, in ZeroShotTask order.
+    var tasks: [String] { ZeroShotTask.allCases.map(\.rawValue).filter { before["zeroshot.\($0).acc"] != nil } }
+
+    /// Rows of (what, before, after) for the terminal and the HTML table: perplexity per text, acc and acc_norm per task,
+    /// and the average.
+    var rows: [(name: String, before: Double?, after: Double?, format: String)] {
+        var rows: [(name: String, before: Double?, after: Double?, format: String)] = []
+        for label in texts {
+            rows.append(("perplexity, \(label)", before["perplexity.\(label)"], after["perplexity.\(label)"], "%.4f"))
+        }
+        for task in tasks + (tasks.isEmpty ? [] : ["average"]) {
+            for metric in ["acc", "acc_norm"] where before["zeroshot.\(task).\(metric)"] != nil {
+                rows.append(("\(task) \(metric)", before["zeroshot.\(task).\(metric)"], after["zeroshot.\(task).\(metric)"], "%.4f"))
+            }
+        }
+        return rows
+    }
+
+    /// One line per row: "perplexity, eval: before 20.1234 → after 15.4321".
+    var lines: [String] {
+        rows.map { row in
+            "\(row.name): before \(row.before.map { String(format: row.format, $0) } ?? "–") → after \(row.after.map { String(format: row.format, $0) } ?? "–")"
+        }
+    }
+
+    /// The before → after table (text rows, task rows, the average).
+    var htmlTable: String {
+        var html = "<table class=\"before-after\"><tr><th></th><th>before</th><th>after</th></tr>"
+        for row in rows {
+            html += "<tr><td>\(HTMLReport.escape(row.name))</td><td>\(row.before.map { String(format: row.format, $0) } ?? "–")</td>"
+                + "<td>\(row.after.map { String(format: row.format, $0) } ?? "–")</td></tr>"
+        }
+        let seqlen = before["perplexity.seqlen"].map { "windows of \(Int($0)) tokens; " } ?? ""
+        let documents = before["zeroshot.limit"].map { "first \(Int($0)) documents per task; " } ?? ""
+        return html + "</table>\n<p class=\"note\">\(seqlen)\(documents)after: \(HTMLReport.escape(afterModel)). The zero-shot average leaves SST-2 out; acc_norm where reported, acc otherwise.</p>\n"
     }
 }
 
@@ -100,8 +160,10 @@ enum FinetuneHTMLReport {
             rows.append(("merged checkpoint", merged + perplexity + ", \(report.maskedWeights ?? 0) updates held at zero by the mask"))
         }
         html += "<table>" + rows.map { "<tr><th>\(HTMLReport.escape($0.0))</th><td>\(HTMLReport.escape($0.1))</td></tr>" }.joined() + "</table>\n"
+        html += "<h2>Before → after</h2>\n"
+            + (report.beforeAfter?.htmlTable ?? "<p>No --eval-text or --eval-tasks was given.</p>\n")
         html += "<h2>Training loss</h2>\n" + lineChart(id: "loss-curve", points: report.curves.loss.map { (Double($0.step), $0.loss) }, yLabel: "mean NLL of the step's batch")
-        html += "<h2>Evaluation perplexity</h2>\n"
+        html += "<h2>Evaluation perplexity\(report.beforeAfter?.texts.first.map { " (\($0))" } ?? "")</h2>\n"
         if report.curves.eval.isEmpty {
             html += "<p>No --eval-text was given.</p>\n"
         } else {

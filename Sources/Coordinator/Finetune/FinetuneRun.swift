@@ -17,6 +17,8 @@ struct FinetuneRun {
     struct Result: Sendable {
         var adapter: LoraAdapter
         var report: FinetuneReport
+        /// The input model's `evaluation` entries (PruneRunEvaluation), when before/after figures were asked for
+        var before: [String: Double]? = nil
     }
 
     func run() throws -> Result {
@@ -27,7 +29,7 @@ struct FinetuneRun {
         let tokenizer = try Self.tokenizer(settings.model)
         let data = try TrainingSet.load(settings.data, tokenizer: tokenizer, seqlen: settings.seqlen,
                                         eos: checkpoint.config.eosTokenId, vocabSize: checkpoint.config.vocabSize)
-        let evalWindows = try settings.evalText.map { try Self.evaluationWindows($0, tokenizer: tokenizer, vocabSize: checkpoint.config.vocabSize, settings: settings) }
+        let evalWindows = try settings.curveText.map { try Self.evaluationWindows($0, tokenizer: tokenizer, vocabSize: checkpoint.config.vocabSize, settings: settings) }
         let totalSteps = settings.totalSteps(examples: data.examples.count)
         let schedule = LearningRateSchedule(peak: settings.learningRate, warmup: settings.warmup, totalSteps: totalSteps, decay: settings.decay)
         var adapter = LoraAdapter(settings: settings.lora, shapes: model.shapes, seed: UInt64(bitPattern: Int64(settings.seed)))
@@ -45,6 +47,14 @@ struct FinetuneRun {
             firstStep = state.step
             adapter.assign(flat: parameters)
             logger.info("resuming after step \(state.step) of \(totalSteps)")
+        }
+        // The input as `eval perplexity` / `eval zeroshot` measure it (a resumed run measures it again: it is not saved).
+        let evaluation = settings.beforeAfterEvaluation
+        var before: [String: Double]?
+        if !evaluation.isEmpty {
+            if comm.rank == 0 { logger.info("evaluating the input model (before training)") }
+            let result = try evaluation.evaluate(model: settings.model, comm: comm, logger: logger)
+            before = result.entries
         }
         logger.info("finetune: \(data.examples.count) \(data.format.rawValue) sequences of \(settings.seqlen) tokens (\(data.truncated) cut, \(data.dropped) left out), \(totalSteps) steps of \(settings.sequencesPerStep) sequences over \(comm.size) rank(s), \(parameters.count) LoRA parameters")
 
@@ -104,7 +114,7 @@ struct FinetuneRun {
         let report = FinetuneReport(settings: settings, data: data, totalSteps: totalSteps, parameters: parameters.count, ranks: comm.size,
                                     curves: curves, resumedAfterStep: firstStep > 0 ? firstStep : nil, seconds: seconds,
                                     tokensPerSecond: tokensDone > 0 ? Double(tokensDone) / trainingSeconds : nil)
-        return Result(adapter: adapter, report: report)
+        return Result(adapter: adapter, report: report, before: before)
     }
 
     /// The model's tokenizer, nil when its folder has no tokenizer.json.

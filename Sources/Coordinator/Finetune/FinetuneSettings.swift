@@ -19,9 +19,14 @@ struct FinetuneSettings: Sendable {
     var accumulate: Int
     var seqlen: Int
     var seed: Int
-    var evalText: URL?
+    /// Held-out texts: the curve (every evalEvery steps) is measured on the first, before and after on every one
+    var evalTexts: [URL]
     var evalEvery: Int?
     var evalMaxWindows: Int?
+    /// Zero-shot tasks measured before and after training (task files in evalData, first evalLimit documents)
+    var evalTasks: [ZeroShotTask] = []
+    var evalData: URL? = nil
+    var evalLimit: Int? = nil
     /// Save the adapter and optimizer state every this many steps (and at the end)
     var saveEvery: Int
     var merge: Bool
@@ -32,6 +37,14 @@ struct FinetuneSettings: Sendable {
     var resume: Bool
     /// Rank 0's lock on the output's partial folder; nil on other ranks (and in tests that write nothing)
     var outputLock: OutputLock?
+
+    /// The text of the evaluation curve (the cheap figure measured during training).
+    var curveText: URL? { evalTexts.first }
+
+    /// The before/after evaluation, as `prune --eval-*` runs it (windows of the training seqlen); empty when none asked.
+    var beforeAfterEvaluation: PruneRunEvaluation {
+        PruneRunEvaluation(texts: evalTexts, seqlen: seqlen, maxWindows: evalMaxWindows, tasks: evalTasks, data: evalData, limit: evalLimit)
+    }
 
     /// The global batch: sequences per optimizer step.
     var sequencesPerStep: Int { batch * accumulate }

@@ -11,7 +11,9 @@ enum MergedCheckpoint {
     /// - dtype: the weights' dtype (default: the input's). A small update vanishes in BF16's 8 bits of mantissa; F32
     ///   keeps it (config.json then still names the input's dtype, which transformers converts to on load unless
     ///   asked for float32).
-    static func write(source: Checkpoint, adapter: LoraAdapter, to folder: URL, dtype: DType? = nil) throws -> Int {
+    /// - keepZeros: false adds the whole update, zeros included: the model as trained (what PEFT applies), for
+    ///   evaluating it through a checkpoint; the written output always keeps the mask
+    static func write(source: Checkpoint, adapter: LoraAdapter, to folder: URL, dtype: DType? = nil, keepZeros: Bool = true) throws -> Int {
         let order = OutputCheckpoint.tensorOrder(source.tensorNames)
         let entries = try order.map { name -> SafetensorsWriter.Entry in
             let info = try source.info(name)
@@ -32,7 +34,7 @@ enum MergedCheckpoint {
             if let (layer, linear) = adapted[name], let delta = adapter.delta(layer: layer, linear: linear) {
                 var weight = try source.floatsCheckedFinite(name)
                 for i in 0..<weight.count {
-                    if weight[i] == 0 { if delta[i] != 0 { masked += 1 } } else { weight[i] += delta[i] }
+                    if weight[i] == 0, keepZeros { if delta[i] != 0 { masked += 1 } } else { weight[i] += delta[i] }
                 }
                 try writer.append(name, floats: weight)
             } else if try source.info(name).dtype == outputDType[name] {

@@ -12,6 +12,8 @@ enum HTMLReport {
     struct Run {
         var label: String
         var report: RunReport
+        /// A finetune run (`report` is then its view as a row: RunReportFiles.readRun); nil for a prune run
+        var finetune: FinetuneReport? = nil
     }
 
     /// Series colours (colour-blind-safe Okabe–Ito), by run or by linear kind.
@@ -43,24 +45,28 @@ enum HTMLReport {
         html += summaryTable(runs)
         html += evaluationTable(runs)
         html += denseComparisonSection(runs)
-        html += "<h2>Sparsity per block</h2>\n" + blockSparsityChart(runs)
+        html += finetuneSection(runs)
+        // The panels below describe pruning; a finetune run has its own section above.
+        let pruneRuns = runs.filter { $0.finetune == nil }
+        guard !pruneRuns.isEmpty else { return html + "</body></html>\n" }
+        html += "<h2>Sparsity per block</h2>\n" + blockSparsityChart(pruneRuns)
         html += "<h2>Sparsity per linear</h2>\n<p class=\"note\">One cell per linear: rows are blocks, columns the seven linears; darker is sparser.</p>\n<div class=\"panels\">"
-        for (i, run) in runs.enumerated() {
+        for (i, run) in runs.enumerated() where run.finetune == nil {
             html += "<div class=\"panel\"><h3>\(escape(run.label))</h3>\(linearSparsityChart(run.report, id: "linear-sparsity-\(i)"))</div>"
         }
         html += "</div>\n<h2>Reconstruction error per linear</h2>\n<p class=\"note\">Relative output error ‖ΔW x‖² / ‖W x‖² on the calibration inputs (the fraction of the linear's output lost; absolute per-token ‖ΔW x‖² for reports without ‖W x‖²), log scale: before the update (mask only, grey ring) and after the solver (dot, coloured by linear).</p>\n<div class=\"panels\">"
-        for (i, run) in runs.enumerated() {
+        for (i, run) in runs.enumerated() where run.finetune == nil {
             html += "<div class=\"panel\"><h3>\(escape(run.label))</h3>\(errorChart(run.report, id: "error-\(i)"))</div>"
         }
         html += "</div>\n<h2>Time per block</h2>\n<div class=\"panels\">"
-        for (i, run) in runs.enumerated() {
+        for (i, run) in runs.enumerated() where run.finetune == nil {
             html += "<div class=\"panel\"><h3>\(escape(run.label))</h3>\(blockTimeChart(run.report, id: "time-\(i)"))</div>"
         }
         html += "</div>\n<h2>Ranks: time and memory</h2>\n<div class=\"panels\">"
-        for (i, run) in runs.enumerated() {
+        for (i, run) in runs.enumerated() where run.finetune == nil {
             html += "<div class=\"panel\"><h3>\(escape(run.label))</h3>\(rankChart(run.report, id: "ranks-\(i)"))\(rankTable(run.report))</div>"
         }
-        html += "</div>\n" + provenanceSection(runs)
+        html += "</div>\n" + provenanceSection(pruneRuns)
         html += "</body></html>\n"
         return html
     }
@@ -68,30 +74,31 @@ enum HTMLReport {
     // MARK: tables
 
     private static func summaryTable(_ runs: [Run]) -> String {
-        func row(_ name: String, _ value: (RunReport) -> String) -> String {
-            "<tr><td>\(escape(name))</td>" + runs.map { "<td>\(escape(value($0.report)))</td>" }.joined() + "</tr>\n"
+        // pruning: a figure of pruning, which a finetune run's column leaves empty.
+        func row(_ name: String, pruning: Bool = false, _ value: (RunReport) -> String) -> String {
+            "<tr><td>\(escape(name))</td>" + runs.map { "<td>\(escape(pruning && $0.finetune != nil ? "–" : value($0.report)))</td>" }.joined() + "</tr>\n"
         }
         var html = "<h2>Runs</h2>\n<table><tr><th></th>" + runs.map { "<th>\(escape($0.label))</th>" }.joined() + "</tr>\n"
         html += row("model") { URL(fileURLWithPath: $0.model).lastPathComponent }
         html += row("method") { $0.method }
         html += row("pattern") { $0.pattern }
-        html += row("sparsity (target / reached)") { String(format: "%.4f / %.5f", $0.sparsityTarget, $0.overallSparsity) }
-        html += row("calibration") { $0.samples == 0 ? "none" : "\($0.samples) × \($0.seqlen) tokens, seed \($0.seed)" + ($0.trueSequential ? ", true-sequential" : "") }
+        html += row("sparsity (target / reached)", pruning: true) { String(format: "%.4f / %.5f", $0.sparsityTarget, $0.overallSparsity) }
+        html += row("calibration", pruning: true) { $0.samples == 0 ? "none" : "\($0.samples) × \($0.seqlen) tokens, seed \($0.seed)" + ($0.trueSequential ? ", true-sequential" : "") }
         html += row("ranks") { "\($0.ranks)" }
         html += row("wall time") { String(format: "%.1f s", $0.totalSeconds) }
-        html += row("CPU time, all ranks") { String(format: "%.1f s", $0.rankUsage.map(\.cpuSeconds).reduce(0, +)) }
-        html += row("largest peak RSS") { formatBytes($0.rankUsage.map(\.peakRSSBytes).max() ?? 0) }
-        html += row("mean error after / before") { report in
+        html += row("CPU time, all ranks", pruning: true) { String(format: "%.1f s", $0.rankUsage.map(\.cpuSeconds).reduce(0, +)) }
+        html += row("largest peak RSS", pruning: true) { formatBytes($0.rankUsage.map(\.peakRSSBytes).max() ?? 0) }
+        html += row("mean error after / before", pruning: true) { report in
             let pairs = report.linears.compactMap { l in l.errorBefore.flatMap { b in l.errorAfter.map { (b, $0) } } }
             guard !pairs.isEmpty else { return "–" }
             let before = pairs.map(\.0).reduce(0, +), after = pairs.map(\.1).reduce(0, +)
             return before > 0 ? String(format: "%.3f", after / before) : "–"
         }
-        html += row("median relative error after") { report in
+        html += row("median relative error after", pruning: true) { report in
             let values = report.linears.compactMap(\.relativeErrorAfter).sorted()
             return values.isEmpty ? "–" : String(format: "%.4g", values[values.count / 2])
         }
-        html += row("bytes sent, largest rank (plan)") { report in
+        html += row("bytes sent, largest rank (plan)", pruning: true) { report in
             guard let sent = report.rankUsage.compactMap(\.bytesSent).max() else { return "–" }
             if report.ranks == 1 { return "none (one rank)" }
             // Kilobytes on small runs: Coordinator.formatBytes picks the unit (the page's own formatBytes is MiB/GiB only).

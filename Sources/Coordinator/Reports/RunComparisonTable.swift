@@ -2,7 +2,8 @@ import Foundation
 
 /// `report A.json B.json … --table md|csv|latex`: one row per run (and one for the dense model when the runs
 /// evaluated it), one column per figure: method, pattern, sparsity reached, perplexity on every evaluated text,
-/// zero-shot average, wall time. The table users paste into a paper; the HTML page has the details.
+/// zero-shot average, wall time. A finetune run is a row too (method "lora r=R", its figures after training). The table
+/// users paste into a paper; the HTML page has the details.
 enum RunComparisonTable {
     enum Format: String, CaseIterable {
         case md, csv, latex
@@ -36,7 +37,8 @@ enum RunComparisonTable {
         }
         for run in runs {
             let r = run.report
-            rows.append([run.label, r.method, r.pattern, String(format: "%.4f", r.overallSparsity)] + figures(r.evaluation)
+            // A finetune run: its after-training figures; it prunes nothing, so no sparsity of its own.
+            rows.append([run.label, r.method, r.pattern, run.finetune == nil ? String(format: "%.4f", r.overallSparsity) : "–"] + figures(r.evaluation)
                         + [String(format: "%.1f", r.totalSeconds)])
         }
         return (header, rows)

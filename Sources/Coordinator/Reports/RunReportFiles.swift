@@ -72,20 +72,49 @@ enum RunReportFiles {
         return head.contains("\"tool\"") && head.contains("\"prune-dist\"")
     }
 
+    /// The label of a finetune run: the method as a table row names it.
+    static func label(_ report: FinetuneReport) -> String {
+        "lora r=\(report.lora.rank)"
+    }
+
+    /// A report `prune-dist report` reads: `prune`'s run report, or `finetune`'s (finetune-report.json) shown as a
+    /// row of its own. Told apart by content, not by name: a run report has `linears`, a finetune report `lora` and
+    /// `curves`.
+    static func readRun(_ url: URL) throws -> HTMLReport.Run {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw PruneDistError(.io, "\(url.path): cannot read run report (\(error.localizedDescription))")
+        }
+        let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+        if let object, object["linears"] == nil, object["lora"] != nil, object["curves"] != nil {
+            let finetune = try decode(FinetuneReport.self, from: data, url: url, kind: "finetune report")
+            return HTMLReport.Run(label: label(finetune), report: finetune.runReportView, finetune: finetune)
+        }
+        guard let object, object["linears"] != nil || object["tool"] as? String == "prune-dist" else {
+            throw PruneDistError(.format, "\(url.path): neither a prune run report (prune-report.json, with \"linears\") nor a finetune report (finetune-report.json, with \"lora\" and \"curves\")")
+        }
+        let report = try decode(RunReport.self, from: data, url: url, kind: "prune-dist run report")
+        return HTMLReport.Run(label: label(report), report: report)
+    }
+
     /// Reads a run report written by `prune`, naming the file when it is not one.
     static func read(_ url: URL) throws -> RunReport {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
             throw PruneDistError(.io, "\(url.path): cannot read run report (\(error.localizedDescription))")
         }
+        return try decode(RunReport.self, from: data, url: url, kind: "prune-dist run report")
+    }
+
+    private static func decode<T: Decodable>(_ type: T.Type, from data: Data, url: URL, kind: String) throws -> T {
         do {
-            return try JSONDecoder().decode(RunReport.self, from: data)
+            return try JSONDecoder().decode(T.self, from: data)
         } catch let DecodingError.keyNotFound(key, context) {
-            throw PruneDistError(.format, "\(url.path): not a prune-dist run report: key \"\(key.stringValue)\" missing at \(path(context))")
+            throw PruneDistError(.format, "\(url.path): not a \(kind): key \"\(key.stringValue)\" missing at \(path(context))")
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            throw PruneDistError(.format, "\(url.path): not a prune-dist run report: wrong value at \(path(context)) (\(context.debugDescription))")
+            throw PruneDistError(.format, "\(url.path): not a \(kind): wrong value at \(path(context)) (\(context.debugDescription))")
         } catch {
-            throw PruneDistError(.format, "\(url.path): not a prune-dist run report (\(error.localizedDescription))")
+            throw PruneDistError(.format, "\(url.path): not a \(kind) (\(error.localizedDescription))")
         }
     }
 
