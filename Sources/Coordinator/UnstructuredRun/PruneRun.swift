@@ -125,17 +125,18 @@ final class PruneRun {
                 }
 
                 let solveStart = PhaseTime.now()
+                // Every rank solves all the linears it owns in this phase before any is broadcast: broadcasting
+                // each as it is solved would make the ranks take turns, one solving while the others wait.
+                var solvedHere: [LlamaLinear: [Float]] = [:]
+                for linear in phase where plan.owner(layer: layer, linear: linear) == comm.rank {
+                    let solved = try solve(linear: linear, layer: layer, dense: dense, statistics: statistics[linear.inputGroup])
+                    linears.append(solved.report)
+                    solvedHere[linear] = solved.weight
+                }
+                statistics = [:]  // peak memory: the Hessians are not held next to the broadcast weights
                 for linear in phase {
-                    let owner = plan.owner(layer: layer, linear: linear)
-                    var weight: [Float]
-                    if owner == comm.rank {
-                        let solved = try solve(linear: linear, layer: layer, dense: dense, statistics: statistics[linear.inputGroup])
-                        linears.append(solved.report)
-                        weight = solved.weight
-                    } else {
-                        weight = [Float](repeating: 0, count: dense.weight(linear).count)
-                    }
-                    try comm.broadcast(&weight, root: owner)
+                    var weight = solvedHere.removeValue(forKey: linear) ?? [Float](repeating: 0, count: dense.weight(linear).count)
+                    try comm.broadcast(&weight, root: plan.owner(layer: layer, linear: linear))
                     pruned.setWeight(linear, weight)
                 }
                 solveTime.add(since: solveStart)
