@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# A robust dense model the KRP way (issues 17 and 18): several LoRA fine-tunes of SmolLM2-135M-Instruct on SST-2
+# text, each with its own seed (LoRA init, data order, dropout), merged in f32 and averaged into a uniform soup.
+#
+#   bench/sst2-soup.sh [--seeds "1 2 3"] [--epochs 3] [--lr 5e-4] [--ranks 2]
+#
+# Training text: SST-2 validation examples 200 … 771 in the attack's "review" prompt with the label word
+# ("Review: …\nSentiment: positive"), language-model loss on every token. The first 200 examples (the attacked
+# ones) and the last 100 (the K-shot demonstration pool) are never trained on. Prints the soup's folder and the
+# training text (for `bench/robustness-table.sh --model SOUP --calib TEXT`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seeds="1 2 3"; epochs=3; lr=5e-4; ranks=2
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seeds) seeds="$2"; shift 2 ;;
+    --epochs) epochs="$2"; shift 2 ;;
+    --lr) lr="$2"; shift 2 ;;
+    --ranks) ranks="$2"; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OPENBLAS_NUM_THREADS=1
+source bench/smollm2.sh
+shared="${PRUNE_DIST_SHARED:-$PWD/../shared}"
+out="${PRUNE_DIST_BENCH:-$cache/bench}/sst2-soup"
+mkdir -p "$out"
+train="$out/sst2-train.txt"
+python3 - "$shared/data/tasks/sst2.validation.jsonl" "$train" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+with open(sys.argv[2], "w") as f:
+    for r in rows[200:len(rows) - 100]:
+        f.write("Review: %s\nSentiment:%s\n\n" % (r["sentence"].strip(), [" negative", " positive"][r["label"]]))
+PY
+members=()
+for seed in $seeds; do
+  if [ ! -f "$out/ft$seed/merged/config.json" ]; then
+    rm -rf "${out:?}/ft$seed"
+    mpirun -n "$ranks" --bind-to none "$bin" finetune --model "$model" --data "$train" --out "$out/ft$seed" \
+      --lora-rank 8 --lora-alpha 16 --lr "$lr" --warmup 4 --epochs "$epochs" --batch 8 --seqlen 256 --seed "$seed" \
+      --eval-text "$cache/eval.txt" --eval-max-windows 8 --merge --merge-dtype f32 --log-level warning >&2
+  fi
+  members+=("$out/ft$seed/merged")
+done
+rm -rf "${out:?}/soup"
+mpirun -n "$ranks" --bind-to none "$bin" average --models "${members[@]}" --out "$out/soup" --log-level warning >&2
+echo "$out/soup $train"
