@@ -15,7 +15,6 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 source scripts/openblas-env.sh
 source bench/smollm2.sh
 out="${PRUNE_DIST_BENCH:-$cache/bench}/scaling"

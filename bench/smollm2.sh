@@ -5,3 +5,6 @@ bin="$PWD/.build/release/prune-dist"
 cache="$(scripts/fetch-assets.sh | tail -1)"
 model="$cache/SmolLM2-135M-Instruct"
 [ -f "$model/config.json" ] || "$bin" convert --gguf "$cache/SmolLM2-135M-Instruct.Q4_1.gguf" --out "$model" --dtype bf16 >&2
+# mpirun as root in containers, more ranks than cores for -n 4 tests; the shared data folder next to the clone.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+shared="${PRUNE_DIST_SHARED:-$PWD/../shared}"

@@ -20,10 +20,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export OPENBLAS_NUM_THREADS=1
 source bench/smollm2.sh
-shared="${PRUNE_DIST_SHARED:-$PWD/../shared}"
 out="${PRUNE_DIST_BENCH:-$cache/bench}/sst2-soup"
 mkdir -p "$out"
 train="$out/sst2-train.txt"
