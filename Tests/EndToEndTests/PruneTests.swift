@@ -125,15 +125,20 @@ final class PruneTests: XCTestCase {
         }
     }
 
-    /// `--threads 2`: two BLAS threads per rank give the same checkpoint bytes run after run (and 1 rank with 2
-    /// threads is a valid run, whatever OPENBLAS_NUM_THREADS says).
-    func testTwoBLASThreadsGiveTheSameBytesEveryRun() throws {
-        let common = ["--method", "sparsegpt", "--sparsity", "0.5", "--calib", try randomCalibration().path,
-                      "--samples", "16", "--seqlen", "64", "--threads", "2"]
-        let first = try prune(common, out: "threads-a"), second = try prune(common, out: "threads-b")
-        let a = try Data(contentsOf: first.appendingPathComponent("model.safetensors"))
-        let b = try Data(contentsOf: second.appendingPathComponent("model.safetensors"))
-        XCTAssertEqual(a, b)
+    /// `--threads 2`: two threads per rank take whole sequences and add their statistics in sequence order, so the
+    /// checkpoint is the bytes of one thread, run after run, for SparseGPT and KRP (whose two streams both go
+    /// through the threads), also on two ranks (and 1 rank with 2 threads is a valid run, whatever
+    /// OPENBLAS_NUM_THREADS says).
+    func testTwoThreadsGiveTheBytesOfOneThread() throws {
+        let calibration = try randomCalibration().path
+        for method in ["sparsegpt", "krp"] {
+            let common = ["--method", method, "--sparsity", "0.5", "--calib", calibration, "--samples", "16", "--seqlen", "64"]
+            let one = try Data(contentsOf: try prune(common + ["--threads", "1"], out: "\(method)-threads-1").appendingPathComponent("model.safetensors"))
+            for (run, ranks) in [("a", 1), ("b", 1), ("c", 2)] {
+                let out = try prune(ranks: ranks, common + ["--threads", "2"], out: "\(method)-threads-2\(run)")
+                XCTAssertEqual(try Data(contentsOf: out.appendingPathComponent("model.safetensors")), one, "\(method), 2 threads on \(ranks) rank(s), run \(run)")
+            }
+        }
         let bad = try PruneDistBinary.run(["prune", "--model", try model(), "--out", scratch.appendingPathComponent("threads-0").path,
                                            "--method", "magnitude", "--sparsity", "0.5", "--threads", "0"])
         XCTAssertNotEqual(bad.status, 0)

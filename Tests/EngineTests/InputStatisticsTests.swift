@@ -33,4 +33,42 @@ final class InputStatisticsTests: XCTestCase {
         }
         XCTAssertEqual(both.tokens, 2 * n)
     }
+
+    /// Batches multiplied on several threads and added in batch order give the one-thread sums to the bit, for
+    /// every thread count, including more threads than batches and a last group smaller than the others.
+    func testThreadsGiveTheSameBitsAsOneThread() {
+        let d = 29, n = 41, count = 7
+        var random = SplitMix64(seed: 11)
+        // Batches of very different scales, so that Double sums added in another order round differently.
+        let pruned = (0..<count).map { b in (0..<(n * d)).map { _ in Float(random.nextGaussian()) * Float(1 << (8 * b)) } }
+        let dense = (0..<count).map { _ in (0..<(n * d)).map { _ in Float(random.nextGaussian()) } }
+        let needs = StatisticsNeeds(hessian: true, cross: true, columnNorms: true)
+        var one = InputStatistics(dimension: d, needs: needs)
+        for b in 0..<count { one.accumulate(pruned: pruned[b], dense: dense[b], tokens: n) }
+        for threads in [1, 2, 3, 4, 9] {
+            var several = InputStatistics(dimension: d, needs: needs)
+            several.accumulate(batches: count, threads: threads, tokens: n) { (pruned[$0], dense[$0]) }
+            XCTAssertEqual(several.hessian, one.hessian, "\(threads) threads")
+            XCTAssertEqual(several.cross, one.cross, "\(threads) threads")
+            XCTAssertEqual(several.columnNorms, one.columnNorms, "\(threads) threads")
+            XCTAssertEqual(several.tokens, count * n)
+        }
+        // Added in another order the sums are not the same bits: the test would see a group added out of order.
+        var reversed = InputStatistics(dimension: d, needs: needs)
+        for b in (0..<count).reversed() { reversed.accumulate(pruned: pruned[b], dense: dense[b], tokens: n) }
+        XCTAssertNotEqual(reversed.hessian, one.hessian)
+    }
+
+    /// Every element is visited once, by thread index ≡ element index (mod threads).
+    func testForEachConcurrentlyVisitsEveryElementOnce() {
+        for threads in [1, 2, 3, 8, 20] {
+            var items = [(visits: Int, thread: Int)](repeating: (0, -1), count: 17)
+            forEachConcurrently(&items, threads: threads) { i, t, item in
+                item.visits += 1
+                item.thread = t
+                XCTAssertEqual(i % min(threads, 17), t)
+            }
+            XCTAssertEqual(items.map(\.visits), [Int](repeating: 1, count: 17), "\(threads) threads")
+        }
+    }
 }

@@ -78,6 +78,23 @@ final class PruneRun {
         let mine = comm.shard(windows)
         let rope = try RopeTable(config: config, positions: seqlen)
         let scratch = LlamaBlockScratch()  // one forward's q, k, v, gate, up for the whole run
+        // --threads N: N threads take whole sequences in the forward and the statistics (bits as one thread's), and
+        // OpenBLAS gets the N threads back for the solve.
+        let threads = max(1, blasThreads())
+        let scratches = [scratch] + (1..<threads).map { _ in LlamaBlockScratch() }
+        func onSequenceThreads<R>(_ body: () throws -> R) rethrows -> R {
+            guard threads > 1 else { return try body() }
+            setBLASThreads(1)
+            defer { setBLASThreads(threads) }
+            return try body()
+        }
+        func advance(_ traces: inout [LlamaBlockTrace], to stage: LlamaBlockStage, weights: LlamaBlockWeights) {
+            onSequenceThreads {
+                forEachConcurrently(&traces, threads: threads) { _, thread, trace in
+                    trace.advance(to: stage, weights: weights, rope: rope, scratch: scratches[thread])
+                }
+            }
+        }
         var prunedStream: [[Float]] = []
         if !windows.isEmpty, let embedding = try weights.embedding(needed: !mine.isEmpty) {
             prunedStream = try mine.map { try embedding.embed($0) }
@@ -105,7 +122,9 @@ final class PruneRun {
             var denseTraces: [LlamaBlockTrace] = []
             if let denseStream {
                 denseTraces = forwardTime.measure {
-                    denseStream.map { llamaBlockTrace($0, weights: dense, rope: rope, seqlen: seqlen, scratch: scratch) }
+                    var traces = denseStream.map { LlamaBlockTrace(input: $0, seqlen: seqlen) }
+                    advance(&traces, to: .output, weights: dense)
+                    return traces
                 }
             }
             for phase in plan.phases {
@@ -115,12 +134,12 @@ final class PruneRun {
                     // Inputs as the block stands at the start of the phase (earlier phases already pruned).
                     let last = LlamaBlockStage(inputs.last!)
                     forwardTime.measure {
-                        for s in traces.indices { traces[s].advance(to: last, weights: pruned, rope: rope, scratch: scratch) }
-                        scratch.release()  // peak memory: not held next to the statistics
+                        advance(&traces, to: last, weights: pruned)
+                        for scratch in scratches { scratch.release() }  // peak memory: not held next to the statistics
                     }
                     statistics = try statisticsTime.measure {
                         try reducedStatistics(inputs: inputs, layer: layer, plan: plan, dense: dense,
-                                              traces: traces, denseTraces: denseTraces)
+                                              traces: traces, denseTraces: denseTraces, threads: threads)
                     }
                 }
 
@@ -146,10 +165,8 @@ final class PruneRun {
 
             // The next block's inputs: the pruned stream through the pruned block, the dense one through the dense block.
             forwardTime.measure {
-                for s in traces.indices {
-                    traces[s].advance(to: .output, weights: pruned, rope: rope, scratch: scratch)
-                    prunedStream[s] = traces[s].output
-                }
+                advance(&traces, to: .output, weights: pruned)
+                for s in traces.indices { prunedStream[s] = traces[s].output }
                 if denseStream != nil { denseStream = denseTraces.map(\.output) }
                 traces = []
                 denseTraces = []
@@ -263,14 +280,15 @@ final class PruneRun {
     /// Local statistics of this rank's sequences for each input of the phase, summed over ranks onto the owners
     /// and normalised there. Non-owners get nothing back.
     private func reducedStatistics(inputs: [LlamaLinearInput], layer: Int, plan: OwnershipPlan, dense: LlamaBlockWeights,
-                                   traces: [LlamaBlockTrace], denseTraces: [LlamaBlockTrace]) throws -> [LlamaLinearInput: InputStatistics] {
+                                   traces: [LlamaBlockTrace], denseTraces: [LlamaBlockTrace], threads: Int) throws -> [LlamaLinearInput: InputStatistics] {
         var result: [LlamaLinearInput: InputStatistics] = [:]
         for input in inputs {
             var local = InputStatistics(dimension: dense.inputDimension(input), needs: settings.method.statistics)
-            for s in traces.indices {
-                local.accumulate(pruned: traces[s].input(input), dense: denseTraces.isEmpty ? nil : denseTraces[s].input(input),
-                                 tokens: settings.seqlen)
+            if threads > 1 { setBLASThreads(1) }
+            local.accumulate(batches: traces.count, threads: threads, tokens: settings.seqlen) { s in
+                (traces[s].input(input), denseTraces.isEmpty ? nil : denseTraces[s].input(input))
             }
+            if threads > 1 { setBLASThreads(threads) }
             var buffer = local.takePacked()  // one copy of the sums at a time, not two (docs/decisions.md: memory)
             let owners = plan.statisticOwners(layer: layer, input: input)
             if owners.count == 1 {

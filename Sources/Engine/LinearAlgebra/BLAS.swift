@@ -33,6 +33,11 @@ public func setBLASThreads(_ n: Int) {
     openblas_set_num_threads(Int32(n))
 }
 
+/// The number of OpenBLAS threads (OPENBLAS_NUM_THREADS, --threads, or OpenBLAS's default of every core).
+public func blasThreads() -> Int {
+    Int(openblas_get_num_threads())
+}
+
 /// The OpenBLAS kernel family in use (e.g. "Haswell"), for logs and benchmark reports.
 public func blasKernelName() -> String {
     guard let name = openblas_get_corename() else { return "unknown" }

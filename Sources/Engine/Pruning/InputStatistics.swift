@@ -1,5 +1,6 @@
 import CEngineKernels
 import COpenBLAS
+import Dispatch
 
 /// What a pruning method needs to know about the inputs of one linear group.
 public struct StatisticsNeeds: Sendable, Equatable {
@@ -45,34 +46,88 @@ public struct InputStatistics: Sendable {
         tokens = 0
     }
 
+    /// One batch's products before they are added into the Double sums. Computing them apart from the sums lets
+    /// several batches be multiplied at once on several threads and still be added in batch order, so the sums are
+    /// the same bits whatever the number of threads.
+    public struct BatchProducts: Sendable {
+        /// [d, d] Float32 upper triangle of x̂ᵀx̂ (when the Hessian is needed)
+        var hessian: [Float] = []
+        /// [d, d] Float32 x̂ᵀx (when the cross term is needed)
+        var cross: [Float] = []
+        /// [d] Σ x̂_j² of the batch, each in Double (when column norms are needed)
+        var columnNorms: [Double] = []
+        var tokens = 0
+        public init() {}
+    }
+
     /// Adds one batch of inputs.
     /// - pruned: [tokens, d] inputs of the linear in the model being pruned (x̂)
     /// - dense:  [tokens, d] inputs of the same linear in the dense model (x), when `needs.cross`
     public mutating func accumulate(pruned: [Float], dense: [Float]? = nil, tokens n: Int) {
+        var products = BatchProducts()
+        swap(&products.hessian, &product)  // kept from batch to batch: a fresh [d, d] per sequence cost a page-faulting allocation and a memset
+        multiply(pruned: pruned, dense: dense, tokens: n, into: &products)
+        add(products)
+        swap(&products.hessian, &product)
+    }
+
+    /// Adds batches 0..<count, multiplying up to `threads` of them at once (one batch per thread, OpenBLAS
+    /// single-threaded inside: the caller sets it) and adding them in batch order.
+    /// - batch: the inputs of batch i: pruned [tokens, d] and, when `needs.cross`, dense [tokens, d]
+    public mutating func accumulate(batches count: Int, threads: Int, tokens n: Int,
+                                    batch: (Int) -> (pruned: [Float], dense: [Float]?)) {
+        if threads <= 1 || count <= 1 {
+            for i in 0..<count { let b = batch(i); accumulate(pruned: b.pruned, dense: b.dense, tokens: n) }
+            return
+        }
+        let width = min(threads, count)
+        var buffers = [BatchProducts](repeating: BatchProducts(), count: width)
+        var first = 0
+        while first < count {
+            let group = min(width, count - first)
+            var slots = Array(buffers[0..<group])
+            forEachConcurrently(&slots, threads: group) { t, _, products in
+                let input = batch(first + t)
+                multiply(pruned: input.pruned, dense: input.dense, tokens: n, into: &products)
+            }
+            for t in 0..<group { add(slots[t]) }
+            buffers.replaceSubrange(0..<group, with: slots)
+            first += group
+        }
+    }
+
+    /// One batch's products into `products` (its arrays reused when they have the size).
+    func multiply(pruned: [Float], dense: [Float]?, tokens n: Int, into products: inout BatchProducts) {
         let d = dimension
         precondition(pruned.count == n * d, "accumulate: expected \(n)×\(d) inputs, got \(pruned.count)")
-        tokens += n
-        if needs.hessian || needs.cross {
-            // Kept from batch to batch: a fresh [d, d] per sequence cost a page-faulting allocation and a memset.
-            if product.count != d * d { product = [Float](repeating: 0, count: d * d) }
-            if needs.hessian {
-                // Upper triangle of x̂ᵀx̂; the lower one is filled by symmetrise().
-                cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(d), Int32(n), 1, pruned, Int32(d), 0, &product, Int32(d))
-                cengine_add_upper_f32_to_f64(&hessian, product, d)
-            }
-            if needs.cross {
-                guard let dense else { preconditionFailure("accumulate: the cross term needs the dense stream's inputs") }
-                precondition(dense.count == n * d)
-                sgemm(.transpose, .none, m: d, n: d, k: n, pruned, lda: d, dense, ldb: d, &product, ldc: d)
-                cengine_add_f32_to_f64(&cross, product, d * d)
-            }
+        products.tokens = n
+        if needs.hessian {
+            if products.hessian.count != d * d { products.hessian = [Float](repeating: 0, count: d * d) }
+            // Upper triangle of x̂ᵀx̂; the lower one is filled by symmetrise().
+            cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(d), Int32(n), 1, pruned, Int32(d), 0, &products.hessian, Int32(d))
+        }
+        if needs.cross {
+            guard let dense else { preconditionFailure("accumulate: the cross term needs the dense stream's inputs") }
+            precondition(dense.count == n * d)
+            if products.cross.count != d * d { products.cross = [Float](repeating: 0, count: d * d) }
+            sgemm(.transpose, .none, m: d, n: d, k: n, pruned, lda: d, dense, ldb: d, &products.cross, ldc: d)
         }
         if needs.columnNorms {
+            if products.columnNorms.count != d { products.columnNorms = [Double](repeating: 0, count: d) }
             // dsdot accumulates the Float32 products in Double.
             pruned.withUnsafeBufferPointer { x in
-                for j in 0..<d { columnNorms[j] += cblas_dsdot(Int32(n), x.baseAddress! + j, Int32(d), x.baseAddress! + j, Int32(d)) }
+                for j in 0..<d { products.columnNorms[j] = cblas_dsdot(Int32(n), x.baseAddress! + j, Int32(d), x.baseAddress! + j, Int32(d)) }
             }
         }
+    }
+
+    /// Adds one batch's products into the Double sums.
+    mutating func add(_ products: BatchProducts) {
+        let d = dimension
+        tokens += products.tokens
+        if needs.hessian { cengine_add_upper_f32_to_f64(&hessian, products.hessian, d) }
+        if needs.cross { cengine_add_f32_to_f64(&cross, products.cross, d * d) }
+        if needs.columnNorms { for j in 0..<d { columnNorms[j] += products.columnNorms[j] } }
     }
 
     /// Copies the upper triangle of the Hessian into the lower one.
