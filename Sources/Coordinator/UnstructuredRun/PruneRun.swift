@@ -82,14 +82,8 @@ final class PruneRun {
         // OpenBLAS gets the N threads back for the solve.
         let threads = max(1, blasThreads())
         let scratches = [scratch] + (1..<threads).map { _ in LlamaBlockScratch() }
-        func onSequenceThreads<R>(_ body: () throws -> R) rethrows -> R {
-            guard threads > 1 else { return try body() }
-            setBLASThreads(1)
-            defer { setBLASThreads(threads) }
-            return try body()
-        }
         func advance(_ traces: inout [LlamaBlockTrace], to stage: LlamaBlockStage, weights: LlamaBlockWeights) {
-            onSequenceThreads {
+            onSequenceThreads(threads) {
                 forEachConcurrently(&traces, threads: threads) { _, thread, trace in
                     trace.advance(to: stage, weights: weights, rope: rope, scratch: scratches[thread])
                 }
@@ -284,11 +278,11 @@ final class PruneRun {
         var result: [LlamaLinearInput: InputStatistics] = [:]
         for input in inputs {
             var local = InputStatistics(dimension: dense.inputDimension(input), needs: settings.method.statistics)
-            if threads > 1 { setBLASThreads(1) }
-            local.accumulate(batches: traces.count, threads: threads, tokens: settings.seqlen) { s in
-                (traces[s].input(input), denseTraces.isEmpty ? nil : denseTraces[s].input(input))
+            onSequenceThreads(threads) {
+                local.accumulate(batches: traces.count, threads: threads, tokens: settings.seqlen) { s in
+                    (traces[s].input(input), denseTraces.isEmpty ? nil : denseTraces[s].input(input))
+                }
             }
-            if threads > 1 { setBLASThreads(threads) }
             var buffer = local.takePacked()  // one copy of the sums at a time, not two (docs/decisions.md: memory)
             let owners = plan.statisticOwners(layer: layer, input: input)
             if owners.count == 1 {
@@ -308,6 +302,15 @@ final class PruneRun {
             }
         }
         return result
+    }
+
+    /// Runs `body` with OpenBLAS on one thread while the run's `threads` threads take whole sequences, then gives
+    /// OpenBLAS its threads back for the solve.
+    private func onSequenceThreads<R>(_ threads: Int, _ body: () throws -> R) rethrows -> R {
+        guard threads > 1 else { return try body() }
+        setBLASThreads(1)
+        defer { setBLASThreads(threads) }
+        return try body()
     }
 
     /// Prunes one linear with the run's method.

@@ -80,19 +80,16 @@ public struct InputStatistics: Sendable {
             for i in 0..<count { let b = batch(i); accumulate(pruned: b.pruned, dense: b.dense, tokens: n) }
             return
         }
-        let width = min(threads, count)
-        var buffers = [BatchProducts](repeating: BatchProducts(), count: width)
-        var first = 0
-        while first < count {
-            let group = min(width, count - first)
-            var slots = Array(buffers[0..<group])
-            forEachConcurrently(&slots, threads: group) { t, _, products in
+        // One products buffer per thread, reused from group to group (no copy: each is written by its thread only).
+        var slots = [BatchProducts](repeating: BatchProducts(), count: min(threads, count))
+        for first in stride(from: 0, to: count, by: slots.count) {
+            let group = min(slots.count, count - first)
+            forEachConcurrently(&slots, threads: slots.count) { t, _, products in
+                guard t < group else { return }  // the last group can be smaller
                 let input = batch(first + t)
                 multiply(pruned: input.pruned, dense: input.dense, tokens: n, into: &products)
             }
             for t in 0..<group { add(slots[t]) }
-            buffers.replaceSubrange(0..<group, with: slots)
-            first += group
         }
     }
 
