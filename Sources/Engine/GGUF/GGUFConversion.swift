@@ -244,11 +244,11 @@ public enum GGUFConversion {
         var first = 0
         while first < plan.tensors.count {
             let batch = Array(plan.tensors[first..<min(first + max(threads, 1), plan.tensors.count)])
-            let prepared = ConcurrentResults(count: batch.count)
-            DispatchQueue.concurrentPerform(iterations: batch.count) { i in
-                prepared.set(i, Result { try preparedTensor(batch[i], file: file, gguf: gguf, dtype: dtype) })
+            var prepared = [Result<[UInt8], Error>](repeating: .success([]), count: batch.count)
+            forEachConcurrently(&prepared, threads: batch.count) { i, _, result in
+                result = Result { try preparedTensor(batch[i], file: file, gguf: gguf, dtype: dtype) }
             }
-            for (t, result) in zip(batch, prepared.values) {
+            for (t, result) in zip(batch, prepared) {
                 let bytes = try result.get()
                 try bytes.withUnsafeBytes { try writer.append(t.name, bytes: $0) }
                 parameters += t.shape.reduce(1, *)
@@ -553,14 +553,4 @@ indirect enum OrderedJSON: Sendable {
             out += close + "}"
         }
     }
-}
-
-/// One slot per iteration of a concurrentPerform, each written by exactly one thread and read after it returns.
-private final class ConcurrentResults: @unchecked Sendable {
-    private var slots: [Result<[UInt8], Error>?]
-    init(count: Int) { slots = Array(repeating: nil, count: count) }
-    func set(_ i: Int, _ value: Result<[UInt8], Error>) {
-        slots.withUnsafeMutableBufferPointer { $0[i] = value }  // distinct elements: no two threads touch one slot
-    }
-    var values: [Result<[UInt8], Error>] { slots.map { $0! } }
 }
