@@ -12,11 +12,11 @@
 # $PRUNE_DIST_BENCH/robustness/<model name>; rows already measured are read back, not run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=""; calib=""; samples=128; methods="magnitude wanda sparsegpt krp"; patterns="0.3 0.5 0.7 2:4"
+victim=""; calib=""; samples=128; methods="magnitude wanda sparsegpt krp"; patterns="0.3 0.5 0.7 2:4"
 attacks="pwws textfooler"; limit=60; ranks=2; template=review; shots=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --model) model="$2"; shift 2 ;;
+    --model) victim="$2"; shift 2 ;;
     --calib) calib="$2"; shift 2 ;;
     --samples) samples="$2"; shift 2 ;;
     --methods) methods="$2"; shift 2 ;;
@@ -31,7 +31,8 @@ while [ $# -gt 0 ]; do
 done
 export OPENBLAS_NUM_THREADS=1
 source bench/smollm2.sh
-[ -n "$model" ] || model="$cache/SmolLM2-135M-Instruct"
+# smollm2.sh sets `model` to the bundled SmolLM2; --model replaces it as the attacked dense model.
+[ -z "$victim" ] || model="$victim"
 [ -n "$calib" ] || calib="$cache/calib.txt"
 out="${PRUNE_DIST_BENCH:-$cache/bench}/robustness/$(basename "$model")"
 mkdir -p "$out"
