@@ -3,8 +3,8 @@ import Foundation
 import TestSupport
 import XCTest
 
-/// `finetune`'s data: text packed into windows with every prediction counted, Alpaca instructions with the loss on
-/// the response only, and clear errors for files that are neither.
+/// `finetune`'s data: text packed into windows with every prediction counted, Alpaca instructions and prompt-completion
+/// pairs with the loss on the response only, and clear errors for files that are neither.
 final class TrainingDataTests: XCTestCase {
     private var scratch: URL!
     private var tokenizer: Tokenizer!
@@ -64,6 +64,33 @@ final class TrainingDataTests: XCTestCase {
         XCTAssertEqual(array.examples.count, 1)
     }
 
+    /// The prompt as it is (no template), the loss on the completion and EOS only: a classifier learns its label word
+    /// after the exact prompt it is scored with.
+    func testPromptCompletionCountsOnlyTheCompletionAfterTheUntemplatedPrompt() throws {
+        let pairs = [("Review: a gorgeous, witty film\nSentiment:", " positive"), ("Review: dull and overlong\nSentiment:", " negative")]
+        let lines = pairs.map { "{\"prompt\": \"\($0.0.replacingOccurrences(of: "\n", with: "\\n"))\", \"completion\": \"\($0.1)\"}" }.joined(separator: "\n")
+        let set = try load([try file("sst2.jsonl", lines)], seqlen: 32)
+        XCTAssertEqual(set.format, .promptCompletion)
+        XCTAssertEqual(set.examples.count, 2)
+        for (example, (prompt, completion)) in zip(set.examples, pairs) {
+            let full = tokenizer.encode(prompt + completion) + [eos]
+            XCTAssertEqual(Array(example.ids.prefix(full.count)), full, "the prompt carries no template")
+            XCTAssertTrue(example.ids[full.count...].allSatisfy { $0 == eos }, "padding is EOS")
+            let targets = example.counted.indices.filter { example.counted[$0] }.map { example.ids[$0 + 1] }
+            XCTAssertEqual(tokenizer.decode(Array(targets.dropLast())), completion)
+            XCTAssertEqual(targets.last, eos)
+            XCTAssertEqual(example.counted.filter { $0 }.count, full.count - tokenizer.encode(prompt).count)
+        }
+        let array = try load([try file("pairs.json", "[{\"prompt\": \"Q: 2+2?\\nA:\", \"completion\": \" 4\"}]")], seqlen: 32)
+        XCTAssertEqual(array.format, .promptCompletion)
+        XCTAssertEqual(array.examples.count, 1)
+        // One kind per run: pairs next to Alpaca instructions are refused.
+        let alpaca = try file("i.jsonl", "{\"instruction\": \"a\", \"output\": \"b\"}")
+        XCTAssertThrowsError(try load([alpaca, try file("p.jsonl", lines)], seqlen: 32)) { error in
+            XCTAssertTrue("\(error)".contains("is prompt-completion data, the files before it are alpaca"), "\(error)")
+        }
+    }
+
     func testLongExamplesAreCutAndPromptOnlyExamplesLeftOut() throws {
         let long = String(repeating: "word ", count: 200)
         let lines = """
@@ -91,6 +118,8 @@ final class TrainingDataTests: XCTestCase {
         XCTAssertTrue(message([short]).contains("fewer than one sequence of --seqlen 16"), message([short]))
         let mixed = [try file("t.txt", String(repeating: "text ", count: 40)), try file("i.jsonl", "{\"instruction\": \"a\", \"output\": \"b\"}")]
         XCTAssertTrue(message(mixed, seqlen: 32).contains("give one kind"), message(mixed, seqlen: 32))
+        let incomplete = try file("p.jsonl", "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\"}\n")
+        XCTAssertTrue(message([incomplete]).contains("p.jsonl line 2: expected string fields \"prompt\" and \"completion\""), message([incomplete]))
         let notJSON = try file("n.jsonl", "{\"instruction\": \"a\", \"output\": \"b\"}\nnot json\n")
         XCTAssertTrue(message([notJSON]).contains("n.jsonl line 2: expected a JSON object"), message([notJSON]))
     }

@@ -18,7 +18,7 @@ struct FinetuneCommand: ParsableCommand {
 
     @Option(name: .long, help: "Hugging Face model directory (dense or pruned, structured models included).")
     var model: String
-    @Option(name: .long, parsing: .upToNextOption, help: "Training data: plain text, JSONL \"text\", token files, or Alpaca instructions (JSONL or a JSON array with instruction/input/output). Several files allowed, of one kind.")
+    @Option(name: .long, parsing: .upToNextOption, help: "Training data: plain text, JSONL \"text\", token files, Alpaca instructions (JSONL or a JSON array with instruction/input/output), or prompt-completion pairs (prompt/completion; loss on the completion only). Several files allowed, of one kind.")
     var data: [String] = []
     @Option(name: .long, help: "Output folder for the adapter (written under a temporary name, renamed when complete).")
     var out: String

@@ -18,8 +18,12 @@ public struct TrainingExample: Equatable, Sendable {
 ///   tokens (and EOS) are predicted in the loss, as with train_on_inputs = False. An example longer than seqlen is
 ///   cut to seqlen (as their cutoff_len); one whose prompt alone fills seqlen has nothing to learn and is left out
 ///   (counted in `dropped`). Shorter examples are padded with EOS, the padding not in the loss.
+/// - Prompt-completion pairs (JSONL lines or a JSON array of objects with string "prompt" and "completion", the layout
+///   of TRL's prompt-completion datasets): the prompt as it is, no template, then the completion and EOS, the loss on
+///   the completion and EOS only, cut, left out and padded as Alpaca examples are. A classifier is taught this way
+///   with the exact prompt it is scored with (e.g. `eval attack --template review`).
 public struct TrainingSet: Sendable {
-    public enum Format: String, Codable, Sendable { case text, alpaca }
+    public enum Format: String, Codable, Sendable { case text, alpaca, promptCompletion = "prompt-completion" }
     public var format: Format
     public var examples: [TrainingExample]
     /// Alpaca examples cut to seqlen, and left out because their prompt fills seqlen
@@ -44,14 +48,14 @@ public struct TrainingSet: Sendable {
         var set: TrainingSet?
         for url in urls {
             let part: TrainingSet
-            if let records = try alpacaRecords(url) {
+            if let records = try promptedRecords(url) {
                 guard let tokenizer else {
-                    throw PruneDistError(.argument, "\(url.path) holds instructions; the model's tokenizer.json is needed to tokenize them")
+                    throw PruneDistError(.argument, "\(url.path) holds \(records.format == .alpaca ? "instructions" : "prompt-completion pairs"); the model's tokenizer.json is needed to tokenize them")
                 }
                 guard let eos else {
-                    throw PruneDistError(.data, "\(url.path): instruction data needs the model's eos_token_id (config.json) to end responses")
+                    throw PruneDistError(.data, "\(url.path): \(records.format == .alpaca ? "instruction data" : "prompt-completion data") needs the model's eos_token_id (config.json) to end responses")
                 }
-                part = alpacaSet(records, tokenizer: tokenizer, seqlen: seqlen, eos: eos, source: url.path)
+                part = promptedSet(records.pairs, format: records.format, tokenizer: tokenizer, seqlen: seqlen, eos: eos)
             } else {
                 let ids = try CalibrationData.tokens(url: url, tokenizer: tokenizer)
                 let windows = ids.count / seqlen
@@ -84,20 +88,21 @@ public struct TrainingSet: Sendable {
         return set
     }
 
-    /// (instruction, input, output) of an Alpaca file, or nil when the file is not instruction data.
-    static func alpacaRecords(_ url: URL) throws -> [(instruction: String, input: String, output: String)]? {
+    /// The (prompt, completion) pairs of an Alpaca file (prompts in LLM-Pruner's template) or of a prompt-completion
+    /// file, or nil when the file is neither (plain text, JSONL "text", token files).
+    static func promptedRecords(_ url: URL) throws -> (format: Format, pairs: [(prompt: String, completion: String)])? {
         let ext = url.pathExtension.lowercased()
         guard ext == "json" || ext == "jsonl" else { return nil }
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
             throw PruneDistError(.io, "cannot read --data \(url.path): \(error.localizedDescription)")
         }
-        var objects: [(line: String, object: [String: Any])] = []
+        var objects: [(place: String, object: [String: Any])] = []
         if ext == "json" {
             guard let array = try? JSONSerialization.jsonObject(with: data) as? [Any], array.first is [String: Any] else { return nil }
             for (i, element) in array.enumerated() {
                 guard let object = element as? [String: Any] else {
-                    throw PruneDistError(.data, "\(url.path) element \(i): expected a JSON object with \"instruction\" and \"output\"")
+                    throw PruneDistError(.data, "\(url.path) element \(i): expected a JSON object (\"instruction\" and \"output\", or \"prompt\" and \"completion\")")
                 }
                 objects.append(("element \(i)", object))
             }
@@ -109,29 +114,37 @@ public struct TrainingSet: Sendable {
                 }
                 objects.append(("line \(number + 1)", object))
             }
-            // JSONL with "text" is language-model data
-            guard let first = objects.first, first.object["text"] == nil || first.object["instruction"] != nil else { return nil }
         }
-        return try objects.map { place, object in
+        // The first object says which layout the file is in; JSONL with "text" is language-model data.
+        guard let first = objects.first?.object else { return nil }
+        if first["prompt"] != nil && first["instruction"] == nil {
+            return (.promptCompletion, try objects.map { place, object in
+                guard let prompt = object["prompt"] as? String, let completion = object["completion"] as? String else {
+                    throw PruneDistError(.data, "\(url.path) \(place): expected string fields \"prompt\" and \"completion\" (prompt-completion layout, as the file's first object)")
+                }
+                return (prompt, completion)
+            })
+        }
+        if ext == "jsonl" && first["text"] != nil && first["instruction"] == nil { return nil }
+        return (.alpaca, try objects.map { place, object in
             guard let instruction = object["instruction"] as? String, let output = object["output"] as? String else {
                 throw PruneDistError(.data, "\(url.path) \(place): expected string fields \"instruction\" and \"output\" (Alpaca layout; "
-                                     + "\"input\" optional), or \"text\" for language-model data")
+                                     + "\"input\" optional), \"prompt\" and \"completion\", or \"text\" for language-model data")
             }
             guard object["input"] == nil || object["input"] is String || object["input"] is NSNull else {
                 throw PruneDistError(.data, "\(url.path) \(place): \"input\" must be a string")
             }
-            return (instruction, object["input"] as? String ?? "", output)
-        }
+            return (alpacaPrompt(instruction: instruction, input: object["input"] as? String ?? ""), output)
+        })
     }
 
-    static func alpacaSet(_ records: [(instruction: String, input: String, output: String)], tokenizer: Tokenizer, seqlen: Int,
-                          eos: Int, source: String) -> TrainingSet {
-        var set = TrainingSet(format: .alpaca, examples: [])
-        for record in records {
-            let prompt = alpacaPrompt(instruction: record.instruction, input: record.input)
+    static func promptedSet(_ pairs: [(prompt: String, completion: String)], format: Format, tokenizer: Tokenizer, seqlen: Int,
+                            eos: Int) -> TrainingSet {
+        var set = TrainingSet(format: format, examples: [])
+        for (prompt, completion) in pairs {
             // As alpaca-lora: the prompt's length is that of the prompt tokenized alone.
             let promptLength = tokenizer.encode(prompt).count
-            var ids = tokenizer.encode(prompt + record.output) + [eos]
+            var ids = tokenizer.encode(prompt + completion) + [eos]
             if promptLength >= min(ids.count, seqlen) {
                 set.dropped += 1
                 continue
