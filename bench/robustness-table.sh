@@ -9,7 +9,7 @@
 # The KRP paper attacks a classifier fine-tuned on the task; the way to make one here is issue 18's
 # (bench/README.md, "Adversarial robustness"): LoRA fine-tunes of the dense model on SST-2 text, averaged (`prune-dist average`), then
 # pruned with calibration text of the task (--calib). Every pruned model and every attack log stays in
-# $PRUNE_DIST_BENCH/robustness/<model name>; rows already measured are read back, not run again.
+# $PRUNE_DIST_BENCH/robustness/<parent>-<model name>; rows already measured are read back, not run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 victim=""; calib=""; samples=128; methods="magnitude wanda sparsegpt krp"; patterns="0.3 0.5 0.7 2:4"
@@ -34,7 +34,8 @@ source bench/smollm2.sh
 # smollm2.sh sets `model` to the bundled SmolLM2; --model replaces it as the attacked dense model.
 [ -z "$victim" ] || model="$victim"
 [ -n "$calib" ] || calib="$cache/calib.txt"
-out="${PRUNE_DIST_BENCH:-$cache/bench}/robustness/$(basename "$model")"
+# Named by the model folder and its parent: two soups are both called "soup".
+out="${PRUNE_DIST_BENCH:-$cache/bench}/robustness/$(basename "$(dirname "$model")")-$(basename "$model")"
 mkdir -p "$out"
 
 # attack NAME DIR: the summary JSON of one attack on one model (kept, so a row is measured once).
