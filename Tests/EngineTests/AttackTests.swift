@@ -47,17 +47,20 @@ final class AttackTests: XCTestCase {
         }
         let adj = try writeData("a", [["good", "full(p)", "estimable"], ["good", "well_behaved", "goodish(a)"], ["bad", "big"]])
         let noun = try writeData("n", [["film", "movie", "picture", "moving_picture"], ["film", "celluloid"]])
-        let verb = try writeData("v", [["film", "shoot", "take"]])
+        let verb = try writeData("v", [["film", "shoot", "take", "stop"]])
         func line(_ lemma: String, _ pos: String, _ offsets: [Int]) -> String {
             "\(lemma) \(pos) \(offsets.count) 2 @ ~ \(offsets.count) 0 " + offsets.map { String(format: "%08d", $0) }.joined(separator: " ") + "  "
         }
         let license = "  1 license\n"
         try Data((license + [line("bad", "a", [adj[2]]), line("good", "a", [adj[0], adj[1]]), line("big", "a", [adj[2]])].joined(separator: "\n") + "\n").utf8)
             .write(to: folder.appendingPathComponent("index.adj"))
-        try Data((license + [line("film", "n", noun), line("movie", "n", [noun[0]])].joined(separator: "\n") + "\n").utf8)
+        // "celluloid" is left out of the index: morphy cannot map "celluloids" back, so it is not offered.
+        try Data((license + [line("film", "n", noun), line("movie", "n", [noun[0]]), line("picture", "n", [noun[0]])].joined(separator: "\n") + "\n").utf8)
             .write(to: folder.appendingPathComponent("index.noun"))
-        try Data((license + line("film", "v", verb) + "\n").utf8).write(to: folder.appendingPathComponent("index.verb"))
+        try Data((license + ["film", "shoot", "stop", "take"].map { line($0, "v", verb) }.joined(separator: "\n") + "\n").utf8)
+            .write(to: folder.appendingPathComponent("index.verb"))
         try Data("better good well\nworse bad\n".utf8).write(to: folder.appendingPathComponent("adj.exc"))
+        try Data("shot shoot\nstopped stop\ntaken take\ntook take\n".utf8).write(to: folder.appendingPathComponent("verb.exc"))
         return folder
     }
 
@@ -65,15 +68,25 @@ final class AttackTests: XCTestCase {
         let wordNet = try WordNet(directory: try wordNetExcerpt())
         XCTAssertEqual(wordNet.synonyms("good", pos: .adjective), ["full", "estimable", "goodish"], "markers dropped, phrases skipped, sense order")
         XCTAssertEqual(wordNet.synonyms("film", pos: .noun), ["movie", "picture", "celluloid"])
-        XCTAssertEqual(wordNet.synonyms("film", pos: .verb), ["shoot", "take"])
-        XCTAssertEqual(wordNet.synonyms("films", pos: .noun), ["film", "movie", "picture", "celluloid"], "plural → film by suffix rule; film itself is another form")
-        XCTAssertEqual(wordNet.synonyms("better", pos: .adjective), ["good", "full", "estimable", "goodish"], "exception list: better → good")
+        XCTAssertEqual(wordNet.synonyms("film", pos: .verb), ["shoot", "take", "stop"])
+        XCTAssertEqual(wordNet.synonyms("films", pos: .noun), ["movies", "pictures"], "plural in, plurals out; film itself is not a synonym")
+        XCTAssertEqual(wordNet.synonyms("films", pos: .verb), ["shoots", "takes", "stops"], "third person: irregular verbs keep a regular -s")
+        XCTAssertEqual(wordNet.synonyms("filming", pos: .verb), ["shooting", "taking"], "e dropped; stop → stopping is not listed and would double")
+        XCTAssertEqual(wordNet.synonyms("filmed", pos: .verb), ["stopped"], "shot and took/taken are not -ed forms; stopped is listed")
+        XCTAssertEqual(wordNet.synonyms("better", pos: .adjective), [], "an irregular form that is no lemma: no synonym of the same form")
+        XCTAssertEqual(WordNet.Inflection.plural.apply(to: "church"), "churches")
+        XCTAssertEqual(WordNet.Inflection.plural.apply(to: "story"), "stories")
+        XCTAssertEqual(WordNet.Inflection.past.apply(to: "agree"), "agreed")
+        XCTAssertEqual(WordNet.Inflection.past.apply(to: "carry"), "carried")
+        XCTAssertEqual(WordNet.Inflection.past.apply(to: "visit"), nil, "visited or visitted: stress decides")
+        XCTAssertEqual(WordNet.Inflection.progressive.apply(to: "see"), "seeing")
+        XCTAssertEqual(WordNet.Inflection.comparative.apply(to: "happy"), "happier")
         XCTAssertEqual(wordNet.baseForms("worse", pos: .adjective), ["bad"])
         XCTAssertEqual(wordNet.partsOfSpeech("film"), [.noun, .verb])
         XCTAssertEqual(wordNet.synonyms("unknown", pos: .noun), [])
         let all = wordNet.synonyms("film")
-        XCTAssertEqual(all.map(\.word), ["movie", "picture", "celluloid", "shoot", "take"])
-        XCTAssertEqual(all.map(\.pos), [.noun, .noun, .noun, .verb, .verb])
+        XCTAssertEqual(all.map(\.word), ["movie", "picture", "celluloid", "shoot", "take", "stop"])
+        XCTAssertEqual(all.map(\.pos), [.noun, .noun, .noun, .verb, .verb, .verb])
         XCTAssertThrowsError(try WordNet(directory: scratch.appendingPathComponent("nowhere")))
     }
 
@@ -82,7 +95,12 @@ final class AttackTests: XCTestCase {
         let directory = try XCTUnwrap(WordNet.defaultDirectory(), "install wordnet-base (scripts/install-packages.sh)")
         let wordNet = try WordNet(directory: directory)
         XCTAssertTrue(wordNet.synonyms("movie", pos: .noun).contains("film"))
-        XCTAssertTrue(wordNet.synonyms("movies", pos: .noun).contains("film"))
+        XCTAssertTrue(wordNet.synonyms("movies", pos: .noun).contains("films"))
+        XCTAssertFalse(wordNet.synonyms("movies", pos: .noun).contains("film"))
+        XCTAssertTrue(wordNet.synonyms("charming", pos: .verb).contains("bewitching"))
+        XCTAssertFalse(wordNet.synonyms("charming").contains { $0.word == "bewitch" || $0.word == "capture" })
+        XCTAssertTrue(wordNet.synonyms("allows", pos: .verb).contains("permits"))
+        XCTAssertEqual(wordNet.synonyms("ran", pos: .verb), [])
         XCTAssertTrue(wordNet.synonyms("good", pos: .adjective).contains("beneficial"))
         XCTAssertTrue(wordNet.synonyms("charming", pos: .adjective).contains("magical"))
         XCTAssertEqual(wordNet.baseForms("ran", pos: .verb), ["run"])

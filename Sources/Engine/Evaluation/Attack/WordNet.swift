@@ -32,6 +32,8 @@ public final class WordNet: @unchecked Sendable {
     private var index: [PartOfSpeech: [String: [Int]]] = [:]
     /// [pos][inflected form] → base forms
     private var exceptions: [PartOfSpeech: [String: [String]]] = [:]
+    /// [pos][base form] → its irregular forms, in the exception file's order
+    private var irregularForms: [PartOfSpeech: [String: [String]]] = [:]
     /// [pos]: the data file's bytes
     private var data: [PartOfSpeech: [UInt8]] = [:]
     private var synsetCache: [PartOfSpeech: [Int: [String]]] = [:]
@@ -65,7 +67,13 @@ public final class WordNet: @unchecked Sendable {
             data[pos] = [UInt8](bytes)
             let exceptionURL = directory.appendingPathComponent("\(pos.fileSuffix).exc")
             if FileManager.default.fileExists(atPath: exceptionURL.path) {
-                exceptions[pos] = WordNet.parseExceptions(try WordNet.read(exceptionURL))
+                let parsed = WordNet.parseExceptions(try WordNet.read(exceptionURL))
+                exceptions[pos] = parsed
+                var irregular: [String: [String]] = [:]
+                for (form, bases) in parsed.sorted(by: { $0.key < $1.key }) {
+                    for base in bases { irregular[base, default: []].append(form) }
+                }
+                irregularForms[pos] = irregular
             }
         }
         guard found > 0 else {
@@ -156,20 +164,105 @@ public final class WordNet: @unchecked Sendable {
         PartOfSpeech.allCases.filter { !baseForms(word, pos: $0).isEmpty }
     }
 
-    /// Synonyms of `word` under `pos`: every other lemma of every synset of its base forms, single words only
-    /// (no `_` phrase), in index order (most frequent sense first), without repeats and without the word itself.
+    /// Synonyms of `word` under `pos`, in the word's own grammatical form, so that a swap keeps the sentence's
+    /// grammar (PWWS picks synonyms of the word's part of speech in context; without a tagger, the form is what
+    /// WordNet can vouch for):
+    /// - the word is itself a lemma of `pos`: the other lemmas of its synsets ("charming" → "magical");
+    /// - it is a regular inflection of a lemma (morphy's suffix rules): the other lemmas of the lemma's synsets,
+    ///   inflected the same way, kept only when the regular inflection is unambiguous and morphy maps it back to
+    ///   that lemma ("films" → "movies", "allows" → "permits", "charming" under verbs → "bewitching");
+    /// - an irregular form (`pos.exc`) that is not a lemma itself gets none ("ran": no regular "-ran" form exists).
+    /// Single words only (no `_` phrase), in index order (most frequent sense first), without repeats and without
+    /// the word itself.
     public func synonyms(_ word: String, pos: PartOfSpeech) -> [String] {
-        let lower = word.lowercased()
+        let form = word.lowercased()
         var result: [String] = []
-        var seen: Set<String> = [lower]
-        for base in baseForms(word, pos: pos) {
-            for offset in index[pos]?[base] ?? [] {
-                for lemma in synsetWords(pos: pos, offset: offset) where !lemma.contains("_") {
-                    if seen.insert(lemma.lowercased()).inserted { result.append(lemma) }
-                }
+        var seen: Set<String> = [form]
+        func lemmas(of base: String) -> [String] {
+            (index[pos]?[base] ?? []).flatMap { synsetWords(pos: pos, offset: $0) }.filter { !$0.contains("_") && $0.lowercased() != base }
+        }
+        if contains(form, pos: pos) {
+            for lemma in lemmas(of: form) where seen.insert(lemma.lowercased()).inserted { result.append(lemma) }
+            return result
+        }
+        if exceptions[pos]?[form] != nil { return [] }
+        for (suffix, replacement) in pos.detachments where form.hasSuffix(suffix) && form.count > suffix.count {
+            let base = String(form.dropLast(suffix.count)) + replacement
+            guard contains(base, pos: pos), let inflection = Inflection(suffix: suffix) else { continue }
+            for lemma in lemmas(of: base) {
+                guard let inflected = inflect(lemma.lowercased(), inflection, pos: pos),
+                      baseForms(inflected, pos: pos).contains(lemma.lowercased()) else { continue }
+                if seen.insert(inflected).inserted { result.append(inflected) }
             }
         }
         return result
+    }
+
+    /// `lemma` inflected: an irregular form WordNet lists with the inflection's ending ("stopped", "knives",
+    /// "better"), none when the lemma's listed irregular forms belong to this inflection but lack its ending
+    /// ("shoot" has "shot", so no "-ed" form; "child" has "children"), else the regular spelling.
+    func inflect(_ lemma: String, _ inflection: Inflection, pos: PartOfSpeech) -> String? {
+        let irregular = irregularForms[pos]?[lemma] ?? []
+        if let listed = irregular.first(where: { $0.hasSuffix(inflection.ending) }) { return listed }
+        // Irregular verbs keep regular "-s" and "-ing" forms ("shoots", "shooting").
+        let regularDespiteIrregulars = pos == .verb && (inflection == .plural || inflection == .progressive)
+        if !irregular.isEmpty && !regularDespiteIrregulars { return nil }
+        return inflection.apply(to: lemma)
+    }
+
+    /// A regular English inflection, named by the ending morphy detaches.
+    public enum Inflection: Sendable {
+        case plural, past, progressive, comparative, superlative
+
+        public init?(suffix: String) {
+            switch suffix {
+            case "s", "es", "ses", "xes", "zes", "ches", "shes", "ies": self = .plural
+            case "ed": self = .past
+            case "ing": self = .progressive
+            case "er": self = .comparative
+            case "est": self = .superlative
+            default: return nil  // "ves" → "f", "men" → "man": irregular stems, not produced for another word
+            }
+        }
+
+        var ending: String {
+            switch self {
+            case .plural: return "s"
+            case .past: return "ed"
+            case .progressive: return "ing"
+            case .comparative: return "er"
+            case .superlative: return "est"
+            }
+        }
+
+        /// The inflected form of `lemma`, or nil where spelling depends on what the rules cannot see: a final
+        /// consonant–vowel–consonant may double ("stop" → "stopped", "visit" → "visited"), "-o" plurals vary,
+        /// "-ie" verbs change ("die" → "dying").
+        public func apply(to lemma: String) -> String? {
+            let letters = Array(lemma)
+            guard letters.count >= 2, letters.allSatisfy({ $0.isLetter || $0 == "-" }) else { return nil }
+            let vowels: Set<Character> = ["a", "e", "i", "o", "u"]
+            let last = letters[letters.count - 1], beforeLast = letters[letters.count - 2]
+            let consonantY = last == "y" && !vowels.contains(beforeLast)
+            let doubling = letters.count >= 3 && !vowels.contains(last) && !["w", "x", "y"].contains(last)
+                && vowels.contains(beforeLast) && !vowels.contains(letters[letters.count - 3])
+            switch self {
+            case .plural:
+                if ["s", "x", "z"].contains(last) || lemma.hasSuffix("ch") || lemma.hasSuffix("sh") { return lemma + "es" }
+                if consonantY { return String(lemma.dropLast()) + "ies" }
+                if last == "o" { return nil }
+                return lemma + "s"
+            case .past, .comparative, .superlative:
+                if last == "e" { return lemma + ending.dropFirst() }
+                if consonantY { return String(lemma.dropLast()) + "i" + ending }
+                return doubling ? nil : lemma + ending
+            case .progressive:
+                if lemma.hasSuffix("ie") { return nil }
+                if lemma.hasSuffix("ee") || lemma.hasSuffix("ye") || lemma.hasSuffix("oe") { return lemma + "ing" }
+                if last == "e" { return String(lemma.dropLast()) + "ing" }
+                return doubling ? nil : lemma + "ing"
+            }
+        }
     }
 
     /// Synonyms under every part of speech, each with the part of speech it shares with the word.

@@ -14,8 +14,8 @@ public struct SubstitutionTable: SubstitutionSource {
     public func substitutes(for word: String) -> [String] { table[word.lowercased()] ?? [] }
 }
 
-/// PWWS's transformation: WordNet synonyms of the word (one word each, same part of speech as one of the
-/// word's WordNet senses).
+/// PWWS's transformation: WordNet synonyms of the word (one word each), under each part of speech WordNet knows
+/// the word in, inflected as the word is (`WordNet.synonyms(_:pos:)`).
 public struct WordNetSynonyms: SubstitutionSource {
     public let wordNet: WordNet
     public init(wordNet: WordNet) { self.wordNet = wordNet }
