@@ -9,6 +9,9 @@
 # (78.5 % clean accuracy on the first 200; eval zeroshot's harness prompt gives 56.5 %). The JSON summary and
 # the JSONL log of each run stay in $PRUNE_DIST_BENCH/attack. CPU time grows with the queries: PWWS sends about
 # one query per word plus one per WordNet synonym of every content word, twice.
+# Then: the JSONL logs of every rank count compared byte for byte, and the first one audited by
+# bench/audit-attack-log.py (every success a real flip; every substitution a WordNet synonym of the same part of
+# speech and form, checked against the WordNet files by a separate reader). The script exits 1 if either fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 attack=pwws; limit=200; ranks="1 2"; template=review; shots=0; budget=""; perturb=0.25; model=""
@@ -63,3 +66,17 @@ for n in ranks:
 first = rows[ranks[0]]
 print("figures identical for every rank count:", all(r == first for r in rows.values()))
 PY
+
+status=0
+first_ranks=${ranks%% *}
+first_log="$out/$attack-$(basename "$model")-$template-k$shots-l$limit-n$first_ranks.jsonl"
+for n in $ranks; do
+  log="$out/$attack-$(basename "$model")-$template-k$shots-l$limit-n$n.jsonl"
+  if cmp -s "$first_log" "$log"; then echo "log of -n $n byte-identical to -n $first_ranks ($(wc -l < "$log") examples)"
+  else echo "log of -n $n DIFFERS from -n $first_ranks"; status=1; fi
+done
+if [ "$attack" = pwws ]; then
+  wordnet="${WORDNET_DICT:-/usr/share/wordnet}"
+  python3 bench/audit-attack-log.py "$first_log" --wordnet "$wordnet" || status=1
+fi
+exit $status
