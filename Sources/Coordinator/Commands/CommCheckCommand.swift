@@ -78,7 +78,8 @@ struct CommCheckCommand: ParsableCommand {
             }
             return report
         }
-        comm.finish()
+        // Rank 0 prints before the others may exit: a rank that exits non-zero makes mpirun end the job, and rank 0's
+        // report was sometimes lost on a loaded machine when it printed after MPI_Finalize.
         if comm.rank == 0 {
             var object = report.jsonObject()
             object["max_message_elements"] = comm.maxElementsPerMessage
@@ -89,6 +90,8 @@ struct CommCheckCommand: ParsableCommand {
             }
             printLine(json ? try jsonLine(object) : report.text())
         }
+        try comm.barrier()
+        comm.finish()
         if !report.ok || !groupFailures.isEmpty { throw ExitCode.failure }
     }
 }
