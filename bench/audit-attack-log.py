@@ -10,7 +10,7 @@ part of speech in the same form, i.e. some analysis of each (a lemma of POS p it
 lemma of POS p by the same ending, regular or listed in p's exception file) has lemmas that share a synset of
 POS p. Prints the counts and every violation; exits 1 if there is one.
 """
-import json, os, sys
+import json, os, re, sys
 
 POS = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
 # morphy's detachment rules (WordNet's morph.c), and the ending each one removes, as an inflection class
@@ -18,6 +18,7 @@ RULES = {"n": [("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch
          "v": [("s", ""), ("ies", "y"), ("es", "e"), ("es", ""), ("ed", "e"), ("ed", ""), ("ing", "e"), ("ing", "")],
          "a": [("er", ""), ("est", ""), ("er", "e"), ("est", "e")], "r": []}
 ENDINGS = ["ing", "est", "ed", "er", "s"]  # a listed irregular form's class: the inflection ending it carries
+WORD = re.compile(r"[\w'-]+")  # a word as the attack segments it
 
 
 def ending_class(suffix):
@@ -102,7 +103,10 @@ def main():
             if found is None:
                 violations.append(f"{where}: {s['original']} → {s['replacement']} share no synset in the same part of speech and form")
         # the adversarial text is the original with the logged words replaced, in order, and nothing else
-        words_o, words_a = r["original"].split(" "), r["adversarial"].split(" ")
+        # (words as the attack segments them: runs of letters, digits, ' - _; everything between stays)
+        words_o, words_a = WORD.findall(r["original"]), WORD.findall(r["adversarial"])
+        if WORD.sub("", r["original"]) != WORD.sub("", r["adversarial"]):
+            violations.append(f"{where}: the text between the words changed")
         changed = [(a, b) for a, b in zip(words_o, words_a) if a != b]
         logged = [(s["original"], s["replacement"]) for s in sorted(r["substitutions"], key=lambda s: s["index"])]
         if len(words_o) != len(words_a) or [(a.lower(), b.lower()) for a, b in changed] != [(a.lower(), b.lower()) for a, b in logged]:

@@ -104,6 +104,12 @@ final class AttackTests: XCTestCase {
         XCTAssertTrue(wordNet.synonyms("good", pos: .adjective).contains("beneficial"))
         XCTAssertTrue(wordNet.synonyms("charming", pos: .adjective).contains("magical"))
         XCTAssertEqual(wordNet.baseForms("ran", pos: .verb), ["run"])
+        let source = WordNetSynonyms(wordNet: wordNet)
+        XCTAssertTrue(wordNet.synonyms("mr", pos: .noun).contains("Mister"), "WordNet's own case")
+        XCTAssertTrue(source.substitutes(for: "mr").contains("mister"), "the word's case, as TextAttack recovers it")
+        XCTAssertTrue(source.substitutes(for: "Movie").contains("Film"))
+        XCTAssertTrue(source.substitutes(for: "MOVIE").contains("FILM"))
+        XCTAssertFalse(source.substitutes(for: "mr").contains { $0 != $0.lowercased() })
         XCTAssertFalse(wordNet.synonyms("the").contains { $0.word.contains("_") })
     }
 

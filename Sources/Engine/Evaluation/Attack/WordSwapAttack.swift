@@ -15,12 +15,25 @@ public struct SubstitutionTable: SubstitutionSource {
 }
 
 /// PWWS's transformation: WordNet synonyms of the word (one word each), under each part of speech WordNet knows
-/// the word in, inflected as the word is (`WordNet.synonyms(_:pos:)`).
+/// the word in, inflected as the word is (`WordNet.synonyms(_:pos:)`), in the word's case as TextAttack's
+/// recover_word_case gives it ("mr" → "mister", not WordNet's "Mister").
 public struct WordNetSynonyms: SubstitutionSource {
     public let wordNet: WordNet
     public init(wordNet: WordNet) { self.wordNet = wordNet }
     public func substitutes(for word: String) -> [String] {
-        wordNet.synonyms(word).map(\.word).filter { $0.allSatisfy(AttackText.isWordCharacter) }
+        var seen: Set<String> = [word]
+        return wordNet.synonyms(word).map { WordNetSynonyms.inCase(of: word, $0.word) }
+            .filter { $0.allSatisfy(AttackText.isWordCharacter) && seen.insert($0).inserted }
+    }
+
+    /// `synonym` in the case of `word`: all lowercase, all uppercase, or capitalised like it; as it is otherwise.
+    public static func inCase(of word: String, _ synonym: String) -> String {
+        if word == word.lowercased() { return synonym.lowercased() }
+        if word == word.uppercased() { return synonym.uppercased() }
+        if let first = word.first, first.isUppercase, word.dropFirst() == word.dropFirst().lowercased() {
+            return synonym.prefix(1).uppercased() + synonym.dropFirst().lowercased()
+        }
+        return synonym
     }
 }
 
