@@ -58,3 +58,26 @@ enum CommunicatorCoding {
         }
     }
 }
+
+/// Arrays of numbers gathered as their raw bytes (not JSON): the row bands of a linear solved by several ranks.
+extension Communicator {
+    /// Every rank's values concatenated in rank order, on every rank (counts may differ between ranks).
+    public func allgatherDoubles(_ values: [Double]) throws -> [Double] {
+        try allgather(values.withUnsafeBytes { Data($0) }).flatMap { try numbers(Double.self, from: $0, operation: "allgather") }
+    }
+
+    /// Every rank's values concatenated in rank order, on root; [] on the other ranks.
+    public func gatherFloats(_ values: [Float], root: Int) throws -> [Float] {
+        try gather(values.withUnsafeBytes { Data($0) }, root: root).flatMap { try numbers(Float.self, from: $0, operation: "gather") }
+    }
+
+    private func numbers<Number: BinaryFloatingPoint>(_ type: Number.Type, from data: Data, operation: String) throws -> [Number] {
+        let size = MemoryLayout<Number>.size
+        guard data.count % size == 0 else {
+            throw communicationError(operation, "\(data.count) bytes received are not whole \(Number.self) values")
+        }
+        return [Number](unsafeUninitializedCapacity: data.count / size) { buffer, count in
+            count = data.copyBytes(to: buffer) / size
+        }
+    }
+}

@@ -43,6 +43,45 @@ final class RunPlanTests: XCTestCase {
         }
     }
 
+    /// With `splitRows`, a phase with fewer linears than ranks has its idle ranks join the solves, each rank in one
+    /// linear's solvers, owner first; no band falls below `minimumBandRows`; phases with a linear per rank or more are
+    /// not split, and without `splitRows` nothing is.
+    func testIdleRanksJoinTheSolveOfPhasesWithFewLinears() throws {
+        for config in [try tinyLlama(), try llama70B()] {
+            for ranks in [1, 2, 3, 4, 8, 600] {
+                for trueSequential in [false, true] {
+                    let plan = OwnershipPlan(config: config, ranks: ranks, trueSequential: trueSequential, statisticsPerInput: 2, splitRows: true)
+                    let unsplit = OwnershipPlan(config: config, ranks: ranks, trueSequential: trueSequential, statisticsPerInput: 2)
+                    XCTAssertEqual(plan.owners, unsplit.owners, "the owners do not change")
+                    for layer in [0, config.numHiddenLayers - 1] {
+                        for phase in plan.phases {
+                            var seen = Set<Int>()
+                            for linear in phase {
+                                let solvers = plan.solvers(layer: layer, linear: linear)
+                                XCTAssertEqual(unsplit.solvers(layer: layer, linear: linear), [unsplit.owner(layer: layer, linear: linear)])
+                                XCTAssertEqual(solvers.first, plan.owner(layer: layer, linear: linear))
+                                XCTAssertGreaterThanOrEqual(linear.shape(config: config, layer: layer)[0] / solvers.count, OwnershipPlan.minimumBandRows)
+                                if phase.count >= ranks { XCTAssertEqual(solvers.count, 1, "\(ranks) ranks, \(phase): no split") }
+                                if phase.count < ranks {
+                                    XCTAssertTrue(seen.isDisjoint(with: solvers), "\(ranks) ranks, \(phase): a rank in two linears' solvers")
+                                }
+                                seen.formUnion(solvers)
+                            }
+                            if phase.count < ranks {
+                                let room = phase.reduce(0) { $0 + $1.shape(config: config, layer: layer)[0] / OwnershipPlan.minimumBandRows }
+                                XCTAssertEqual(seen.count, min(ranks, room), "\(ranks) ranks, \(phase): every idle rank joins while bands have rows")
+                            }
+                        }
+                    }
+                    if ranks == 2 && trueSequential {
+                        XCTAssertEqual(plan.solvers(layer: 0, linear: .o), [0, 1])
+                        XCTAssertEqual(plan.solvers(layer: 0, linear: .down), [0, 1])
+                    }
+                }
+            }
+        }
+    }
+
     /// Greedy largest-first packing: within a phase, the most and least loaded ranks differ by at most the largest
     /// cost of the phase, and as many ranks as linears get one linear each.
     func testOwnershipPlanBalancesEachPhase() throws {

@@ -4,7 +4,7 @@ import XCTest
 /// outputEnergy(W, H) = tr(W H Wᵀ) is the mean over tokens of ‖W x_t‖² when H = Σ x_t x_tᵀ / T: checked against
 /// that sum computed directly, token by token.
 final class OutputEnergyTests: XCTestCase {
-    func testOutputEnergyIsTheMeanSquaredOutputNormPerToken() {
+    func testOutputEnergyIsTheMeanSquaredOutputNormPerToken() throws {
         var random = SplitMix64(seed: 11)
         let (rows, columns, tokens) = (5, 7, 40)
         let weight = (0..<(rows * columns)).map { _ in Float(random.nextGaussian()) }
@@ -19,7 +19,7 @@ final class OutputEnergyTests: XCTestCase {
                 direct += y * y / Double(tokens)
             }
         }
-        XCTAssertEqual(outputEnergy(weight: weight, rows: rows, columns: columns, hessian: hessian), direct, accuracy: 1e-9 * direct)
-        XCTAssertEqual(outputEnergy(weight: [Float](repeating: 0, count: rows * columns), rows: rows, columns: columns, hessian: hessian), 0)
+        XCTAssertEqual(try outputEnergy(weight: weight, rows: rows, columns: columns, hessian: hessian), direct, accuracy: 1e-9 * direct)
+        XCTAssertEqual(try outputEnergy(weight: [Float](repeating: 0, count: rows * columns), rows: rows, columns: columns, hessian: hessian), 0)
     }
 }

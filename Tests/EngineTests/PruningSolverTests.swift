@@ -325,19 +325,19 @@ final class PruningSolverTests: XCTestCase {
         let mask = (0..<(rows * columns)).map { _ in random.next() > 0 }
         let updated = weight.map { Double($0) + 0.1 * random.next() }
         let target = weight.map { Double($0) + 0.1 * random.next() }
-        let whole = outputErrors(original: weight, mask: mask, updated: updated, target: target, rows: rows,
+        let whole = try outputErrors(original: weight, mask: mask, updated: updated, target: target, rows: rows,
                                  columns: columns, hessian: hessian, chunkRows: rows)
-        let wholeDense = denseTargetErrors(original: weight, mask: mask, updated: updated, rows: rows, columns: columns,
+        let wholeDense = try denseTargetErrors(original: weight, mask: mask, updated: updated, rows: rows, columns: columns,
                                            hessian: hessian, crossTerm: crossTerm, denseHessian: denseHessian, chunkRows: rows)
         let maskedCandidate = zip(weight, mask).map { $1 ? 0 : $0 }
         XCTAssertEqual(wholeDense.masked, denseTargetError(dense: x, pruned: xHat, weight: weight, candidate: maskedCandidate,
                                                            tokens: tokens, rows: rows, columns: columns), accuracy: 1e-9 * wholeDense.masked)
         for chunkRows in [1, 5, 22] {
-            let chunked = outputErrors(original: weight, mask: mask, updated: updated, target: target, rows: rows,
+            let chunked = try outputErrors(original: weight, mask: mask, updated: updated, target: target, rows: rows,
                                        columns: columns, hessian: hessian, chunkRows: chunkRows)
             XCTAssertEqual(chunked.masked, whole.masked, accuracy: 1e-12 * whole.masked)
             XCTAssertEqual(chunked.updated, whole.updated, accuracy: 1e-12 * whole.updated)
-            let chunkedDense = denseTargetErrors(original: weight, mask: mask, updated: updated, rows: rows, columns: columns,
+            let chunkedDense = try denseTargetErrors(original: weight, mask: mask, updated: updated, rows: rows, columns: columns,
                                                  hessian: hessian, crossTerm: crossTerm, denseHessian: denseHessian,
                                                  chunkRows: chunkRows)
             XCTAssertEqual(chunkedDense.masked, wholeDense.masked, accuracy: 1e-12 * wholeDense.masked)

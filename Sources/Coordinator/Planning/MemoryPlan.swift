@@ -32,6 +32,9 @@ struct MemoryPlan: Sendable {
         var storageBytesPerElement: Int
         /// Only rank 0 reads the checkpoint (`--weights broadcast`).
         var weightsBroadcast: Bool = false
+        /// Each linear's pattern in the first block, nil where --ignore leaves it as it is: what the solvers of a
+        /// linear shared by several ranks exchange (an unstructured pattern's scores, the errors of a pruned linear).
+        var patterns = PerLinear<SparsityPattern?>(repeating: .unstructured(fraction: 0.5))
     }
 
     struct Rank: Sendable {
@@ -76,7 +79,7 @@ struct MemoryPlan: Sendable {
         } + 2 * d
         blockWeightBytes = layerElements * 4
         let plan = OwnershipPlan(config: c, ranks: request.ranks, trueSequential: request.trueSequential,
-                                 statisticsPerInput: request.method.statisticsPerInput)
+                                 statisticsPerInput: request.method.statisticsPerInput, splitRows: request.method.splitsRows)
         // Double matrices of n² per input (Hessian, cross term) and vectors of n (column norms), as the method needs.
         let needs = request.method.statistics
         let perInput = (needs.hessian ? 1 : 0) + (needs.cross ? 1 : 0)
@@ -103,6 +106,13 @@ struct MemoryPlan: Sendable {
         let mappedBlock = request.storageBytesPerElement * layerElements
         let log2Ranks = request.ranks > 1 ? Int(ceil(log2(Double(request.ranks)))) : 0
 
+        // Who needs which statistics and who solves which band, looked up per rank below (plans reach 65 536 ranks).
+        let statisticOwners = Dictionary(uniqueKeysWithValues: LlamaLinearInput.allCases.map {
+            ($0, Set(plan.statisticOwners(layer: 0, input: $0)))
+        })
+        let solverPositions = PerLinear<[Int: Int]> { (linear: LlamaLinear) -> [Int: Int] in
+            Dictionary(uniqueKeysWithValues: plan.solvers(layer: 0, linear: linear).enumerated().map { ($1, $0) })
+        }
         var result: [Rank] = []
         for r in 0..<request.ranks {
             let sequences = request.samples / request.ranks + (r < request.samples % request.ranks ? 1 : 0)
@@ -129,16 +139,18 @@ struct MemoryPlan: Sendable {
                         // Local sums with the Float32 product of one sequence; then the sums and one packed copy.
                         consider(weights: 2 * blockWeightBytes, statistics: held + max(payload + n * n * 4 * min(perInput, 1), 2 * payload),
                                  activations: activations, work: forwardScratch)
-                        let owners = plan.statisticOwners(layer: 0, input: input)
-                        if owners.contains(r) { held += payload }
+                        if statisticOwners[input]!.contains(r) { held += payload }
                         // reduceSum is an MPI_Allreduce too (MPICommunicator: the root's bits must not depend on which
                         // rank it is), so owners send as much as the others: 2·(n−1)/n of the sums on a ring.
                         if request.ranks > 1 { sent += 2 * payload * (request.ranks - 1) / request.ranks }
                     }
                 }
-                for linear in phase where plan.owner(layer: 0, linear: linear) == r {
+                for linear in phase {
+                    let solvers = solverPositions[linear]
+                    guard let position = solvers[r] else { continue }
                     let shape = linear.shape(config: c, layer: 0)
-                    let (m, n) = (shape[0], shape[1])
+                    // A linear solved by several ranks: each works on its band of rows and sends it to the owner.
+                    let m = RowBand.split(rows: shape[0], members: solvers.count)[position].count, n = shape[1]
                     let work: Int
                     switch request.method {
                     case .krp: work = 4 * m * n * 8 + n * n * 8 + m * n * 5
@@ -147,7 +159,14 @@ struct MemoryPlan: Sendable {
                     case .llmPruner, .adapruner: preconditionFailure("plan: structured methods are refused by PlanCommand")
                     }
                     consider(weights: 2 * blockWeightBytes, statistics: held, activations: activations, work: work)
-                    sent += m * n * 4 * log2Ranks
+                    if solvers.count > 1 {
+                        // Each solver's scores of every column block (an unstructured pattern's threshold), its rows'
+                        // errors and energy, gathered; its band of weights to the owner, who broadcasts the whole.
+                        if case let .unstructured(fraction)? = request.patterns[linear], fraction > 0 { sent += m * n * 8 }
+                        if request.patterns[linear] != nil { sent += m * 3 * 8 }
+                        if position > 0 { sent += m * n * 4 }
+                    }
+                    if position == 0 { sent += shape[0] * n * 4 * log2Ranks }
                 }
             }
             // End of the block: both streams' traces complete.

@@ -3,24 +3,34 @@ import Engine
 /// Which rank solves which linear. Linears are solved phase by phase (one phase per block, or four with
 /// --true-sequential); inside a phase, linears go largest first to the least loaded rank (greedy
 /// bin-packing), where a linear's weight is the size of the statistics its owner must hold plus the
-/// work of its solve. Every rank computes the same plan from the same config, so no message is needed.
+/// work of its solve. A phase with fewer linears than ranks (o_proj and down_proj alone with --true-sequential) would
+/// leave ranks waiting while the owners solve: with `splitRows` each idle rank joins the solve of the linear with the
+/// most work per solver, on a band of its output rows (RowBand). Every rank computes the same plan from the same
+/// config, so no message is needed.
 public struct OwnershipPlan: Codable, Equatable, Sendable {
     public let ranks: Int
     /// owners[layer][linear] = rank.
     public let owners: [PerLinear<Int>]
+    /// solvers[layer][linear]: the ranks that solve the linear, its owner first; the order of their row bands.
+    public let solvers: [PerLinear<[Int]>]
     /// The linears solved together, in order: statistics are collected once per phase.
     public let phases: [[LlamaLinear]]
+
+    /// The fewest rows a solver's band may hold: below that the factorisations every solver repeats outweigh the rows.
+    public static let minimumBandRows = 16
 
     public static func phases(trueSequential: Bool) -> [[LlamaLinear]] {
         trueSequential ? [[.q, .k, .v], [.o], [.gate, .up], [.down]] : [LlamaLinear.allCases]
     }
 
-    public init(config: LlamaConfig, ranks: Int, trueSequential: Bool, statisticsPerInput: Int = 1) {
+    public init(config: LlamaConfig, ranks: Int, trueSequential: Bool, statisticsPerInput: Int = 1, splitRows: Bool = false) {
         self.ranks = ranks
         let phases = OwnershipPlan.phases(trueSequential: trueSequential)
         self.phases = phases
+        var solvers: [PerLinear<[Int]>] = []
         owners = (0..<config.numHiddenLayers).map { layer in
             var assignment = PerLinear(repeating: 0)  // every linear is in exactly one phase, so each is set below
+            var layerSolvers = PerLinear<[Int]>(repeating: [])
             for phase in phases {
                 var load = [Double](repeating: 0, count: ranks)
                 let costed = phase.map { ($0, OwnershipPlan.cost(of: $0, config: config, layer: layer, statisticsPerInput: statisticsPerInput)) }
@@ -30,9 +40,26 @@ public struct OwnershipPlan: Codable, Equatable, Sendable {
                     assignment[linear] = rank
                     load[rank] += cost
                 }
+                for linear in phase { layerSolvers[linear] = [assignment[linear]] }
+                // Fewer linears than ranks: each linear has a rank of its own, and the idle ranks join, in rank order,
+                // the linear with the most work per solver (ties to the earlier linear), while its bands keep at least
+                // `minimumBandRows` rows.
+                guard splitRows, phase.count < ranks else { continue }
+                for idle in load.indices where load[idle] == 0 {
+                    let open = costed.filter { linear, _ in
+                        linear.shape(config: config, layer: layer)[0] / (layerSolvers[linear].count + 1) >= OwnershipPlan.minimumBandRows
+                    }
+                    guard let linear = open.max(by: { a, b in
+                        (a.1 / Double(layerSolvers[a.0].count), -phase.firstIndex(of: a.0)!)
+                            < (b.1 / Double(layerSolvers[b.0].count), -phase.firstIndex(of: b.0)!)
+                    })?.0 else { break }
+                    layerSolvers[linear].append(idle)
+                }
             }
+            solvers.append(layerSolvers)
             return assignment
         }
+        self.solvers = solvers
     }
 
     /// What owning `linear` weighs: d² statistics (×statisticsPerInput, e.g. KRP's cross term) and an O(d³ + m·d²)
@@ -45,8 +72,11 @@ public struct OwnershipPlan: Codable, Equatable, Sendable {
 
     public func owner(layer: Int, linear: LlamaLinear) -> Int { owners[layer][linear] }
 
-    /// The distinct ranks that need the statistics of one linear input in one phase.
+    /// The ranks that solve `linear` together, its owner first.
+    public func solvers(layer: Int, linear: LlamaLinear) -> [Int] { solvers[layer][linear] }
+
+    /// The distinct ranks that need the statistics of one linear input in one phase: its linears' solvers.
     public func statisticOwners(layer: Int, input: LlamaLinearInput) -> [Int] {
-        Array(Set(input.linears.map { owner(layer: layer, linear: $0) })).sorted()
+        Array(Set(input.linears.flatMap { solvers(layer: layer, linear: $0) })).sorted()
     }
 }

@@ -33,15 +33,23 @@ extension PruneMethod {
     /// ownership and memory plans weigh a linear by.
     var statisticsPerInput: Int { self == .krp ? 2 : 1 }
 
+    /// Whether several ranks can solve one linear together, each on a band of its rows (RowBand): the methods whose
+    /// solve is worth sharing, the OBS ones.
+    var splitsRows: Bool { self == .sparsegpt || self == .krp }
+
     /// Prunes one linear.
     /// - weight: [rows, columns] as `shape` says; statistics: its input's sums, normalised (nil for magnitude)
+    /// - band: this rank's rows when several solve the linear (`splitsRows` methods only); `weight` holds those rows
     func prune(weight: [Float], shape: [Int], statistics: InputStatistics?, pattern: SparsityPattern,
-               settings: PruneSettings) throws -> PruneResult {
+               settings: PruneSettings, band: RowBand? = nil) throws -> PruneResult {
         func collected() throws -> InputStatistics {
             guard let statistics, statistics.needs == self.statistics else {
                 throw PruneDistError(.argument, "\(rawValue): the statistics of the linear's input it needs were not collected")
             }
             return statistics
+        }
+        if band != nil && !splitsRows {
+            throw PruneDistError(.argument, "\(rawValue) solves a linear on one rank; it has no row bands")
         }
         switch self {
         case .magnitude:
@@ -50,12 +58,12 @@ extension PruneMethod {
             return try pruneWanda(weight: weight, shape: shape, columnNormsSquared: try collected().columnNorms, pattern: pattern)
         case .sparsegpt:
             return try pruneSparseGPT(weight: weight, shape: shape, hessian: try collected().hessian, pattern: pattern,
-                                      blocksize: settings.blocksize, percdamp: settings.percdamp)
+                                      blocksize: settings.blocksize, percdamp: settings.percdamp, band: band)
         case .krp:
             let statistics = try collected()
             return try pruneKRP(weight: weight, shape: shape, hessian: statistics.hessian, crossTerm: statistics.cross,
                                 pattern: pattern, blocksize: settings.blocksize, percdamp: settings.percdamp,
-                                rectification: settings.krpRectification)
+                                rectification: settings.krpRectification, band: band)
         case .llmPruner, .adapruner:
             throw PruneDistError(.argument, "structured methods run in StructuredPruneRun, not per linear")
         }

@@ -71,7 +71,8 @@ final class PruneRun {
             throw PruneDistError(.argument, "--seqlen \(seqlen) is beyond the model's context: \(settings.model.appendingPathComponent("config.json").path) has max_position_embeddings \(config.maxPositionEmbeddings)")
         }
         let plan = OwnershipPlan(config: config, ranks: comm.size, trueSequential: settings.trueSequential,
-                                 statisticsPerInput: method.statisticsPerInput)
+                                 statisticsPerInput: method.statisticsPerInput, splitRows: method.splitsRows)
+        var solverGroups = SolverGroups(comm: comm)
 
         // Every rank draws the same windows and keeps those with index ≡ rank (mod size).
         let windows: [[Int]] = method == .magnitude ? [] : try weights.windows(settings: settings)
@@ -140,11 +141,17 @@ final class PruneRun {
                 let solveStart = PhaseTime.now()
                 // Every rank solves all the linears it owns in this phase before any is broadcast: broadcasting
                 // each as it is solved would make the ranks take turns, one solving while the others wait.
+                let group = try solverGroups.communicator(phase: phase, layer: layer, plan: plan)
                 var solvedHere: [LlamaLinear: [Float]] = [:]
-                for linear in phase where plan.owner(layer: layer, linear: linear) == comm.rank {
-                    let solved = try solve(linear: linear, layer: layer, dense: dense, statistics: statistics[linear.inputGroup])
-                    linears.append(solved.report)
-                    solvedHere[linear] = solved.weight
+                for linear in phase {
+                    let solvers = plan.solvers(layer: layer, linear: linear)
+                    guard solvers.contains(comm.rank) else { continue }
+                    let solved = try solve(linear: linear, layer: layer, dense: dense, statistics: statistics[linear.inputGroup],
+                                           group: solvers.count > 1 ? group : nil)
+                    if let solved {
+                        linears.append(solved.report)
+                        solvedHere[linear] = solved.weight
+                    }
                 }
                 statistics = [:]  // peak memory: the Hessians are not held next to the broadcast weights
                 for linear in phase {
@@ -183,7 +190,7 @@ final class PruneRun {
         // Every rank's report entries and usage, gathered on rank 0, which writes the report with the output;
         // the others wait for it and return the same report.
         let usage = RunReport.Rank(rank: comm.rank, host: comm.hostName, peakRSSBytes: peakResidentBytes(), cpuSeconds: processCPUSeconds(),
-                                   sequences: mine.count, bytesSent: comm.bytesSent)
+                                   sequences: mine.count, bytesSent: comm.bytesSent + solverGroups.bytesSent)
         let parts = try comm.gather(RankPart(linears: linears, usage: usage), root: 0)
         var report: RunReport? = nil
         if comm.rank == 0 {
@@ -206,7 +213,8 @@ final class PruneRun {
         }
         let planned = MemoryPlan(MemoryPlan.Request(config: config, ranks: comm.size, samples: samples, seqlen: settings.seqlen,
                                                     method: settings.method, trueSequential: settings.trueSequential, checkpointBytes: 0,
-                                                    storageBytesPerElement: 4, weightsBroadcast: settings.weights == .broadcast))
+                                                    storageBytesPerElement: 4, weightsBroadcast: settings.weights == .broadcast,
+                                                    patterns: PerLinear { settings.linearRules.pattern(layer: 0, linear: $0, block: pattern(layer: 0)) }))
         let rankUsage = parts.enumerated().map { r, part in
             var usage = part.usage
             usage.plannedBytesSent = planned.ranks[r].sentBytesPerBlock * prunedBlocks
@@ -266,6 +274,29 @@ final class PruneRun {
         }
     }
 
+    /// The communicators of the ranks that solve one linear together, made once per distinct grouping (MPI_Comm_split
+    /// is a collective every rank calls, in the same order on every rank because every rank has the same plan).
+    private struct SolverGroups {
+        let comm: Communicator
+        private var made: [[[Int]]: Communicator] = [:]
+
+        init(comm: Communicator) { self.comm = comm }
+
+        /// What this rank sent in its groups' collectives (each communicator counts its own).
+        var bytesSent: Int { made.values.reduce(0) { $0 + $1.bytesSent } }
+
+        /// This rank's group communicator in `phase` (nil when no linear of the phase has several solvers).
+        mutating func communicator(phase: [LlamaLinear], layer: Int, plan: OwnershipPlan) throws -> Communicator? {
+            let groups = phase.map { plan.solvers(layer: layer, linear: $0) }.filter { $0.count > 1 }
+            guard !groups.isEmpty else { return nil }
+            if let group = made[groups] { return group }
+            let mine = groups.firstIndex { $0.contains(comm.rank) }
+            let group = try comm.split(color: mine ?? groups.count, key: mine.map { groups[$0].firstIndex(of: comm.rank)! } ?? comm.rank)
+            made[groups] = group
+            return group
+        }
+    }
+
     private struct RankPart: Codable {
         var linears: [RunReport.Linear]
         var usage: RunReport.Rank
@@ -313,30 +344,46 @@ final class PruneRun {
         return try body()
     }
 
-    /// Prunes one linear with the run's method.
-    private func solve(linear: LlamaLinear, layer: Int, dense: LlamaBlockWeights, statistics: InputStatistics?)
-        throws -> (weight: [Float], report: RunReport.Linear)
+    /// Prunes one linear with the run's method: alone (`group` nil), or with the ranks of `group` (this linear's
+    /// solvers, ranked in their order), each on a band of its rows, the bands then gathered on the owner.
+    /// Returns the weight and report entry on the owner, nil on the other solvers.
+    private func solve(linear: LlamaLinear, layer: Int, dense: LlamaBlockWeights, statistics: InputStatistics?, group: Communicator?)
+        throws -> (weight: [Float], report: RunReport.Linear)?
     {
         let start = Date()
-        let weight = dense.weight(linear)
-        let shape = dense.shape(linear)
+        var weight = dense.weight(linear)
+        var shape = dense.shape(linear)
+        let columns = shape[1]
+        var band: RowBand?
+        if let group {
+            let rows = RowBand.split(rows: shape[0], members: group.size)[group.rank]
+            band = RowBand(rows: rows, totalRows: shape[0]) { try group.allgatherDoubles($0) }
+            weight = Array(weight[(rows.lowerBound * columns)..<(rows.upperBound * columns)])
+            shape = [rows.count, columns]
+        }
         let name = linear.weightName(layer: layer)
-        let result: PruneResult
+        var result: PruneResult
+        var energy: Double?
         do {
             if let pattern = settings.linearRules.pattern(layer: layer, linear: linear, block: pattern(layer: layer)) {
-                result = try settings.method.prune(weight: weight, shape: shape, statistics: statistics, pattern: pattern, settings: settings)
+                result = try settings.method.prune(weight: weight, shape: shape, statistics: statistics, pattern: pattern, settings: settings,
+                                                   band: band)
             } else {
                 result = PruneResult(weight: weight)  // --ignore: left as it is
+            }
+            // The errors' scale, from the same Hessian they were measured with (reported as error / ‖Y‖²).
+            if result.errorBefore != nil, let hessian = statistics?.hessian, hessian.count == columns * columns {
+                energy = try outputEnergy(weight: weight, rows: shape[0], columns: columns, hessian: hessian, band: band)
             }
         } catch let error as PruneDistError {
             throw PruneDistError(error.kind, "\(name): \(error.message)")
         }
-        let zeros = result.weight.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }
-        // The errors' scale, from the same Hessian they were measured with (reported as error / ‖Y‖²).
-        var energy: Double?
-        if result.errorBefore != nil, let hessian = statistics?.hessian, hessian.count == shape[1] * shape[1] {
-            energy = outputEnergy(weight: weight, rows: shape[0], columns: shape[1], hessian: hessian)
+        if let group {
+            let whole = try group.gatherFloats(result.weight, root: 0)
+            guard group.rank == 0 else { return nil }
+            result.weight = whole
         }
+        let zeros = result.weight.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }
         let entry = RunReport.Linear(linear: linear, layer: layer, owner: comm.rank,
                                      sparsity: Double(zeros) / Double(result.weight.count), zeros: zeros, total: result.weight.count,
                                      errorBefore: result.errorBefore, errorAfter: result.errorAfter, outputEnergy: energy, damping: result.damping,

@@ -48,6 +48,19 @@ public func solveWithCholeskyUpper(_ u: [Double], n: Int, _ b: inout [Double], c
                 Int32(n), Int32(columns), 1, u, Int32(n), &b, Int32(columns))
 }
 
+/// Solves X A = B for X, with A = UᵀU symmetric, in place: X = B U⁻¹ U⁻ᵀ, each row of B on its own. The rows are
+/// TRSM's M, so a band of rows solved alone gets the bits it gets among all rows (RowBand).
+/// - u: [n, n] row-major upper factor from `choleskyUpper`
+/// - b: [rows, n] row-major right-hand sides, replaced by X
+public func solveRowsWithCholeskyUpper(_ u: [Double], n: Int, _ b: inout [Double], rows: Int) {
+    precondition(u.count == n * n && b.count == rows * n, "solveRowsWithCholeskyUpper: shape mismatch")
+    if n == 0 || rows == 0 { return }
+    cblas_dtrsm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit,
+                Int32(rows), Int32(n), 1, u, Int32(n), &b, Int32(n))
+    cblas_dtrsm(CblasRowMajor, CblasRight, CblasUpper, CblasTrans, CblasNonUnit,
+                Int32(rows), Int32(n), 1, u, Int32(n), &b, Int32(n))
+}
+
 /// Clears what LAPACK left of the input below the diagonal, so the buffer is exactly U.
 private func zeroStrictlyLower(_ a: inout [Double], n: Int) {
     for i in 1..<max(n, 1) {

@@ -18,9 +18,11 @@
 /// denseHessian: [columns, columns] XᵀX/N of the dense inputs, optional. With it, errorBefore/errorAfter
 ///   are the per-token errors against the dense target, ‖Y − (W⊙K)X̂‖²/N and ‖Y − ŴX̂‖²/N. Without it
 ///   they are measured against the rectified output W*X̂ (the same minus the unreachable ‖Y − W*X̂‖²/N).
+/// band: when several ranks solve the linear together, this rank's rows: `weight` and `shape` are then the band's
+///   [band.rows.count, columns], the result is the band's rows; the ridge choice and the errors are the whole linear's.
 public func pruneKRP(weight: [Float], shape: [Int], hessian: [Double], crossTerm: [Double], pattern: SparsityPattern,
                      blocksize: Int = 128, percdamp: Double = 0.01, denseHessian: [Double]? = nil,
-                     rectification rule: KRPRectification = .legacy) throws -> PruneResult {
+                     rectification rule: KRPRectification = .legacy, band: RowBand? = nil) throws -> PruneResult {
     let function = "pruneKRP"
     let (rows, columns) = try checkedLinearShape(weight: weight, shape: shape, function: function)
     try pattern.validate(columns: columns, function: function)
@@ -30,13 +32,14 @@ public func pruneKRP(weight: [Float], shape: [Int], hessian: [Double], crossTerm
         try checkSquareStatistic(denseHessian, columns: columns, name: "denseHessian", function: function)
     }
     try checkSolverOptions(blocksize: blocksize, percdamp: percdamp, function: function)
+    let band = try checkedBand(band, rows: rows, function: function)
 
     let original = weight.map(Double.init)
     let rectification: (weight: [Double], ridge: Double, redamped: Int)
     switch rule {
     case .legacy:
         rectification = try rectifiedWeight(original, rows: rows, columns: columns, hessian: hessian,
-                                            crossTerm: crossTerm, function: function)
+                                            crossTerm: crossTerm, function: function, band: band)
     case let .towardDense(ratio, correction, perInput):
         rectification = try shrunkRectifiedWeight(original, rows: rows, columns: columns, hessian: hessian,
                                                   crossTerm: crossTerm, ridgeRatio: ratio, correction: correction,
@@ -44,34 +47,35 @@ public func pruneKRP(weight: [Float], shape: [Int], hessian: [Double], crossTerm
     }
     var updated = rectification.weight
     let solve = try sparseGPTSolve(weight: &updated, rows: rows, columns: columns, hessian: hessian,
-                                   pattern: pattern, blocksize: blocksize, percdamp: percdamp, function: function)
+                                   pattern: pattern, blocksize: blocksize, percdamp: percdamp, function: function, band: band)
     let errorBefore: Double, errorAfter: Double
     if let denseHessian {
-        (errorBefore, errorAfter) = denseTargetErrors(original: weight, mask: solve.mask, updated: updated,
-                                                      rows: rows, columns: columns, hessian: hessian,
-                                                      crossTerm: crossTerm, denseHessian: denseHessian)
+        (errorBefore, errorAfter) = try denseTargetErrors(original: weight, mask: solve.mask, updated: updated,
+                                                          rows: rows, columns: columns, hessian: hessian,
+                                                          crossTerm: crossTerm, denseHessian: denseHessian, band: band)
     } else {
-        (errorBefore, errorAfter) = outputErrors(original: weight, mask: solve.mask, updated: updated,
-                                                 target: rectification.weight, rows: rows, columns: columns,
-                                                 hessian: hessian)
+        (errorBefore, errorAfter) = try outputErrors(original: weight, mask: solve.mask, updated: updated,
+                                                     target: rectification.weight, rows: rows, columns: columns,
+                                                     hessian: hessian, band: band)
     }
     return PruneResult(weight: updated.map(Float.init), errorBefore: errorBefore, errorAfter: errorAfter,
                        damping: solve.damping, ridge: rectification.ridge,
                        redamped: rectification.redamped + solve.redamped)
 }
 
-/// W* with W*ᵀ = (Ĥ + λI)⁻¹ C Wᵀ and the adaptive λ of `pruneKRP`.
-/// weight: [rows, columns] dense W; hessian, crossTerm: [columns, columns]
+/// W* with W*ᵀ = (Ĥ + λI)⁻¹ C Wᵀ and the adaptive λ of `pruneKRP`, computed row by row as W* = W Cᵀ (Ĥ + λI)⁻¹.
+/// weight: [rows, columns] dense W (the band's rows); hessian, crossTerm: [columns, columns]
 /// Returns weight: [rows, columns] W*.
 func rectifiedWeight(_ weight: [Double], rows: Int, columns: Int, hessian: [Double], crossTerm: [Double],
-                     function: String) throws -> (weight: [Double], ridge: Double, redamped: Int) {
+                     function: String, band: RowBand? = nil) throws -> (weight: [Double], ridge: Double, redamped: Int) {
+    let band = band ?? .alone(rows: rows)
     var diagonalSum = 0.0
     for i in 0..<columns { diagonalSum += hessian[i * columns + i] }
     // All inputs dead: any ridge gives W* = 0; scale it by 1 rather than by a zero diagonal.
     let scale = diagonalSum > 0 ? diagonalSum / Double(columns) : 1
-    var rightHandSides = [Double](repeating: 0, count: columns * rows)    // [columns, rows] = C Wᵀ
-    dgemm(.none, .transpose, m: columns, n: rows, k: columns, crossTerm, lda: columns, weight, ldb: columns,
-          &rightHandSides, ldc: rows)
+    var rightHandSides = [Double](repeating: 0, count: rows * columns)    // [rows, columns] W Cᵀ = (C Wᵀ)ᵀ
+    dgemm(.none, .transpose, m: rows, n: columns, k: columns, weight, lda: columns, crossTerm, ldb: columns,
+          &rightHandSides, ldc: columns)
 
     let acceptedRatios = 5                       // r = 1e-4 … 1
     var failures = 0
@@ -81,19 +85,18 @@ func rectifiedWeight(_ weight: [Double], rows: Int, columns: Int, hessian: [Doub
         var factor = hessian
         for i in 0..<columns { factor[i * columns + i] += ridge }
         if choleskyUpper(&factor, n: columns) {
-            var solution = rightHandSides                                  // [columns, rows] W*ᵀ
-            solveWithCholeskyUpper(factor, n: columns, &solution, columns: rows)
-            var rectified = [Double](repeating: 0, count: rows * columns)  // [rows, columns]
-            var squaredChange = 0.0
+            var rectified = rightHandSides                                 // [rows, columns] W*
+            solveRowsWithCholeskyUpper(factor, n: columns, &rectified, rows: rows)
+            var rowChanges = [Double](repeating: 0, count: rows)
             for row in 0..<rows {
+                var squaredChange = 0.0
                 for column in 0..<columns {
-                    let value = solution[column * rows + row]
-                    rectified[row * columns + column] = value
-                    let change = value - weight[row * columns + column]
+                    let change = rectified[row * columns + column] - weight[row * columns + column]
                     squaredChange += change * change
                 }
+                rowChanges[row] = squaredChange
             }
-            let meanSquaredChange = squaredChange / Double(rows * columns)
+            let meanSquaredChange = try band.sumOverRows(rowChanges)[0] / Double(band.totalRows * columns)
             if meanSquaredChange < 1 || (attempt >= acceptedRatios - 1 && meanSquaredChange.isFinite) {
                 return (rectified, ridge, failures)
             }
@@ -119,14 +122,14 @@ private func pow10(_ exponent: Int) -> Double {
 /// hessian (Ĥ), crossTerm (C = X̂ᵀX/N), denseHessian (H): [columns, columns]
 func denseTargetErrors(original: [Float], mask: [Bool], updated: [Double], rows: Int, columns: Int,
                        hessian: [Double], crossTerm: [Double], denseHessian: [Double],
-                       chunkRows requestedChunkRows: Int? = nil) -> (masked: Double, updated: Double) {
+                       chunkRows requestedChunkRows: Int? = nil, band: RowBand? = nil) throws -> (masked: Double, updated: Double) {
     let chunkRows = min(rows, requestedChunkRows ?? errorChunkRows(columns: columns))
     var dense = [Double](repeating: 0, count: chunkRows * columns)              // [chunk, columns] W
     var denseProjected = dense                                                  // [chunk, columns] W H
     var candidates = [Double](repeating: 0, count: 2 * chunkRows * columns)     // [2·chunk, columns] A
     var crossProjected = candidates                                             // [2·chunk, columns] A C
     var candidateProjected = candidates                                         // [2·chunk, columns] A Ĥ
-    var maskedError = 0.0, updatedError = 0.0
+    var rowErrors = [Double](repeating: 0, count: rows * 2)                     // [rows, 2] masked, updated
     for firstRow in stride(from: 0, to: rows, by: chunkRows) {
         let count = min(chunkRows, rows - firstRow)
         let chunk = count * columns
@@ -143,13 +146,15 @@ func denseTargetErrors(original: [Float], mask: [Bool], updated: [Double], rows:
         dgemm(.none, .none, m: 2 * count, n: columns, k: columns, candidates, lda: columns, hessian, ldb: columns,
               &candidateProjected, ldc: columns)
         for k in 0..<chunk {
+            let row = firstRow + k / columns
             let targetEnergy = denseProjected[k] * dense[k]
-            maskedError += targetEnergy + candidateProjected[k] * candidates[k] - 2 * crossProjected[k] * dense[k]
-            updatedError += targetEnergy + candidateProjected[chunk + k] * candidates[chunk + k]
+            rowErrors[2 * row] += targetEnergy + candidateProjected[k] * candidates[k] - 2 * crossProjected[k] * dense[k]
+            rowErrors[2 * row + 1] += targetEnergy + candidateProjected[chunk + k] * candidates[chunk + k]
                 - 2 * crossProjected[chunk + k] * dense[k]
         }
     }
-    return (maskedError, updatedError)
+    let sums = try (band ?? .alone(rows: rows)).sumOverRows(rowErrors, width: 2)
+    return (sums[0], sums[1])
 }
 
 /// How KRP's rectified weight W* is formed from the statistics.
@@ -165,7 +170,8 @@ public enum KRPRectification: Sendable, Equatable, Codable {
 
 /// W* = W + α ((Ĥ + λI)⁻¹ (C − Ĥ) Wᵀ)ᵀ: the correction of the cumulative input error, shrunk toward the
 /// dense weights. (C − Ĥ) = X̂ᵀ(X − X̂)/N is how the input error co-varies with the pruned inputs.
-/// weight: [rows, columns] dense W; hessian, crossTerm: [columns, columns]
+/// Computed row by row: Δ = W (C − Ĥ)ᵀ (Ĥ + λD)⁻¹.
+/// weight: [rows, columns] dense W (a band's rows or all); hessian, crossTerm: [columns, columns]
 /// Returns weight: [rows, columns] W*.
 func shrunkRectifiedWeight(_ weight: [Double], rows: Int, columns: Int, hessian: [Double], crossTerm: [Double],
                            ridgeRatio: Double, correction: Double, perInputRidge: Bool = false, function: String) throws
@@ -176,9 +182,9 @@ func shrunkRectifiedWeight(_ weight: [Double], rows: Int, columns: Int, hessian:
     let scale = diagonalSum > 0 ? diagonalSum / Double(columns) : 1
     var errorCovariance = crossTerm                                         // [columns, columns] C − Ĥ
     for i in errorCovariance.indices { errorCovariance[i] -= hessian[i] }
-    var rightHandSides = [Double](repeating: 0, count: columns * rows)      // [columns, rows] (C − Ĥ) Wᵀ
-    dgemm(.none, .transpose, m: columns, n: rows, k: columns, errorCovariance, lda: columns, weight, ldb: columns,
-          &rightHandSides, ldc: rows)
+    var rightHandSides = [Double](repeating: 0, count: rows * columns)      // [rows, columns] W (C − Ĥ)ᵀ
+    dgemm(.none, .transpose, m: rows, n: columns, k: columns, weight, lda: columns, errorCovariance, ldb: columns,
+          &rightHandSides, ldc: columns)
     // Dead inputs (zero diagonal) get the mean scale, so the per-input ridge still makes Ĥ + λD definite.
     let ridgeShape = (0..<columns).map { i in perInputRidge && hessian[i * columns + i] > 0 ? hessian[i * columns + i] : (perInputRidge ? scale : 1) }
     var ridge = perInputRidge ? ridgeRatio : scale * ridgeRatio
@@ -186,13 +192,9 @@ func shrunkRectifiedWeight(_ weight: [Double], rows: Int, columns: Int, hessian:
         var factor = hessian
         for i in 0..<columns { factor[i * columns + i] += ridge * ridgeShape[i] }
         if choleskyUpper(&factor, n: columns) {
-            solveWithCholeskyUpper(factor, n: columns, &rightHandSides, columns: rows)   // → [columns, rows] Δᵀ
+            solveRowsWithCholeskyUpper(factor, n: columns, &rightHandSides, rows: rows)   // → [rows, columns] Δ
             var rectified = weight
-            for row in 0..<rows {
-                for column in 0..<columns {
-                    rectified[row * columns + column] += correction * rightHandSides[column * rows + row]
-                }
-            }
+            for i in rectified.indices { rectified[i] += correction * rightHandSides[i] }
             return (rectified, ridge, failures)
         }
         ridge = ridge > 0 ? ridge * 10 : (perInputRidge ? 1e-8 : scale * 1e-8)

@@ -78,7 +78,7 @@ public func pruneOBC(weight: [Float], shape: [Int], hessian: [Double], pattern: 
         }
         for j in 0..<columns where mask[base + j] { updated[base + j] = 0 }
     }
-    let errors = outputErrors(original: weight, mask: mask, updated: updated, target: nil,
+    let errors = try outputErrors(original: weight, mask: mask, updated: updated, target: nil,
                               rows: rows, columns: columns, hessian: hessian)
     return PruneResult(weight: updated.map(Float.init), errorBefore: errors.masked, errorAfter: errors.updated,
                        damping: damping, redamped: redamped)

@@ -10,21 +10,33 @@ let maximumRedampings = 8
 /// weight: [rows, columns] row-major; shape = [rows, columns]
 /// hessian: [columns, columns] Double, Σ x xᵀ / N (scale-invariant)
 /// errorBefore/errorAfter are measured with `hessian` as given (per token when it is Σ x xᵀ / N).
+/// band: when several ranks solve the linear together, this rank's rows: `weight` and `shape` are then the band's
+///   [band.rows.count, columns], the result is the band's rows and the errors are the whole linear's.
 public func pruneSparseGPT(weight: [Float], shape: [Int], hessian: [Double], pattern: SparsityPattern,
-                           blocksize: Int = 128, percdamp: Double = 0.01) throws -> PruneResult {
+                           blocksize: Int = 128, percdamp: Double = 0.01, band: RowBand? = nil) throws -> PruneResult {
     let function = "pruneSparseGPT"
     let (rows, columns) = try checkedLinearShape(weight: weight, shape: shape, function: function)
     try pattern.validate(columns: columns, function: function)
     try checkSquareStatistic(hessian, columns: columns, name: "hessian", function: function)
     try checkSolverOptions(blocksize: blocksize, percdamp: percdamp, function: function)
+    let band = try checkedBand(band, rows: rows, function: function)
 
     var updated = weight.map(Double.init)
     let solve = try sparseGPTSolve(weight: &updated, rows: rows, columns: columns, hessian: hessian,
-                                   pattern: pattern, blocksize: blocksize, percdamp: percdamp, function: function)
-    let errors = outputErrors(original: weight, mask: solve.mask, updated: updated, target: nil,
-                              rows: rows, columns: columns, hessian: hessian)
+                                   pattern: pattern, blocksize: blocksize, percdamp: percdamp, function: function, band: band)
+    let errors = try outputErrors(original: weight, mask: solve.mask, updated: updated, target: nil,
+                                  rows: rows, columns: columns, hessian: hessian, band: band)
     return PruneResult(weight: updated.map(Float.init), errorBefore: errors.masked, errorAfter: errors.updated,
                        damping: solve.damping, redamped: solve.redamped)
+}
+
+/// The band a solver works on: all `rows` when alone; otherwise the band must hold `rows` rows.
+func checkedBand(_ band: RowBand?, rows: Int, function: String) throws -> RowBand {
+    guard let band else { return .alone(rows: rows) }
+    guard band.rows.count == rows else {
+        throw PruneDistError(.argument, "\(function): the weight holds \(rows) rows, its row band \(band.rows) of \(band.totalRows) holds \(band.rows.count)")
+    }
+    return band
 }
 
 func checkSolverOptions(blocksize: Int, percdamp: Double, function: String) throws {
@@ -35,11 +47,11 @@ func checkSolverOptions(blocksize: Int, percdamp: Double, function: String) thro
 }
 
 /// The SparseGPT solve proper, in place on a Double weight.
-/// weight: [rows, columns] row-major, replaced by the pruned and updated weight
+/// weight: [rows, columns] row-major (the band's rows), replaced by the pruned and updated weight
 /// hessian: [columns, columns] (not modified)
 /// Returns mask: [rows, columns], true where the weight was pruned.
 func sparseGPTSolve(weight: inout [Double], rows: Int, columns: Int, hessian: [Double], pattern: SparsityPattern,
-                    blocksize: Int, percdamp: Double, function: String) throws
+                    blocksize: Int, percdamp: Double, function: String, band: RowBand? = nil) throws
     -> (mask: [Bool], damping: Double, redamped: Int) {
     // A dead input (never non-zero in the calibration data) gets H_ii = 1 so H stays invertible; its
     // weights can never matter to the output, so they are pruned for free.
@@ -55,8 +67,8 @@ func sparseGPTSolve(weight: inout [Double], rows: Int, columns: Int, hessian: [D
     // N:M groups must not straddle two blocks.
     var effectiveBlocksize = blocksize
     if case let .nOfM(_, m) = pattern { effectiveBlocksize = max(m, blocksize / m * m) }
-    let mask = eliminateColumns(weight: &weight, rows: rows, columns: columns, inverseFactor: factorisation.factor,
-                                pattern: pattern, blocksize: effectiveBlocksize)
+    let mask = try eliminateColumns(weight: &weight, rows: rows, columns: columns, inverseFactor: factorisation.factor,
+                                    pattern: pattern, blocksize: effectiveBlocksize, band: band ?? .alone(rows: rows))
     return (mask, factorisation.damping, factorisation.redamped)
 }
 
@@ -95,11 +107,11 @@ func fallbackDamping(_ hessian: [Double], n: Int) -> Double {
 
 /// Left-to-right OBS elimination, block by block. After a column is decided, its error (w − q)/U_ii
 /// is spread over the rest of its block at once (dger) and over later blocks lazily (one dgemm per block).
-/// weight: [rows, columns] row-major, replaced by the pruned and updated weight
+/// weight: [rows, columns] row-major (the band's rows), replaced by the pruned and updated weight
 /// inverseFactor: [columns, columns] upper U, (H + δI)⁻¹ = UᵀU
 /// Returns: [rows, columns], true where pruned.
 func eliminateColumns(weight: inout [Double], rows: Int, columns: Int, inverseFactor u: [Double],
-                      pattern: SparsityPattern, blocksize: Int) -> [Bool] {
+                      pattern: SparsityPattern, blocksize: Int, band: RowBand) throws -> [Bool] {
     var mask = [Bool](repeating: false, count: rows * columns)
     var groupWidth = 0
     if case let .nOfM(_, m) = pattern { groupWidth = m }
@@ -111,7 +123,7 @@ func eliminateColumns(weight: inout [Double], rows: Int, columns: Int, inverseFa
         var blockErrors = [Double](repeating: 0, count: rows * width)   // [rows, width]
 
         if case let .unstructured(fraction) = pattern, fraction > 0 {
-            // One threshold over the whole block (all rows), on scores before any update inside it;
+            // One threshold over the whole block (all rows, every band's), on scores before any update inside it;
             // "≤" prunes int(numel·p)+1 weights, as the reference does.
             var scores = [Double](repeating: 0, count: rows * width)
             for row in 0..<rows {
@@ -122,8 +134,9 @@ func eliminateColumns(weight: inout [Double], rows: Int, columns: Int, inverseFa
                 }
             }
             // The k-th smallest score, found by selection on a copy (the scores are read again below).
-            var selection = scores
-            let threshold = cengine_select(&selection, rows * width, Int(Double(rows * width) * fraction))
+            var selection = try band.gather(scores, width: width)
+            let count = band.totalRows * width
+            let threshold = cengine_select(&selection, count, Int(Double(count) * fraction))
             for row in 0..<rows {
                 for c in 0..<width where scores[row * width + c] <= threshold { mask[row * columns + blockStart + c] = true }
             }
@@ -186,15 +199,16 @@ func errorChunkRows(columns: Int) -> Int { max(1, (1 << 20) / columns) }
 
 /// Output errors under one Hessian of two candidates against a target weight T:
 /// tr((T − W⊙K) H (T − W⊙K)ᵀ) for the original W with the final mask applied (K = kept entries) and
-/// tr((T − Ŵ) H (T − Ŵ)ᵀ) for the solver's Ŵ. Rows go in chunks, both candidates stacked in one dgemm.
+/// tr((T − Ŵ) H (T − Ŵ)ᵀ) for the solver's Ŵ. Rows go in chunks, both candidates stacked in one dgemm; each row's
+/// error is summed on its own and the rows added in order (over every band's rows when `band` has several members).
 /// original: [rows, columns]; mask: [rows, columns], true = pruned; updated: [rows, columns] Ŵ
 /// target: [rows, columns] T, or nil for T = original; hessian: [columns, columns]
 func outputErrors(original: [Float], mask: [Bool], updated: [Double], target: [Double]?, rows: Int, columns: Int,
-                  hessian: [Double], chunkRows requestedChunkRows: Int? = nil) -> (masked: Double, updated: Double) {
+                  hessian: [Double], chunkRows requestedChunkRows: Int? = nil, band: RowBand? = nil) throws -> (masked: Double, updated: Double) {
     let chunkRows = min(rows, requestedChunkRows ?? errorChunkRows(columns: columns))
     var differences = [Double](repeating: 0, count: 2 * chunkRows * columns)   // [2·chunk, columns]
     var projected = differences                                                // [2·chunk, columns] D H
-    var maskedError = 0.0, updatedError = 0.0
+    var rowErrors = [Double](repeating: 0, count: rows * 2)                    // [rows, 2] masked, updated
     for firstRow in stride(from: 0, to: rows, by: chunkRows) {
         let chunk = min(chunkRows, rows - firstRow) * columns
         for k in 0..<chunk {
@@ -206,9 +220,11 @@ func outputErrors(original: [Float], mask: [Bool], updated: [Double], target: [D
         dgemm(.none, .none, m: 2 * chunk / columns, n: columns, k: columns, differences, lda: columns,
               hessian, ldb: columns, &projected, ldc: columns)
         for k in 0..<chunk {
-            maskedError += differences[k] * projected[k]
-            updatedError += differences[chunk + k] * projected[chunk + k]
+            let row = firstRow + k / columns
+            rowErrors[2 * row] += differences[k] * projected[k]
+            rowErrors[2 * row + 1] += differences[chunk + k] * projected[chunk + k]
         }
     }
-    return (maskedError, updatedError)
+    let sums = try (band ?? .alone(rows: rows)).sumOverRows(rowErrors, width: 2)
+    return (sums[0], sums[1])
 }
