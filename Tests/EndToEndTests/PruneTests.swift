@@ -128,8 +128,8 @@ final class PruneTests: XCTestCase {
     /// `--threads 2`: two threads per rank take whole sequences and add their statistics in sequence order, so on
     /// tiny-llama the checkpoint is the bytes of one thread, run after run, for SparseGPT and KRP (whose two streams
     /// both go through the threads), also on two ranks (and 1 rank with 2 threads is a valid run, whatever
-    /// OPENBLAS_NUM_THREADS says). At SmolLM2's widths the solve's OpenBLAS threads may round KRP's rectification
-    /// differently (docs/decisions.md): there the promise is the same bits per thread count, not one thread's.
+    /// OPENBLAS_NUM_THREADS says). The solve is on the threads as well (a linear each, or bands of one linear's rows,
+    /// OpenBLAS on one thread inside), so it does not round differently either.
     func testTwoThreadsGiveTheBytesOfOneThread() throws {
         let calibration = try randomCalibration().path
         for method in ["sparsegpt", "krp"] {

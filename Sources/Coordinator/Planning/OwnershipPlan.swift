@@ -32,34 +32,42 @@ public struct OwnershipPlan: Codable, Equatable, Sendable {
             var assignment = PerLinear(repeating: 0)  // every linear is in exactly one phase, so each is set below
             var layerSolvers = PerLinear<[Int]>(repeating: [])
             for phase in phases {
-                var load = [Double](repeating: 0, count: ranks)
-                let costed = phase.map { ($0, OwnershipPlan.cost(of: $0, config: config, layer: layer, statisticsPerInput: statisticsPerInput)) }
-                // Largest first; ties keep execution order so the plan is deterministic.
-                for (linear, cost) in costed.enumerated().sorted(by: { ($0.element.1, -$0.offset) > ($1.element.1, -$1.offset) }).map(\.element) {
-                    let rank = load.indices.min { (load[$0], $0) < (load[$1], $1) }!
-                    assignment[linear] = rank
-                    load[rank] += cost
-                }
-                for linear in phase { layerSolvers[linear] = [assignment[linear]] }
-                // Fewer linears than ranks: each linear has a rank of its own, and the idle ranks join, in rank order,
-                // the linear with the most work per solver (ties to the earlier linear), while its bands keep at least
-                // `minimumBandRows` rows.
-                guard splitRows, phase.count < ranks else { continue }
-                for idle in load.indices where load[idle] == 0 {
-                    let open = costed.filter { linear, _ in
-                        linear.shape(config: config, layer: layer)[0] / (layerSolvers[linear].count + 1) >= OwnershipPlan.minimumBandRows
-                    }
-                    guard let linear = open.max(by: { a, b in
-                        (a.1 / Double(layerSolvers[a.0].count), -phase.firstIndex(of: a.0)!)
-                            < (b.1 / Double(layerSolvers[b.0].count), -phase.firstIndex(of: b.0)!)
-                    })?.0 else { break }
-                    layerSolvers[linear].append(idle)
+                let costs = phase.map { OwnershipPlan.cost(of: $0, config: config, layer: layer, statisticsPerInput: statisticsPerInput) }
+                let rows = phase.map { $0.shape(config: config, layer: layer)[0] }
+                let assigned = OwnershipPlan.assign(costs: costs, rows: rows, workers: ranks, splitRows: splitRows)
+                for (i, linear) in phase.enumerated() {
+                    assignment[linear] = assigned[i][0]
+                    layerSolvers[linear] = assigned[i]
                 }
             }
             solvers.append(layerSolvers)
             return assignment
         }
         self.solvers = solvers
+    }
+
+    /// Who solves each of a phase's linears, given in execution order with their costs and row counts: solvers[i],
+    /// owner first. Largest first to the least loaded worker (ties keep execution order, so every worker computes
+    /// the same); with fewer linears than workers and `splitRows`, the idle workers join, in order, the linear with
+    /// the most work per solver (ties to the earlier linear) while its bands keep at least `minimumBandRows` rows.
+    /// Workers are a job's ranks, or one rank's threads (PruneRun).
+    public static func assign(costs: [Double], rows: [Int], workers: Int, splitRows: Bool) -> [[Int]] {
+        var load = [Double](repeating: 0, count: workers)
+        var solvers = [[Int]](repeating: [], count: costs.count)
+        for (i, cost) in costs.enumerated().sorted(by: { ($0.element, -$0.offset) > ($1.element, -$1.offset) }) {
+            let worker = load.indices.min { (load[$0], $0) < (load[$1], $1) }!
+            solvers[i] = [worker]
+            load[worker] += cost
+        }
+        guard splitRows, costs.count < workers else { return solvers }
+        for idle in load.indices where load[idle] == 0 {
+            let open = costs.indices.filter { rows[$0] / (solvers[$0].count + 1) >= minimumBandRows }
+            guard let linear = open.max(by: { a, b in
+                (costs[a] / Double(solvers[a].count), -a) < (costs[b] / Double(solvers[b].count), -b)
+            }) else { break }
+            solvers[linear].append(idle)
+        }
+        return solvers
     }
 
     /// What owning `linear` weighs: d² statistics (×statisticsPerInput, e.g. KRP's cross term) and an O(d³ + m·d²)

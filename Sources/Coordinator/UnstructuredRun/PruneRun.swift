@@ -143,7 +143,16 @@ final class PruneRun {
                 // each as it is solved would make the ranks take turns, one solving while the others wait.
                 let group = try solverGroups.communicator(phase: phase, layer: layer, plan: plan)
                 var solvedHere: [LlamaLinear: [Float]] = [:]
-                for linear in phase {
+                let mine = phase.filter { plan.solvers(layer: layer, linear: $0).contains(comm.rank) }
+                if threads > 1, method.splitsRows, !mine.isEmpty, mine.allSatisfy({ plan.solvers(layer: layer, linear: $0).count == 1 }) {
+                    // --threads N: the rank's linears (or bands of them) on its threads, not OpenBLAS's.
+                    let solved = try solveOnThreads(mine, layer: layer, config: config, dense: dense, statistics: statistics, threads: threads)
+                    for (linear, solution) in zip(mine, solved) {
+                        linears.append(solution.report)
+                        solvedHere[linear] = solution.weight
+                    }
+                }
+                for linear in phase where solvedHere[linear] == nil {
                     let solvers = plan.solvers(layer: layer, linear: linear)
                     guard solvers.contains(comm.rank) else { continue }
                     let solved = try solve(linear: linear, layer: layer, dense: dense, statistics: statistics[linear.inputGroup],
@@ -351,44 +360,108 @@ final class PruneRun {
         throws -> (weight: [Float], report: RunReport.Linear)?
     {
         let start = Date()
+        var band: RowBand?
+        if let group {
+            let rows = RowBand.split(rows: dense.shape(linear)[0], members: group.size)[group.rank]
+            band = RowBand(rows: rows, totalRows: dense.shape(linear)[0]) { try group.allgatherDoubles($0) }
+        }
+        var solved = try solveBand(linear: linear, layer: layer, dense: dense, statistics: statistics, band: band)
+        if let group {
+            let whole = try group.gatherFloats(solved.result.weight, root: 0)
+            guard group.rank == 0 else { return nil }
+            solved.result.weight = whole
+        }
+        return (solved.result.weight, reportEntry(linear: linear, layer: layer, solved.result, energy: solved.energy,
+                                                  seconds: Date().timeIntervalSince(start)))
+    }
+
+    /// Prunes this rank's linears of a phase on its `threads` threads, OpenBLAS on one thread each: the linears go to
+    /// threads as the ownership plan gives them to ranks, and idle threads solve bands of a linear's rows (RowBand),
+    /// so the weights are the bits one thread writes. Returns each linear's weight and report entry, in `linears` order.
+    private func solveOnThreads(_ linears: [LlamaLinear], layer: Int, config: LlamaConfig, dense: LlamaBlockWeights,
+                                statistics: [LlamaLinearInput: InputStatistics], threads: Int)
+        throws -> [(weight: [Float], report: RunReport.Linear)]
+    {
+        let start = Date()
+        let costs = linears.map { OwnershipPlan.cost(of: $0, config: config, layer: layer, statisticsPerInput: settings.method.statisticsPerInput) }
+        let solvers = OwnershipPlan.assign(costs: costs, rows: linears.map { dense.shape($0)[0] }, workers: threads, splitRows: true)
+        let exchanges = solvers.map { RowBandExchange(members: $0.count) }
+        let outcomes = ThreadOutcomes(members: solvers.map(\.count))
+        let work = ThreadWork(run: self, dense: dense, statistics: statistics)
+        setBLASThreads(1)
+        defer { setBLASThreads(threads) }
+        onThreadsOfTheirOwn(threads) { thread in
+            for (i, linear) in linears.enumerated() {
+                guard let position = solvers[i].firstIndex(of: thread) else { continue }
+                var band: RowBand?
+                if solvers[i].count > 1 {
+                    let rows = work.dense.shape(linear)[0]
+                    band = RowBand(rows: RowBand.split(rows: rows, members: solvers[i].count)[position], totalRows: rows) {
+                        try exchanges[i].gather($0, member: position)
+                    }
+                }
+                do {
+                    let solved = try work.run.solveBand(linear: linear, layer: layer, dense: work.dense,
+                                                        statistics: work.statistics[linear.inputGroup], band: band)
+                    outcomes.set(i, position, .success(solved))
+                } catch {
+                    exchanges[i].abandon()
+                    outcomes.set(i, position, .failure(error))
+                }
+            }
+        }
+        let results = outcomes.all
+        // The first failure itself, not a band partner's "another thread failed".
+        let failures = results.flatMap { $0 }.compactMap { outcome -> Error? in
+            if case let .failure(error)? = outcome { return error } else { return nil }
+        }
+        if let failure = failures.first(where: { ($0 as? PruneDistError)?.kind != .interrupted }) ?? failures.first { throw failure }
+        let seconds = Date().timeIntervalSince(start)
+        return try linears.indices.map { i in
+            let bands = try results[i].map { try $0!.get() }
+            var result = bands[0].result
+            result.weight = bands.flatMap(\.result.weight)
+            return (result.weight, reportEntry(linear: linears[i], layer: layer, result, energy: bands[0].energy, seconds: seconds))
+        }
+    }
+
+    /// One linear, or the band of its rows `band` names, pruned with the run's method; `result.weight` holds the
+    /// band's rows, the errors and `energy` are the whole linear's.
+    fileprivate func solveBand(linear: LlamaLinear, layer: Int, dense: LlamaBlockWeights, statistics: InputStatistics?, band: RowBand?)
+        throws -> (result: PruneResult, energy: Double?)
+    {
         var weight = dense.weight(linear)
         var shape = dense.shape(linear)
         let columns = shape[1]
-        var band: RowBand?
-        if let group {
-            let rows = RowBand.split(rows: shape[0], members: group.size)[group.rank]
-            band = RowBand(rows: rows, totalRows: shape[0]) { try group.allgatherDoubles($0) }
-            weight = Array(weight[(rows.lowerBound * columns)..<(rows.upperBound * columns)])
-            shape = [rows.count, columns]
+        if let band {
+            weight = Array(weight[(band.rows.lowerBound * columns)..<(band.rows.upperBound * columns)])
+            shape = [band.rows.count, columns]
         }
         let name = linear.weightName(layer: layer)
-        var result: PruneResult
-        var energy: Double?
         do {
-            if let pattern = settings.linearRules.pattern(layer: layer, linear: linear, block: pattern(layer: layer)) {
-                result = try settings.method.prune(weight: weight, shape: shape, statistics: statistics, pattern: pattern, settings: settings,
-                                                   band: band)
-            } else {
-                result = PruneResult(weight: weight)  // --ignore: left as it is
+            guard let pattern = settings.linearRules.pattern(layer: layer, linear: linear, block: pattern(layer: layer)) else {
+                return (PruneResult(weight: weight), nil)  // --ignore: left as it is
             }
+            let result = try settings.method.prune(weight: weight, shape: shape, statistics: statistics, pattern: pattern, settings: settings,
+                                                   band: band)
             // The errors' scale, from the same Hessian they were measured with (reported as error / ‖Y‖²).
+            var energy: Double?
             if result.errorBefore != nil, let hessian = statistics?.hessian, hessian.count == columns * columns {
                 energy = try outputEnergy(weight: weight, rows: shape[0], columns: columns, hessian: hessian, band: band)
             }
+            return (result, energy)
         } catch let error as PruneDistError {
             throw PruneDistError(error.kind, "\(name): \(error.message)")
         }
-        if let group {
-            let whole = try group.gatherFloats(result.weight, root: 0)
-            guard group.rank == 0 else { return nil }
-            result.weight = whole
-        }
+    }
+
+    /// The report's entry for a solved linear; result.weight: the whole [rows, columns] weight.
+    private func reportEntry(linear: LlamaLinear, layer: Int, _ result: PruneResult, energy: Double?, seconds: Double) -> RunReport.Linear {
         let zeros = result.weight.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }
-        let entry = RunReport.Linear(linear: linear, layer: layer, owner: comm.rank,
-                                     sparsity: Double(zeros) / Double(result.weight.count), zeros: zeros, total: result.weight.count,
-                                     errorBefore: result.errorBefore, errorAfter: result.errorAfter, outputEnergy: energy, damping: result.damping,
-                                     ridge: result.ridge, redamped: result.redamped, seconds: Date().timeIntervalSince(start))
-        return (result.weight, entry)
+        return RunReport.Linear(linear: linear, layer: layer, owner: comm.rank,
+                                sparsity: Double(zeros) / Double(result.weight.count), zeros: zeros, total: result.weight.count,
+                                errorBefore: result.errorBefore, errorAfter: result.errorAfter, outputEnergy: energy, damping: result.damping,
+                                ridge: result.ridge, redamped: result.redamped, seconds: seconds)
     }
 }
 
@@ -410,4 +483,25 @@ struct PhaseTime {
         defer { add(since: start) }
         return try body()
     }
+}
+
+/// What the threads of `PruneRun.solveOnThreads` read: shared read-only while they run.
+private struct ThreadWork: @unchecked Sendable {
+    let run: PruneRun
+    let dense: LlamaBlockWeights
+    let statistics: [LlamaLinearInput: InputStatistics]
+}
+
+/// Each linear's solution from each of its solver threads (member order).
+private final class ThreadOutcomes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var outcomes: [[Result<(result: PruneResult, energy: Double?), Error>?]]
+
+    init(members: [Int]) { outcomes = members.map { Array(repeating: nil, count: $0) } }
+
+    func set(_ linear: Int, _ member: Int, _ outcome: Result<(result: PruneResult, energy: Double?), Error>) {
+        lock.withLock { outcomes[linear][member] = outcome }
+    }
+
+    var all: [[Result<(result: PruneResult, energy: Double?), Error>?]] { lock.withLock { outcomes } }
 }

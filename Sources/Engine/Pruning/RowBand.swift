@@ -1,3 +1,5 @@
+import Foundation
+
 /// This rank's share of a linear that several ranks solve together: a band of consecutive output rows.
 ///
 /// Given the shared input statistics the rows of W are independent, except where a step looks at all of them:
@@ -54,5 +56,58 @@ public struct RowBand {
             for j in 0..<width { sums[j] += all[row * width + j] }
         }
         return sums
+    }
+}
+
+/// Where the threads of one process that solve a linear together meet to gather their bands' values (the in-process
+/// counterpart of the group communicator ranks use). Every member takes part in every round, in the same order.
+public final class RowBandExchange: @unchecked Sendable {
+    private let condition = NSCondition()
+    private let members: Int
+    private var round = 0
+    private var deposits: [[Double]?]
+    private var collected = 0
+    private var finished: [Int: (values: [Double], readers: Int)] = [:]
+    private var memberRounds: [Int]
+    private var abandoned = false
+
+    public init(members: Int) {
+        self.members = members
+        deposits = Array(repeating: nil, count: members)
+        memberRounds = Array(repeating: 0, count: members)
+    }
+
+    /// Every member's values of this round concatenated in member order, once all have given theirs.
+    public func gather(_ values: [Double], member: Int) throws -> [Double] {
+        condition.lock()
+        defer { condition.unlock() }
+        let myRound = memberRounds[member]
+        memberRounds[member] += 1
+        while round != myRound && !abandoned { condition.wait() }
+        if !abandoned {
+            deposits[member] = values
+            collected += 1
+            if collected == members {
+                finished[myRound] = (deposits.flatMap { $0! }, members)
+                deposits = Array(repeating: nil, count: members)
+                collected = 0
+                round += 1
+                condition.broadcast()
+            }
+        }
+        while finished[myRound] == nil && !abandoned { condition.wait() }
+        guard let result = finished[myRound] else {
+            throw PruneDistError(.interrupted, "another thread solving the same linear failed")
+        }
+        finished[myRound] = result.readers == 1 ? nil : (result.values, result.readers - 1)
+        return result.values
+    }
+
+    /// A member failed: the others stop waiting for it and fail too.
+    public func abandon() {
+        condition.lock()
+        abandoned = true
+        condition.broadcast()
+        condition.unlock()
     }
 }

@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 
 /// Mutates every element of `items` on `threads` threads, thread t taking elements t, t + threads, …, so an
 /// element's work is the same whatever the thread count (pruning's per-sequence forward keeps its bits).
@@ -26,4 +27,19 @@ public func forEachConcurrently<Item>(_ items: inout [Item], threads: Int, _ bod
 struct UncheckedSendable<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }
+}
+
+/// Runs body(0) … body(count − 1) each on a thread of its own and returns when all are done. Unlike a dispatch pool,
+/// every body gets a thread even when there are more bodies than cores, so bodies may wait for each other.
+public func onThreadsOfTheirOwn(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    guard count > 1 else { if count == 1 { body(0) }; return }
+    let done = DispatchGroup()
+    for index in 0..<count {
+        done.enter()
+        Thread.detachNewThread {
+            body(index)
+            done.leave()
+        }
+    }
+    done.wait()
 }
