@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 15, targets 3 and 4: the same prune run at -n 1, -n 2 and -n 1 with 2 BLAS threads, wall seconds per phase
-# from the run report, the speed-up over -n 1, and the checkpoint's sha256 (equal for -n 1 and -n 2: rank count
-# never changes the result; another thread count rounds differently). Needs both cores free.
+# from the run report, the speed-up over -n 1, and the checkpoint's sha256 (equal in all three: neither the rank
+# count nor the thread count changes the result). Needs both cores free.
 #
 #   bench/scaling.sh [--methods "sparsegpt krp"] [--samples 32] [--sparsity 0.5]
 set -euo pipefail

@@ -8,7 +8,7 @@ public struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     public var logLevel: String = "info"
 
-    @Option(name: .long, help: "Threads per rank (default: OPENBLAS_NUM_THREADS, else OpenBLAS's own choice, all cores). prune: N threads take whole calibration sequences (forward and statistics as one thread computes them) and OpenBLAS the solve; elsewhere OpenBLAS threads. Results are the same bits for a given rank count and thread count.")
+    @Option(name: .long, help: "Threads per rank (default: OPENBLAS_NUM_THREADS, else OpenBLAS's own choice, all cores). prune: N threads take whole calibration sequences (forward and statistics as one thread computes them) and the solve (a linear each, or bands of one linear's rows), so the checkpoint is the bits of one thread; elsewhere OpenBLAS threads, the same bits for a given rank count and thread count.")
     public var threads: Int?
 
     public init() {}
