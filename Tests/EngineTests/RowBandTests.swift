@@ -3,8 +3,8 @@ import XCTest
 @testable import Engine
 
 /// A linear solved by several members, each on a band of rows, must give the bits of one member solving it alone
-/// (the pruned weight and the ridge; the reported errors to rounding). The members run on threads here and meet in `BandExchange` (the
-/// in-process stand-in for the ranks' allgather; the MPI path is checked by the end-to-end tests at -n 2 and -n 4).
+/// (the pruned weight and the ridge; the reported errors to rounding). The members run on threads here and meet in a
+/// `RowBandExchange`, as `prune --threads N` does (the MPI path: the end-to-end tests at -n 2 and -n 4).
 final class RowBandTests: XCTestCase {
 
     func testBandsSplitRowsEvenlyInOrder() {
@@ -93,7 +93,7 @@ final class RowBandTests: XCTestCase {
                               _ solve: @escaping @Sendable (RowBand, [Float]) throws -> PruneResult,
                               weight: () -> [Float]) throws -> PruneResult {
         let whole = weight()
-        let exchange = BandExchange(members: members)
+        let exchange = RowBandExchange(members: members)
         let ranges = RowBand.split(rows: rows, members: members)
         let results = Results(count: members)
         // One thread per member: they wait for each other, so a pool narrower than the members would deadlock.
@@ -101,7 +101,7 @@ final class RowBandTests: XCTestCase {
         for member in 0..<members {
             done.enter()
             Thread.detachNewThread {
-                let band = RowBand(rows: ranges[member], totalRows: rows) { exchange.gather($0, member: member) }
+                let band = RowBand(rows: ranges[member], totalRows: rows) { try exchange.gather($0, member: member) }
                 let part = Array(whole[(ranges[member].lowerBound * columns)..<(ranges[member].upperBound * columns)])
                 results.set(member, Result { try solve(band, part) })
                 done.leave()
@@ -162,48 +162,6 @@ final class RowBandTests: XCTestCase {
 
     private func hessianScale(_ hessian: [Double], _ columns: Int) -> Double {
         (0..<columns).reduce(0) { $0 + hessian[$1 * columns + $1] } / Double(columns)
-    }
-}
-
-/// Members meet here to gather their values in member order, one round after another (all members take part in
-/// every round, as ranks in an allgather).
-private final class BandExchange: @unchecked Sendable {
-    private let condition = NSCondition()
-    private let members: Int
-    private var round = 0
-    private var deposits: [[Double]?]
-    private var collected = 0
-    private var finished: [Int: [Double]] = [:]
-    private var readers: [Int: Int] = [:]
-    private var memberRounds: [Int]
-
-    init(members: Int) {
-        self.members = members
-        deposits = Array(repeating: nil, count: members)
-        memberRounds = Array(repeating: 0, count: members)
-    }
-
-    func gather(_ values: [Double], member: Int) -> [Double] {
-        condition.lock()
-        defer { condition.unlock() }
-        let myRound = memberRounds[member]
-        memberRounds[member] += 1
-        while round != myRound { condition.wait() }  // the previous round's result is still being read
-        deposits[member] = values
-        collected += 1
-        if collected == members {
-            finished[myRound] = deposits.flatMap { $0! }
-            readers[myRound] = members
-            deposits = Array(repeating: nil, count: members)
-            collected = 0
-            round += 1
-            condition.broadcast()
-        }
-        while finished[myRound] == nil { condition.wait() }
-        let result = finished[myRound]!
-        readers[myRound]! -= 1
-        if readers[myRound] == 0 { finished[myRound] = nil; readers[myRound] = nil }
-        return result
     }
 }
 
