@@ -40,7 +40,7 @@ final class OBCTests: XCTestCase {
             for p in pruned { rhs[a] += h[i * columns + p] * w0[p] }
         }
         XCTAssertTrue(choleskyUpper(&hSS, n: kept.count))
-        solveWithCholeskyUpper(hSS, n: kept.count, &rhs, columns: 1)
+        solveRowsWithCholeskyUpper(hSS, n: kept.count, &rhs, rows: 1)
         var w = [Double](repeating: 0, count: columns)
         for (a, i) in kept.enumerated() { w[i] = w0[i] + rhs[a] }
         var cost = 0.0

@@ -9,10 +9,10 @@ import Engine
 /// config, so no message is needed.
 public struct OwnershipPlan: Codable, Equatable, Sendable {
     public let ranks: Int
-    /// owners[layer][linear] = rank.
-    public let owners: [PerLinear<Int>]
     /// solvers[layer][linear]: the ranks that solve the linear, its owner first; the order of their row bands.
     public let solvers: [PerLinear<[Int]>]
+    /// owners[layer][linear] = rank: each linear's first solver.
+    public var owners: [PerLinear<Int>] { solvers.map { layer in PerLinear { layer[$0][0] } } }
     /// The linears solved together, in order: statistics are collected once per phase.
     public let phases: [[LlamaLinear]]
 
@@ -27,23 +27,16 @@ public struct OwnershipPlan: Codable, Equatable, Sendable {
         self.ranks = ranks
         let phases = OwnershipPlan.phases(trueSequential: trueSequential)
         self.phases = phases
-        var solvers: [PerLinear<[Int]>] = []
-        owners = (0..<config.numHiddenLayers).map { layer in
-            var assignment = PerLinear(repeating: 0)  // every linear is in exactly one phase, so each is set below
-            var layerSolvers = PerLinear<[Int]>(repeating: [])
+        solvers = (0..<config.numHiddenLayers).map { layer in
+            var layerSolvers = PerLinear<[Int]>(repeating: [])  // every linear is in exactly one phase, so each is set below
             for phase in phases {
                 let costs = phase.map { OwnershipPlan.cost(of: $0, config: config, layer: layer, statisticsPerInput: statisticsPerInput) }
                 let rows = phase.map { $0.shape(config: config, layer: layer)[0] }
                 let assigned = OwnershipPlan.assign(costs: costs, rows: rows, workers: ranks, splitRows: splitRows)
-                for (i, linear) in phase.enumerated() {
-                    assignment[linear] = assigned[i][0]
-                    layerSolvers[linear] = assigned[i]
-                }
+                for (i, linear) in phase.enumerated() { layerSolvers[linear] = assigned[i] }
             }
-            solvers.append(layerSolvers)
-            return assignment
+            return layerSolvers
         }
-        self.solvers = solvers
     }
 
     /// Who solves each of a phase's linears, given in execution order with their costs and row counts: solvers[i],
@@ -78,7 +71,7 @@ public struct OwnershipPlan: Codable, Equatable, Sendable {
         return Double(statisticsPerInput) * d * d + d * d * d / 3 + m * d * d
     }
 
-    public func owner(layer: Int, linear: LlamaLinear) -> Int { owners[layer][linear] }
+    public func owner(layer: Int, linear: LlamaLinear) -> Int { solvers[layer][linear][0] }
 
     /// The ranks that solve `linear` together, its owner first.
     public func solvers(layer: Int, linear: LlamaLinear) -> [Int] { solvers[layer][linear] }

@@ -36,20 +36,9 @@ public func inverseFromCholeskyUpper(_ u: inout [Double], n: Int) -> Bool {
     return true
 }
 
-/// Solves A X = B for X in place, given A's Cholesky factor U (A = UᵀU): Uᵀ Y = B, then U X = Y.
-/// - u: [n, n] row-major upper factor from `choleskyUpper`
-/// - b: [n, columns] row-major right-hand sides, overwritten by X
-public func solveWithCholeskyUpper(_ u: [Double], n: Int, _ b: inout [Double], columns: Int) {
-    precondition(u.count == n * n && b.count == n * columns, "solveWithCholeskyUpper: shape mismatch")
-    if n == 0 || columns == 0 { return }
-    cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasTrans, CblasNonUnit,
-                Int32(n), Int32(columns), 1, u, Int32(n), &b, Int32(columns))
-    cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit,
-                Int32(n), Int32(columns), 1, u, Int32(n), &b, Int32(columns))
-}
-
-/// Solves X A = B for X, with A = UᵀU symmetric, in place: X = B U⁻¹ U⁻ᵀ, each row of B on its own. The rows are
-/// TRSM's M, so a band of rows solved alone gets the bits it gets among all rows (RowBand).
+/// Solves X A = B for X, with A = UᵀU symmetric, in place: X = B U⁻¹ U⁻ᵀ, each row of B on its own (a single row b
+/// is the solution of A x = b). The rows are TRSM's M, so a band of rows solved alone gets the bits it gets among
+/// all rows (RowBand).
 /// - u: [n, n] row-major upper factor from `choleskyUpper`
 /// - b: [rows, n] row-major right-hand sides, replaced by X
 public func solveRowsWithCholeskyUpper(_ u: [Double], n: Int, _ b: inout [Double], rows: Int) {
