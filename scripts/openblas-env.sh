@@ -1,7 +1,17 @@
 # Sourced by the test and bench scripts (from the package root): one OpenBLAS thread per process unless
-# OPENBLAS_NUM_THREADS says otherwise, and the Haswell kernels where OpenBLAS misdetects an AVX2/FMA virtual CPU
-# as Prescott (3x slower; the binary corrects itself, test and bench processes need this).
+# OPENBLAS_NUM_THREADS says otherwise, and OpenBLAS's kernels chosen from the CPU's flags as the binary chooses
+# them (Sources/Coordinator/Support/OpenBLASKernel.swift: the AVX-512 kernels on Intel, Haswell's on other AVX2/FMA
+# CPUs), since OpenBLAS misdetects some virtual CPUs; test and bench processes do not re-execute themselves.
+# PRUNE_DIST_CPUINFO: read the flags from this file instead of /proc/cpuinfo (the tests that compare both choices).
 export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
-if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -q -w avx2 /proc/cpuinfo && grep -q -w fma /proc/cpuinfo; then
-  export OPENBLAS_CORETYPE=Haswell
+if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+  cpuinfo="${PRUNE_DIST_CPUINFO:-/proc/cpuinfo}"
+  cpu_flags=" $(grep -m1 '^flags' "$cpuinfo" 2>/dev/null | cut -d: -f2- || true) "
+  has() { for flag in "$@"; do [[ "$cpu_flags" == *" $flag "* ]] || return 1; done; }
+  if grep -m1 '^vendor_id' "$cpuinfo" 2>/dev/null | grep -q -w GenuineIntel && has avx512f avx512cd avx512bw avx512dq avx512vl; then
+    if has avx512_bf16; then export OPENBLAS_CORETYPE=Cooperlake; else export OPENBLAS_CORETYPE=SkylakeX; fi
+  elif has avx2 fma; then
+    export OPENBLAS_CORETYPE=Haswell
+  fi
+  unset -f has; unset cpuinfo cpu_flags
 fi

@@ -6,7 +6,9 @@ import WorkerTesting
 import XCTest
 
 /// Gradients split over 1, 2 and 4 ranks (threads with InMemoryCommunicator) sum to the same gradients, and to
-/// the single-process llamaGradients, within 1e-6 of each tensor's largest entry.
+/// the single-process llamaGradients, within 1e-5 of each tensor's largest entry: the Float forward and backward
+/// run as GEMMs of other batch sizes on each rank, which round differently (up to 1.2e-6 with OpenBLAS's AVX-512
+/// kernels, below 1e-6 with its AVX2 ones); a wrong gradient is off by the size of its entries.
 final class DistributedGradientsTests: XCTestCase {
     private func windows() -> [[Int]] {
         var random = SplitMix64(seed: 21)
@@ -28,7 +30,7 @@ final class DistributedGradientsTests: XCTestCase {
         return results[0]
     }
 
-    private func assertClose(_ a: [Double], _ b: [Double], _ what: String, tolerance: Double = 1e-6) {
+    private func assertClose(_ a: [Double], _ b: [Double], _ what: String, tolerance: Double = 1e-5) {
         let largest = a.map(abs).max()!
         let worst = zip(a, b).map { abs($0 - $1) }.max()!
         XCTAssertGreaterThan(largest, 0, what)
@@ -64,7 +66,7 @@ final class DistributedGradientsTests: XCTestCase {
             for linear in LlamaLinear.allCases {
                 // Squares double the Float rounding of the per-sequence gradients (GEMMs of other batch sizes upstream).
                 assertClose(one.blocks[layer]!.squaredPerSequence![linear], four.blocks[layer]!.squaredPerSequence![linear],
-                            "Σ g_n², \(linear.weightName(layer: layer))", tolerance: 1e-5)
+                            "Σ g_n², \(linear.weightName(layer: layer))")
                 assertClose(one.blocks[layer]!.gradients[linear], four.blocks[layer]!.gradients[linear],
                             "g with per-sequence backward, \(linear.weightName(layer: layer))")
             }
