@@ -18,7 +18,7 @@ extension PruningSolverTests {
     func testKRPRidgeTowardDenseIsTheRegularisedLeastSquares() throws {
         let p = rectificationProblem(seed: 41)
         for ratio in [1e-3, 0.1, 2.0] {
-            let result = try shrunkRectifiedWeight(p.weight, rows: rows, columns: columns, hessian: p.hessian, crossTerm: p.cross,
+            let result = try shrunkRectifiedWeight(p.weight, rows: rows, columns: columns, hessian: p.hessian, cross: .inputs(p.cross),
                                                    ridgeRatio: ratio, correction: 1, function: "test")
             let lambda = result.ridge
             var mean = 0.0
@@ -45,7 +45,7 @@ extension PruningSolverTests {
     func testKRPRectificationLimits() throws {
         let p = rectificationProblem(seed: 43)
         func rectified(_ ratio: Double, _ alpha: Double) throws -> [Double] {
-            try shrunkRectifiedWeight(p.weight, rows: rows, columns: columns, hessian: p.hessian, crossTerm: p.cross,
+            try shrunkRectifiedWeight(p.weight, rows: rows, columns: columns, hessian: p.hessian, cross: .inputs(p.cross),
                                       ridgeRatio: ratio, correction: alpha, function: "test").weight
         }
         XCTAssertEqual(try rectified(0.01, 0), p.weight)
@@ -53,7 +53,7 @@ extension PruningSolverTests {
         for i in p.weight.indices { XCTAssertEqual(half[i] - p.weight[i], 0.5 * (full[i] - p.weight[i]), accuracy: 1e-12) }
         let far = try rectified(1e9, 1)
         XCTAssertLessThan(zip(far, p.weight).map { abs($0 - $1) }.max()!, 1e-8)
-        let refit = try rectifiedWeight(p.weight, rows: rows, columns: columns, hessian: p.hessian, crossTerm: p.cross, function: "test")
+        let refit = try rectifiedWeight(p.weight, rows: rows, columns: columns, hessian: p.hessian, cross: .inputs(p.cross), function: "test")
         let tiny = try rectified(1e-4, 1)
         // Same λ (the ladder's first step): the two differ by exactly Dᵀ = λ(Ĥ + λI)⁻¹Wᵀ, i.e. (Ĥ + λI)Dᵀ = λWᵀ.
         let lambda = refit.ridge
@@ -72,7 +72,7 @@ extension PruningSolverTests {
     func testKRPRectificationRedampensSingularHessian() throws {
         let hessian = [Double](repeating: 0, count: columns * columns)
         let weight = (0..<(rows * columns)).map { Double($0 % 7) - 3 }
-        let result = try shrunkRectifiedWeight(weight, rows: rows, columns: columns, hessian: hessian, crossTerm: hessian,
+        let result = try shrunkRectifiedWeight(weight, rows: rows, columns: columns, hessian: hessian, cross: .inputs(hessian),
                                                ridgeRatio: 0, correction: 1, function: "test")
         XCTAssertEqual(result.redamped, 1)
         XCTAssertEqual(result.weight, weight, "no input error, no correction")

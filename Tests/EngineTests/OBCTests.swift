@@ -101,7 +101,7 @@ final class OBCTests: XCTestCase {
         let file = try SafetensorsFile(url: try Fixtures.path("fixtures/sparsegpt-layer.safetensors"))
         let weight = try file.floats("W"), hessian = try file.floats("H").map(Double.init)
         let krp = try pruneKRP(weight: weight, shape: [48, 64], hessian: hessian, crossTerm: hessian, pattern: .unstructured(fraction: 0.5), blocksize: 32)
-        let rectified = try rectifiedWeight(weight.map(Double.init), rows: 48, columns: 64, hessian: hessian, crossTerm: hessian, function: "test")
+        let rectified = try rectifiedWeight(weight.map(Double.init), rows: 48, columns: 64, hessian: hessian, cross: .inputs(hessian), function: "test")
         XCTAssertEqual(krp.ridge, rectified.ridge)
         let sparsegpt = try pruneSparseGPT(weight: rectified.weight.map(Float.init), shape: [48, 64], hessian: hessian,
                                            pattern: .unstructured(fraction: 0.5), blocksize: 32)

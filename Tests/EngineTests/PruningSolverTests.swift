@@ -242,6 +242,64 @@ final class PruningSolverTests: XCTestCase {
         }
     }
 
+    /// KRP's cross term against the dense outputs (Σ y x̂ᵀ, what runs collect for down_proj) is W times the one
+    /// against the dense inputs (Σ x̂ xᵀ): collected by InputStatistics in Float32 batches they agree to Float
+    /// rounding, and pruneKRP given W Cᵀ prunes as it does given C (same mask, weights to Double rounding), for
+    /// both rectification rules, with and without the dense Hessian.
+    func testKRPCrossTermAgainstOutputsMatchesTheOneAgainstInputs() throws {
+        let (tokens, columns, rows) = (600, 40, 16)   // fewer outputs than inputs, as down_proj
+        let (x, xHat) = syntheticInputs(tokens: tokens, columns: columns, noise: 0.3, seed: 41)
+        let weight = randomWeight(rows: rows, columns: columns, seed: 42)
+        var y = [Double](repeating: 0, count: tokens * rows)                            // [tokens, rows] Y = X Wᵀ
+        dgemm(.none, .transpose, m: tokens, n: rows, k: columns, x, lda: columns, weight.map(Double.init), ldb: columns,
+              &y, ldc: rows)
+
+        // Collected in batches of 100 tokens, as a run does per sequence.
+        var againstInputs = InputStatistics(dimension: columns, needs: StatisticsNeeds(hessian: true, cross: true))
+        var againstOutputs = InputStatistics(dimension: columns, needs: StatisticsNeeds(hessian: true, cross: true, crossOutputs: rows))
+        XCTAssertEqual(againstOutputs.cross.count, rows * columns)
+        for first in stride(from: 0, to: tokens, by: 100) {
+            let pruned = xHat[(first * columns)..<((first + 100) * columns)].map(Float.init)
+            againstInputs.accumulate(pruned: pruned, dense: x[(first * columns)..<((first + 100) * columns)].map(Float.init), tokens: 100)
+            againstOutputs.accumulate(pruned: pruned, dense: y[(first * rows)..<((first + 100) * rows)].map(Float.init), tokens: 100)
+        }
+        againstInputs.normalise()
+        againstOutputs.normalise()
+        var projected = [Double](repeating: 0, count: rows * columns)                   // W Cᵀ from the input statistic
+        dgemm(.none, .transpose, m: rows, n: columns, k: columns, weight.map(Double.init), lda: columns, againstInputs.cross,
+              ldb: columns, &projected, ldc: columns)
+        let largest = projected.map(abs).max()!
+        XCTAssertLessThan(zip(projected, againstOutputs.cross).map { abs($0 - $1) }.max()!, 1e-5 * largest, "Σ y x̂ᵀ = W Σ x̂ xᵀ")
+        XCTAssertEqual(againstOutputs.hessian, againstInputs.hessian, "the Hessian does not depend on the cross term's form")
+
+        let hessian = gram(xHat, xHat, tokens: tokens, columns: columns)
+        let crossTerm = gram(xHat, x, tokens: tokens, columns: columns)
+        var exact = [Double](repeating: 0, count: rows * columns)
+        dgemm(.none, .transpose, m: rows, n: columns, k: columns, weight.map(Double.init), lda: columns, crossTerm, ldb: columns,
+              &exact, ldc: columns)
+        let denseHessian = gram(x, x, tokens: tokens, columns: columns)
+        for rule in [KRPRectification.legacy, .towardDense(ratio: 3, correction: 0.3, perInput: true), .towardDense(ratio: 0.1, correction: 1)] {
+            for dense in [nil, denseHessian] {
+                for pattern in [SparsityPattern.unstructured(fraction: 0.5), .nOfM(n: 2, m: 4)] {
+                    let fromInputs = try pruneKRP(weight: weight, shape: [rows, columns], hessian: hessian, cross: .inputs(crossTerm),
+                                                  pattern: pattern, blocksize: 8, denseHessian: dense, rectification: rule)
+                    let fromOutputs = try pruneKRP(weight: weight, shape: [rows, columns], hessian: hessian, cross: .outputs(exact),
+                                                   pattern: pattern, blocksize: 8, denseHessian: dense, rectification: rule)
+                    let what = "\(rule), \(pattern), dense Hessian \(dense != nil)"
+                    XCTAssertEqual(zeroMask(fromOutputs.weight), zeroMask(fromInputs.weight), what)
+                    let scale = fromInputs.weight.map { abs(Double($0)) }.max()!
+                    XCTAssertLessThan(zip(fromInputs.weight, fromOutputs.weight).map { abs(Double($0) - Double($1)) }.max()!, 1e-5 * scale, what)
+                    XCTAssertEqual(fromOutputs.ridge!, fromInputs.ridge!, accuracy: 1e-12 * fromInputs.ridge!, what)
+                    XCTAssertEqual(fromOutputs.errorAfter!, fromInputs.errorAfter!, accuracy: 1e-8 * fromInputs.errorAfter!, what)
+                    XCTAssertEqual(fromOutputs.errorBefore!, fromInputs.errorBefore!, accuracy: 1e-8 * fromInputs.errorBefore!, what)
+                }
+            }
+        }
+        // A cross term of the wrong size for the outputs is refused.
+        XCTAssertThrowsError(try pruneKRP(weight: weight, shape: [rows, columns], hessian: hessian, cross: .outputs(crossTerm),
+                                          pattern: .unstructured(fraction: 0.5)))
+    }
+
     /// Tiny problem whose mask prunes the first two columns of every row: left-to-right OBS is then exact,
     /// so KRP must equal (1) the independent ridge least squares W* and its damped projection on the
     /// mask, and (2) nearly the unregularised least-squares optimum for that mask.
@@ -328,7 +386,7 @@ final class PruningSolverTests: XCTestCase {
         let whole = try outputErrors(original: weight, mask: mask, updated: updated, target: target, rows: rows,
                                  columns: columns, hessian: hessian, chunkRows: rows)
         let wholeDense = try denseTargetErrors(original: weight, mask: mask, updated: updated, rows: rows, columns: columns,
-                                           hessian: hessian, crossTerm: crossTerm, denseHessian: denseHessian, chunkRows: rows)
+                                           hessian: hessian, cross: .inputs(crossTerm), denseHessian: denseHessian, chunkRows: rows)
         let maskedCandidate = zip(weight, mask).map { $1 ? 0 : $0 }
         XCTAssertEqual(wholeDense.masked, denseTargetError(dense: x, pruned: xHat, weight: weight, candidate: maskedCandidate,
                                                            tokens: tokens, rows: rows, columns: columns), accuracy: 1e-9 * wholeDense.masked)
@@ -338,7 +396,7 @@ final class PruningSolverTests: XCTestCase {
             XCTAssertEqual(chunked.masked, whole.masked, accuracy: 1e-12 * whole.masked)
             XCTAssertEqual(chunked.updated, whole.updated, accuracy: 1e-12 * whole.updated)
             let chunkedDense = try denseTargetErrors(original: weight, mask: mask, updated: updated, rows: rows, columns: columns,
-                                                 hessian: hessian, crossTerm: crossTerm, denseHessian: denseHessian,
+                                                 hessian: hessian, cross: .inputs(crossTerm), denseHessian: denseHessian,
                                                  chunkRows: chunkRows)
             XCTAssertEqual(chunkedDense.masked, wholeDense.masked, accuracy: 1e-12 * wholeDense.masked)
             XCTAssertEqual(chunkedDense.updated, wholeDense.updated, accuracy: 1e-12 * wholeDense.updated)

@@ -63,6 +63,32 @@ final class RowBandTests: XCTestCase {
         }
     }
 
+    /// KRP with its cross term against the dense outputs (W Cᵀ, [rows, columns], as runs collect it for down_proj):
+    /// each member reads its rows of it.
+    func testKRPWithTheCrossTermAgainstOutputsInBandsMatchesAlone() throws {
+        let (tokens, columns, rows) = (300, 48, 29)
+        let (x, xHat) = syntheticInputs(tokens: tokens, columns: columns, noise: 0.3, seed: 93)
+        let hessian = gram(xHat, xHat, tokens: tokens, columns: columns)
+        let cross = gram(xHat, x, tokens: tokens, columns: columns)
+        let weight = randomWeight(rows: rows, columns: columns, seed: 94)
+        var product = [Double](repeating: 0, count: rows * columns)
+        dgemm(.none, .transpose, m: rows, n: columns, k: columns, weight.map(Double.init), lda: columns, cross, ldb: columns,
+              &product, ldc: columns)
+        let projected = product
+        for rule in [KRPRectification.legacy, .towardDense(ratio: 3, correction: 0.3, perInput: true)] {
+            let alone = try pruneKRP(weight: weight, shape: [rows, columns], hessian: hessian, cross: .outputs(projected),
+                                     pattern: .unstructured(fraction: 0.5), blocksize: 16, rectification: rule)
+            for members in [2, 3] {
+                let bands = try solveInBands(rows: rows, columns: columns, members: members) { band, part in
+                    try pruneKRP(weight: part, shape: [band.rows.count, columns], hessian: hessian,
+                                 cross: .outputs(Array(projected[(band.rows.lowerBound * columns)..<(band.rows.upperBound * columns)])),
+                                 pattern: .unstructured(fraction: 0.5), blocksize: 16, rectification: rule, band: band)
+                } weight: { weight }
+                assertSame(bands, alone, "KRP against outputs, \(rule), \(members) members")
+            }
+        }
+    }
+
     func testOutputEnergyInBandsMatchesAlone() throws {
         let (columns, rows) = (32, 21)
         let x = syntheticInputs(tokens: 200, columns: columns, noise: 0, seed: 71).dense

@@ -83,6 +83,8 @@ struct MemoryPlan: Sendable {
         // Double matrices of n² per input (Hessian, cross term) and vectors of n (column norms), as the method needs.
         let needs = request.method.statistics
         let perInput = (needs.hessian ? 1 : 0) + (needs.cross ? 1 : 0)
+        // KRP's cross term of down_proj's input is [d, f] against the dense outputs (the dense trace keeps them).
+        let crossOutputs = request.method.statistics(for: .mlpHidden) { $0.shape(config: c, layer: 0) }.crossOutputs
         let streams = request.method.needsDenseStream ? 2 : 1
         func inputWidth(_ input: LlamaLinearInput) -> Int {
             switch input {
@@ -118,7 +120,7 @@ struct MemoryPlan: Sendable {
             let sequences = request.samples / request.ranks + (r < request.samples % request.ranks ? 1 : 0)
             let tokens = sequences * L
             let streamBytes = streams * tokens * d * 4
-            let denseTraceBytes = streams == 2 ? tokens * traceElements(upTo: nil) * 4 : 0
+            let denseTraceBytes = streams == 2 ? tokens * (traceElements(upTo: nil) + (crossOutputs > 0 ? d : 0)) * 4 : 0
             var peak = (weights: 0, statistics: 0, activations: 0, work: 0)
             func consider(weights: Int, statistics: Int, activations: Int, work: Int) {
                 if weights + statistics + activations + work > peak.weights + peak.statistics + peak.activations + peak.work {
@@ -135,7 +137,8 @@ struct MemoryPlan: Sendable {
                 if needs != .none {
                     for input in inputs {
                         let n = inputWidth(input)
-                        let payload = (perInput * n * n + (needs.columnNorms ? n : 0) + 1) * 8
+                        let crossRows = input == .mlpHidden && crossOutputs > 0 ? crossOutputs : n
+                        let payload = ((needs.hessian ? n * n : 0) + (needs.cross ? crossRows * n : 0) + (needs.columnNorms ? n : 0) + 1) * 8
                         // Local sums with the Float32 product of one sequence; then the sums and one packed copy.
                         consider(weights: 2 * blockWeightBytes, statistics: held + max(payload + n * n * 4 * min(perInput, 1), 2 * payload),
                                  activations: activations, work: forwardScratch)

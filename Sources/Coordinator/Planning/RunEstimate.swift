@@ -64,7 +64,10 @@ struct RunEstimate: Sendable {
         let passes = r.method == .magnitude ? 0 : streams + (r.trueSequential ? 1 : 0)
         let needs = r.method.statistics
         let widths = [d, q, d, f]
-        let statistics = needs.hessian ? widths.reduce(0) { $0 + tokens * $1 * $1 } * Double(r.method.statisticsPerInput) : 0
+        // Hessians (syrk, n² per token) and KRP's cross terms (GEMMs, 2·n² per token; 2·d·f for down_proj's, against its outputs).
+        let crossOutputs = Double(r.method.statistics(for: .mlpHidden) { $0.shape(config: c, layer: 0) }.crossOutputs)
+        let crossFlops = zip(widths, [0, 0, 0, crossOutputs]).reduce(0) { $0 + 2 * tokens * $1.0 * ($1.1 > 0 ? $1.1 : $1.0) }
+        let statistics = (needs.hessian ? widths.reduce(0) { $0 + tokens * $1 * $1 } : 0) + (needs.cross ? crossFlops : 0)
         var solve = 0.0
         for linear in LlamaLinear.allCases {
             let shape = linear.shape(config: c, layer: 0)

@@ -117,7 +117,12 @@ final class PruneRun {
             var denseTraces: [LlamaBlockTrace] = []
             if let denseStream {
                 denseTraces = forwardTime.measure {
-                    var traces = denseStream.map { LlamaBlockTrace(input: $0, seqlen: seqlen) }
+                    let keepsMLPOutput = method.statistics(for: .mlpHidden, shape: dense.shape).crossOutputs > 0
+                    var traces = denseStream.map {
+                        var trace = LlamaBlockTrace(input: $0, seqlen: seqlen)
+                        trace.keepsMLPOutput = keepsMLPOutput
+                        return trace
+                    }
                     advance(&traces, to: .output, weights: dense)
                     return traces
                 }
@@ -317,10 +322,13 @@ final class PruneRun {
                                    traces: [LlamaBlockTrace], denseTraces: [LlamaBlockTrace], threads: Int) throws -> [LlamaLinearInput: InputStatistics] {
         var result: [LlamaLinearInput: InputStatistics] = [:]
         for input in inputs {
-            var local = InputStatistics(dimension: dense.inputDimension(input), needs: settings.method.statistics)
+            let needs = settings.method.statistics(for: input, shape: dense.shape)
+            var local = InputStatistics(dimension: dense.inputDimension(input), needs: needs)
             onSequenceThreads(threads) {
                 local.accumulate(batches: traces.count, threads: threads, tokens: settings.seqlen) { s in
-                    (traces[s].input(input), denseTraces.isEmpty ? nil : denseTraces[s].input(input))
+                    guard !denseTraces.isEmpty else { return (traces[s].input(input), nil) }
+                    // The cross term against down's dense outputs (.mlpHidden only), or against the dense inputs.
+                    return (traces[s].input(input), needs.crossOutputs > 0 ? denseTraces[s].mlpOutput : denseTraces[s].input(input))
                 }
             }
             var buffer = local.takePacked()  // one copy of the sums at a time, not two (docs/decisions.md: memory)

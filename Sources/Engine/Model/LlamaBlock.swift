@@ -38,6 +38,11 @@ public struct LlamaBlockTrace: Sendable {
     public private(set) var mlpHidden: [Float] = []
     /// [tokens, hidden]: the residual stream after the block
     public internal(set) var output: [Float] = []
+    /// [tokens, hidden]: down(mlpHidden) before the residual sum, when `keepsMLPOutput` (KRP's dense stream: its
+    /// cross term for down_proj is taken against these outputs, see StatisticsNeeds.crossOutputs)
+    public private(set) var mlpOutput: [Float] = []
+    /// Whether the output stage keeps down's output in `mlpOutput` (by default it goes through a scratch buffer).
+    public var keepsMLPOutput = false
 
     /// - input: [tokens, hidden], tokens a multiple of seqlen (positions 0..<seqlen in each sequence)
     public init(input: [Float], seqlen: Int) {
@@ -96,8 +101,13 @@ public struct LlamaBlockTrace: Sendable {
                 llamaMLPHiddenStage(&mlpHidden, gate: &scratch.gate, up: &scratch.up, mlpInput: mlpInput,
                                     weights: weights, tokens: tokens)
             case .output:
-                llamaResidualStage(&output, afterAttention, mlpHidden, .down, projected: &scratch.projected,
-                                   weights: weights, tokens: tokens)
+                if keepsMLPOutput {
+                    llamaResidualStage(&output, afterAttention, mlpHidden, .down, projected: &mlpOutput,
+                                       weights: weights, tokens: tokens)
+                } else {
+                    llamaResidualStage(&output, afterAttention, mlpHidden, .down, projected: &scratch.projected,
+                                       weights: weights, tokens: tokens)
+                }
             }
             stage = next
         }

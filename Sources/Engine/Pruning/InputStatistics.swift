@@ -8,12 +8,17 @@ public struct StatisticsNeeds: Sendable, Equatable {
     public var hessian: Bool
     /// Σ x̂xᵀ: pruned-stream input against dense-stream input (KRP's cross term).
     public var cross: Bool
+    /// 0: the cross term is Σ x̂xᵀ, [d, d]. n > 0: it is Σ y x̂ᵀ, [n, d], against the dense outputs y = W x of the
+    /// input's one linear (n outputs), which is W times the former: KRP needs no more, and for a linear with fewer
+    /// outputs than inputs (down_proj) it costs n/d of the GEMM and of the memory.
+    public var crossOutputs: Int
     /// Σ x̂_j² per input column (Wanda); the diagonal of the Hessian when that is collected.
     public var columnNorms: Bool
 
-    public init(hessian: Bool = false, cross: Bool = false, columnNorms: Bool = false) {
+    public init(hessian: Bool = false, cross: Bool = false, crossOutputs: Int = 0, columnNorms: Bool = false) {
         self.hessian = hessian
         self.cross = cross
+        self.crossOutputs = cross ? crossOutputs : 0
         self.columnNorms = columnNorms
     }
 
@@ -29,7 +34,8 @@ public struct InputStatistics: Sendable {
     public let needs: StatisticsNeeds
     /// Σ x̂x̂ᵀ, [d, d] row-major, both triangles filled once `symmetrise()` has run.
     public var hessian: [Double]
-    /// Σ x̂xᵀ, [d, d] row-major (row index: pruned-stream feature, column: dense-stream feature).
+    /// Σ x̂xᵀ, [d, d] row-major (row index: pruned-stream feature, column: dense-stream feature), or with
+    /// `needs.crossOutputs` = n, Σ y x̂ᵀ, [n, d] (row index: dense output, column: pruned-stream feature).
     public var cross: [Double]
     /// Σ x̂_j², [d].
     public var columnNorms: [Double]
@@ -41,7 +47,7 @@ public struct InputStatistics: Sendable {
         dimension = d
         self.needs = needs
         hessian = needs.hessian ? [Double](repeating: 0, count: d * d) : []
-        cross = needs.cross ? [Double](repeating: 0, count: d * d) : []
+        cross = needs.cross ? [Double](repeating: 0, count: (needs.crossOutputs > 0 ? needs.crossOutputs : d) * d) : []
         columnNorms = needs.columnNorms ? [Double](repeating: 0, count: d) : []
         tokens = 0
     }
@@ -52,7 +58,7 @@ public struct InputStatistics: Sendable {
     public struct BatchProducts: Sendable {
         /// [d, d] Float32 upper triangle of x̂ᵀx̂ (when the Hessian is needed)
         var hessian: [Float] = []
-        /// [d, d] Float32 x̂ᵀx (when the cross term is needed)
+        /// [d, d] Float32 x̂ᵀx, or [n, d] yᵀx̂ (when the cross term is needed)
         var cross: [Float] = []
         /// [d] Σ x̂_j² of the batch, each in Double (when column norms are needed)
         var columnNorms: [Double] = []
@@ -62,7 +68,8 @@ public struct InputStatistics: Sendable {
 
     /// Adds one batch of inputs.
     /// - pruned: [tokens, d] inputs of the linear in the model being pruned (x̂)
-    /// - dense:  [tokens, d] inputs of the same linear in the dense model (x), when `needs.cross`
+    /// - dense:  [tokens, d] inputs of the same linear in the dense model (x), when `needs.cross`; with
+    ///   `needs.crossOutputs` = n, [tokens, n] the dense model's outputs of that linear (y)
     public mutating func accumulate(pruned: [Float], dense: [Float]? = nil, tokens n: Int) {
         var products = BatchProducts()
         swap(&products.hessian, &product)  // kept from batch to batch: a fresh [d, d] per sequence cost a page-faulting allocation and a memset
@@ -73,7 +80,7 @@ public struct InputStatistics: Sendable {
 
     /// Adds batches 0..<count, multiplying up to `threads` of them at once (one batch per thread, OpenBLAS
     /// single-threaded inside: the caller sets it) and adding them in batch order.
-    /// - batch: the inputs of batch i: pruned [tokens, d] and, when `needs.cross`, dense [tokens, d]
+    /// - batch: the inputs of batch i: pruned [tokens, d] and, when `needs.cross`, dense [tokens, d] (or outputs [tokens, n])
     public mutating func accumulate(batches count: Int, threads: Int, tokens n: Int,
                                     batch: (Int) -> (pruned: [Float], dense: [Float]?)) {
         if threads <= 1 || count <= 1 {
@@ -105,9 +112,14 @@ public struct InputStatistics: Sendable {
         }
         if needs.cross {
             guard let dense else { preconditionFailure("accumulate: the cross term needs the dense stream's inputs") }
-            precondition(dense.count == n * d)
-            if products.cross.count != d * d { products.cross = [Float](repeating: 0, count: d * d) }
-            sgemm(.transpose, .none, m: d, n: d, k: n, pruned, lda: d, dense, ldb: d, &products.cross, ldc: d)
+            let rows = needs.crossOutputs > 0 ? needs.crossOutputs : d
+            precondition(dense.count == n * rows, "accumulate: expected \(n)×\(rows) dense values, got \(dense.count)")
+            if products.cross.count != rows * d { products.cross = [Float](repeating: 0, count: rows * d) }
+            if needs.crossOutputs > 0 {
+                sgemm(.transpose, .none, m: rows, n: d, k: n, dense, lda: rows, pruned, ldb: d, &products.cross, ldc: d)
+            } else {
+                sgemm(.transpose, .none, m: d, n: d, k: n, pruned, lda: d, dense, ldb: d, &products.cross, ldc: d)
+            }
         }
         if needs.columnNorms {
             if products.columnNorms.count != d { products.columnNorms = [Double](repeating: 0, count: d) }
@@ -123,7 +135,7 @@ public struct InputStatistics: Sendable {
         let d = dimension
         tokens += products.tokens
         if needs.hessian { cengine_add_upper_f32_to_f64(&hessian, products.hessian, d) }
-        if needs.cross { cengine_add_f32_to_f64(&cross, products.cross, d * d) }
+        if needs.cross { cengine_add_f32_to_f64(&cross, products.cross, cross.count) }
         if needs.columnNorms { for j in 0..<d { columnNorms[j] += products.columnNorms[j] } }
     }
 

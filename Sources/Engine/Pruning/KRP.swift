@@ -14,7 +14,8 @@
 ///
 /// weight: [rows, columns] row-major, the dense W; shape = [rows, columns]
 /// hessian: [columns, columns] Ĥ = X̂ᵀX̂/N of the pruned model's inputs
-/// crossTerm: [columns, columns] X̂ᵀX/N (row index = pruned-input feature, column = dense-input feature)
+/// crossTerm: [columns, columns] X̂ᵀX/N (row index = pruned-input feature, column = dense-input feature), or the
+///   same statistic already multiplied by W (`KRPCrossTerm.outputs`)
 /// denseHessian: [columns, columns] XᵀX/N of the dense inputs, optional. With it, errorBefore/errorAfter
 ///   are the per-token errors against the dense target, ‖Y − (W⊙K)X̂‖²/N and ‖Y − ŴX̂‖²/N. Without it
 ///   they are measured against the rectified output W*X̂ (the same minus the unreachable ‖Y − W*X̂‖²/N).
@@ -23,11 +24,36 @@
 public func pruneKRP(weight: [Float], shape: [Int], hessian: [Double], crossTerm: [Double], pattern: SparsityPattern,
                      blocksize: Int = 128, percdamp: Double = 0.01, denseHessian: [Double]? = nil,
                      rectification rule: KRPRectification = .legacy, band: RowBand? = nil) throws -> PruneResult {
+    try pruneKRP(weight: weight, shape: shape, hessian: hessian, cross: .inputs(crossTerm), pattern: pattern, blocksize: blocksize,
+                 percdamp: percdamp, denseHessian: denseHessian, rectification: rule, band: band)
+}
+
+/// How the pruned inputs co-vary with the dense target, as KRP reads it.
+public enum KRPCrossTerm: Sendable {
+    /// C = X̂ᵀX/N, [columns, columns]: the pruned inputs against the dense inputs.
+    case inputs([Double])
+    /// W Cᵀ = YᵀX̂/N, [rows, columns] (the band's rows when solving a band): the dense outputs Y = X Wᵀ against the
+    /// pruned inputs. The refit only ever needs W Cᵀ, and for a linear with fewer outputs than inputs (down_proj:
+    /// 576 against 1 536 in SmolLM2) collecting it costs rows/columns of C's GEMM.
+    case outputs([Double])
+}
+
+/// `pruneKRP` with the cross term in either form.
+public func pruneKRP(weight: [Float], shape: [Int], hessian: [Double], cross: KRPCrossTerm, pattern: SparsityPattern,
+                     blocksize: Int = 128, percdamp: Double = 0.01, denseHessian: [Double]? = nil,
+                     rectification rule: KRPRectification = .legacy, band: RowBand? = nil) throws -> PruneResult {
     let function = "pruneKRP"
     let (rows, columns) = try checkedLinearShape(weight: weight, shape: shape, function: function)
     try pattern.validate(columns: columns, function: function)
     try checkSquareStatistic(hessian, columns: columns, name: "hessian (pruned inputs)", function: function)
-    try checkSquareStatistic(crossTerm, columns: columns, name: "crossTerm (pruned × dense inputs)", function: function)
+    switch cross {
+    case let .inputs(crossTerm):
+        try checkSquareStatistic(crossTerm, columns: columns, name: "crossTerm (pruned × dense inputs)", function: function)
+    case let .outputs(projected):
+        guard projected.count == rows * columns else {
+            throw PruneDistError(.shape, "\(function): cross term against the dense outputs has \(projected.count) values, expected [\(rows), \(columns)] = \(rows * columns)")
+        }
+    }
     if let denseHessian {
         try checkSquareStatistic(denseHessian, columns: columns, name: "denseHessian", function: function)
     }
@@ -39,10 +65,10 @@ public func pruneKRP(weight: [Float], shape: [Int], hessian: [Double], crossTerm
     switch rule {
     case .legacy:
         rectification = try rectifiedWeight(original, rows: rows, columns: columns, hessian: hessian,
-                                            crossTerm: crossTerm, function: function, band: band)
+                                            cross: cross, function: function, band: band)
     case let .towardDense(ratio, correction, perInput):
         rectification = try shrunkRectifiedWeight(original, rows: rows, columns: columns, hessian: hessian,
-                                                  crossTerm: crossTerm, ridgeRatio: ratio, correction: correction,
+                                                  cross: cross, ridgeRatio: ratio, correction: correction,
                                                   perInputRidge: perInput, function: function)
     }
     var updated = rectification.weight
@@ -52,7 +78,7 @@ public func pruneKRP(weight: [Float], shape: [Int], hessian: [Double], crossTerm
     if let denseHessian {
         (errorBefore, errorAfter) = try denseTargetErrors(original: weight, mask: solve.mask, updated: updated,
                                                           rows: rows, columns: columns, hessian: hessian,
-                                                          crossTerm: crossTerm, denseHessian: denseHessian, band: band)
+                                                          cross: cross, denseHessian: denseHessian, band: band)
     } else {
         (errorBefore, errorAfter) = try outputErrors(original: weight, mask: solve.mask, updated: updated,
                                                      target: rectification.weight, rows: rows, columns: columns,
@@ -64,18 +90,24 @@ public func pruneKRP(weight: [Float], shape: [Int], hessian: [Double], crossTerm
 }
 
 /// W* with W*ᵀ = (Ĥ + λI)⁻¹ C Wᵀ and the adaptive λ of `pruneKRP`, computed row by row as W* = W Cᵀ (Ĥ + λI)⁻¹.
-/// weight: [rows, columns] dense W (the band's rows); hessian, crossTerm: [columns, columns]
+/// weight: [rows, columns] dense W (the band's rows); hessian: [columns, columns]; cross: C or W Cᵀ
 /// Returns weight: [rows, columns] W*.
-func rectifiedWeight(_ weight: [Double], rows: Int, columns: Int, hessian: [Double], crossTerm: [Double],
+func rectifiedWeight(_ weight: [Double], rows: Int, columns: Int, hessian: [Double], cross: KRPCrossTerm,
                      function: String, band: RowBand? = nil) throws -> (weight: [Double], ridge: Double, redamped: Int) {
     let band = band ?? .alone(rows: rows)
     var diagonalSum = 0.0
     for i in 0..<columns { diagonalSum += hessian[i * columns + i] }
     // All inputs dead: any ridge gives W* = 0; scale it by 1 rather than by a zero diagonal.
     let scale = diagonalSum > 0 ? diagonalSum / Double(columns) : 1
-    var rightHandSides = [Double](repeating: 0, count: rows * columns)    // [rows, columns] W Cᵀ = (C Wᵀ)ᵀ
-    dgemm(.none, .transpose, m: rows, n: columns, k: columns, weight, lda: columns, crossTerm, ldb: columns,
-          &rightHandSides, ldc: columns)
+    var rightHandSides: [Double]                                          // [rows, columns] W Cᵀ = (C Wᵀ)ᵀ
+    switch cross {
+    case let .inputs(crossTerm):
+        rightHandSides = [Double](repeating: 0, count: rows * columns)
+        dgemm(.none, .transpose, m: rows, n: columns, k: columns, weight, lda: columns, crossTerm, ldb: columns,
+              &rightHandSides, ldc: columns)
+    case let .outputs(projected):
+        rightHandSides = projected
+    }
 
     let acceptedRatios = 5                       // r = 1e-4 … 1
     var failures = 0
@@ -119,9 +151,9 @@ private func pow10(_ exponent: Int) -> Double {
 /// with the final mask applied) and A = Ŵ, from the three statistics. Rows go in chunks, the two
 /// candidates stacked so each product is one dgemm.
 /// original: [rows, columns] W; mask: [rows, columns], true = pruned; updated: [rows, columns] Ŵ
-/// hessian (Ĥ), crossTerm (C = X̂ᵀX/N), denseHessian (H): [columns, columns]
+/// hessian (Ĥ), denseHessian (H): [columns, columns]; cross: C = X̂ᵀX/N, or W Cᵀ (then tr(A C Wᵀ) = Σ A ⊙ W Cᵀ)
 func denseTargetErrors(original: [Float], mask: [Bool], updated: [Double], rows: Int, columns: Int,
-                       hessian: [Double], crossTerm: [Double], denseHessian: [Double],
+                       hessian: [Double], cross: KRPCrossTerm, denseHessian: [Double],
                        chunkRows requestedChunkRows: Int? = nil, band: RowBand? = nil) throws -> (masked: Double, updated: Double) {
     let chunkRows = min(rows, requestedChunkRows ?? errorChunkRows(columns: columns))
     var dense = [Double](repeating: 0, count: chunkRows * columns)              // [chunk, columns] W
@@ -141,16 +173,27 @@ func denseTargetErrors(original: [Float], mask: [Bool], updated: [Double], rows:
         }
         dgemm(.none, .none, m: count, n: columns, k: columns, dense, lda: columns, denseHessian, ldb: columns,
               &denseProjected, ldc: columns)
-        dgemm(.none, .none, m: 2 * count, n: columns, k: columns, candidates, lda: columns, crossTerm, ldb: columns,
-              &crossProjected, ldc: columns)
         dgemm(.none, .none, m: 2 * count, n: columns, k: columns, candidates, lda: columns, hessian, ldb: columns,
               &candidateProjected, ldc: columns)
-        for k in 0..<chunk {
-            let row = firstRow + k / columns
-            let targetEnergy = denseProjected[k] * dense[k]
-            rowErrors[2 * row] += targetEnergy + candidateProjected[k] * candidates[k] - 2 * crossProjected[k] * dense[k]
-            rowErrors[2 * row + 1] += targetEnergy + candidateProjected[chunk + k] * candidates[chunk + k]
-                - 2 * crossProjected[chunk + k] * dense[k]
+        switch cross {
+        case let .inputs(crossTerm):
+            dgemm(.none, .none, m: 2 * count, n: columns, k: columns, candidates, lda: columns, crossTerm, ldb: columns,
+                  &crossProjected, ldc: columns)
+            for k in 0..<chunk {
+                let row = firstRow + k / columns
+                let targetEnergy = denseProjected[k] * dense[k]
+                rowErrors[2 * row] += targetEnergy + candidateProjected[k] * candidates[k] - 2 * crossProjected[k] * dense[k]
+                rowErrors[2 * row + 1] += targetEnergy + candidateProjected[chunk + k] * candidates[chunk + k]
+                    - 2 * crossProjected[chunk + k] * dense[k]
+            }
+        case let .outputs(projected):
+            for k in 0..<chunk {
+                let row = firstRow + k / columns
+                let targetEnergy = denseProjected[k] * dense[k], target = projected[firstRow * columns + k]
+                rowErrors[2 * row] += targetEnergy + candidateProjected[k] * candidates[k] - 2 * candidates[k] * target
+                rowErrors[2 * row + 1] += targetEnergy + candidateProjected[chunk + k] * candidates[chunk + k]
+                    - 2 * candidates[chunk + k] * target
+            }
         }
     }
     let sums = try (band ?? .alone(rows: rows)).sumOverRows(rowErrors, width: 2)
@@ -171,20 +214,28 @@ public enum KRPRectification: Sendable, Equatable, Codable {
 /// W* = W + α ((Ĥ + λI)⁻¹ (C − Ĥ) Wᵀ)ᵀ: the correction of the cumulative input error, shrunk toward the
 /// dense weights. (C − Ĥ) = X̂ᵀ(X − X̂)/N is how the input error co-varies with the pruned inputs.
 /// Computed row by row: Δ = W (C − Ĥ)ᵀ (Ĥ + λD)⁻¹.
-/// weight: [rows, columns] dense W (a band's rows or all); hessian, crossTerm: [columns, columns]
+/// weight: [rows, columns] dense W (a band's rows or all); hessian: [columns, columns]; cross: C or W Cᵀ
 /// Returns weight: [rows, columns] W*.
-func shrunkRectifiedWeight(_ weight: [Double], rows: Int, columns: Int, hessian: [Double], crossTerm: [Double],
+func shrunkRectifiedWeight(_ weight: [Double], rows: Int, columns: Int, hessian: [Double], cross: KRPCrossTerm,
                            ridgeRatio: Double, correction: Double, perInputRidge: Bool = false, function: String) throws
     -> (weight: [Double], ridge: Double, redamped: Int)
 {
     var diagonalSum = 0.0
     for i in 0..<columns { diagonalSum += hessian[i * columns + i] }
     let scale = diagonalSum > 0 ? diagonalSum / Double(columns) : 1
-    var errorCovariance = crossTerm                                         // [columns, columns] C − Ĥ
-    for i in errorCovariance.indices { errorCovariance[i] -= hessian[i] }
-    var rightHandSides = [Double](repeating: 0, count: rows * columns)      // [rows, columns] W (C − Ĥ)ᵀ
-    dgemm(.none, .transpose, m: rows, n: columns, k: columns, weight, lda: columns, errorCovariance, ldb: columns,
-          &rightHandSides, ldc: columns)
+    var rightHandSides: [Double]                                            // [rows, columns] W (C − Ĥ)ᵀ
+    switch cross {
+    case let .inputs(crossTerm):
+        var errorCovariance = crossTerm                                     // [columns, columns] C − Ĥ
+        for i in errorCovariance.indices { errorCovariance[i] -= hessian[i] }
+        rightHandSides = [Double](repeating: 0, count: rows * columns)
+        dgemm(.none, .transpose, m: rows, n: columns, k: columns, weight, lda: columns, errorCovariance, ldb: columns,
+              &rightHandSides, ldc: columns)
+    case let .outputs(projected):
+        rightHandSides = projected                                          // W Cᵀ − W Ĥ (Ĥ is symmetric)
+        dgemm(.none, .none, m: rows, n: columns, k: columns, alpha: -1, weight, lda: columns, hessian, ldb: columns,
+              beta: 1, &rightHandSides, ldc: columns)
+    }
     // Dead inputs (zero diagonal) get the mean scale, so the per-input ridge still makes Ĥ + λD definite.
     let ridgeShape = (0..<columns).map { i in perInputRidge && hessian[i * columns + i] > 0 ? hessian[i * columns + i] : (perInputRidge ? scale : 1) }
     var ridge = perInputRidge ? ridgeRatio : scale * ridgeRatio
