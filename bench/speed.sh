@@ -4,12 +4,13 @@
 # forward and the statistics (sgemm and ssyrk rates measured just before, in CPU time).
 #
 #   bench/speed.sh [--method sparsegpt|wanda|krp] [--sparsity 0.5 | --pattern 2:4] [--samples 128] [--seqlen 512] [--threads 1]
-#                  [--true-sequential]
+#                  [--true-sequential | --no-true-sequential]
 #
-# --true-sequential prunes phase by phase (q/k/v, o, gate/up, down), each phase's statistics taken with the earlier
-# phases already pruned: one forward per block instead of the reference's two (dense block for the statistics,
-# pruned block for the next block's inputs). KRP is always true-sequential and runs the dense model's stream beside
-# the pruned one (a forward of each per block); its target is ≤ 0.5 × the reference SparseGPT.
+# True-sequential (SparseGPT's and KRP's default, --true-sequential for Wanda) prunes phase by phase (q/k/v, o,
+# gate/up, down), each phase's statistics taken with the earlier phases already pruned: one forward per block
+# instead of the reference's two (dense block for the statistics, pruned block for the next block's inputs), which
+# --no-true-sequential runs. KRP runs the dense model's stream beside the pruned one (a forward of each per block);
+# its target is ≤ 0.5 × the reference SparseGPT.
 #
 # The reference tools are not installed on this machine, so their times are the recorded ones: issue 15 measured
 # SparseGPT 50 % side by side with prune-dist (1058 user CPU s, torch 2.13, one thread); ../shared/reference.md
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
     --samples) samples="$2"; shift 2 ;;
     --seqlen) seqlen="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
-    --true-sequential) sequential=(--true-sequential); shift ;;
+    --true-sequential|--no-true-sequential) sequential=("$1"); shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -32,7 +33,7 @@ export OPENBLAS_NUM_THREADS="$threads"
 source scripts/openblas-env.sh
 source bench/smollm2.sh
 swift build -c release --product prune-dist-bench >&2
-out="${PRUNE_DIST_BENCH:-$cache/bench}/speed-$method-${flag[1]/:/of}-$samples${sequential:+-ts}"
+out="${PRUNE_DIST_BENCH:-$cache/bench}/speed-$method-${flag[1]/:/of}-$samples${sequential:+-${sequential#--}}"
 rm -rf "$out"
 rates="$(.build/release/prune-dist-bench forward --layers 1 --sequences 1 --repeats 3 --threads "$threads" | grep '^reference rates')"
 "$bin" prune --model "$model" --out "$out" --method "$method" "${flag[@]}" --calib "$cache/calib.txt" \
@@ -57,8 +58,10 @@ sequential = r.get("true_sequential", False)
 forward = L * (linears_to_hidden + down + attention) if sequential else L * (2 * linears_to_hidden + down + 2 * attention)
 if method == "krp":
     forward *= 2  # the dense stream's full forward beside the pruned one
-# KRP: the Hessian (a syrk) and the cross term (a GEMM, twice a syrk's flops), counted at the syrk rate.
-statistics = L * t * (3 * d * d + f * f) * {"sparsegpt": 1, "krp": 3}.get(method, 0)
+# KRP: the Hessians (syrks) and the cross terms (GEMMs, twice a syrk's flops; down_proj's against its d outputs,
+# [d, f]), counted at the syrk rate.
+hessians = L * t * (3 * d * d + f * f)
+statistics = {"sparsegpt": hessians, "krp": hessians + L * t * 2 * (3 * d * d + d * f)}.get(method, 0)
 b = r["blocks"]
 cpu = lambda k: sum(x.get(k + "_cpu_seconds") or 0 for x in b)
 total = sum(x["cpu_seconds"] for x in r["rank_usage"])
