@@ -3,15 +3,17 @@
 # them (Sources/Coordinator/Support/OpenBLASKernel.swift: the AVX-512 kernels on Intel, Haswell's on other AVX2/FMA
 # CPUs), since OpenBLAS misdetects some virtual CPUs; test and bench processes do not re-execute themselves.
 # PRUNE_DIST_CPUINFO: read the flags from this file instead of /proc/cpuinfo (the tests that compare both choices).
+# Its own names start with _openblas_ so that it leaves the sourcing script's variables alone.
 export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
-  cpuinfo="${PRUNE_DIST_CPUINFO:-/proc/cpuinfo}"
-  cpu_flags=" $(grep -m1 '^flags' "$cpuinfo" 2>/dev/null | cut -d: -f2- || true) "
-  has() { for flag in "$@"; do [[ "$cpu_flags" == *" $flag "* ]] || return 1; done; }
-  if grep -m1 '^vendor_id' "$cpuinfo" 2>/dev/null | grep -q -w GenuineIntel && has avx512f avx512cd avx512bw avx512dq avx512vl; then
-    if has avx512_bf16; then export OPENBLAS_CORETYPE=Cooperlake; else export OPENBLAS_CORETYPE=SkylakeX; fi
-  elif has avx2 fma; then
+  _openblas_cpuinfo="${PRUNE_DIST_CPUINFO:-/proc/cpuinfo}"
+  _openblas_flags=" $(grep -m1 '^flags' "$_openblas_cpuinfo" 2>/dev/null | cut -d: -f2- || true) "
+  _openblas_has() { local wanted; for wanted in "$@"; do [[ "$_openblas_flags" == *" $wanted "* ]] || return 1; done; }
+  if grep -m1 '^vendor_id' "$_openblas_cpuinfo" 2>/dev/null | grep -q -w GenuineIntel \
+     && _openblas_has avx512f avx512cd avx512bw avx512dq avx512vl; then
+    if _openblas_has avx512_bf16; then export OPENBLAS_CORETYPE=Cooperlake; else export OPENBLAS_CORETYPE=SkylakeX; fi
+  elif _openblas_has avx2 fma; then
     export OPENBLAS_CORETYPE=Haswell
   fi
-  unset -f has; unset cpuinfo cpu_flags
+  unset -f _openblas_has; unset _openblas_cpuinfo _openblas_flags
 fi

@@ -39,7 +39,9 @@ final class OpenBLASKernelTests: XCTestCase {
             try Self.cpuinfo(vendor: vendor, flags: flags).write(to: file, atomically: true, encoding: .utf8)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/bin/bash")
-            process.arguments = ["-c", "set -euo pipefail; source scripts/openblas-env.sh; printf %s \"${OPENBLAS_CORETYPE:-}\""]
+            // Sourced by scripts with their own variables (bench/speed.sh's `flag`): it must leave them as they were.
+            process.arguments = ["-c", "set -euo pipefail; flag=(--sparsity 0.5); cpuinfo=mine; source scripts/openblas-env.sh; " +
+                                 "printf '%s|%s|%s' \"${OPENBLAS_CORETYPE:-}\" \"${flag[*]}\" \"$cpuinfo\""]
             process.currentDirectoryURL = Fixtures.packageRoot
             var environment = ProcessInfo.processInfo.environment
             environment["OPENBLAS_CORETYPE"] = nil
@@ -51,7 +53,7 @@ final class OpenBLASKernelTests: XCTestCase {
             process.waitUntilExit()
             XCTAssertEqual(process.terminationStatus, 0, what)
             let chosen = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            XCTAssertEqual(chosen, expected ?? "", what)
+            XCTAssertEqual(chosen, "\(expected ?? "")|--sparsity 0.5|mine", what)
         }
     }
 }

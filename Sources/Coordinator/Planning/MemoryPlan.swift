@@ -7,11 +7,11 @@ import Foundation
 /// - weights: the current block in Float32 twice (dense and pruned copy); the embedding table in Float32
 ///   while the calibration sequences are embedded;
 /// - statistics (Double): per linear input of width n, the local sums (n² for the Hessian, another n² for
-///   KRP's cross term) plus one packed copy while they are reduced; the owner keeps the normalised sums
-///   of its linears through its solve;
+///   KRP's cross term, hidden·n for down_proj's, taken against its outputs) plus one packed copy while they are
+///   reduced; the owner keeps the normalised sums of its linears through its solve;
 /// - activations: the rank's share of sequences as hidden states ([tokens, hidden] per stream, two streams
 ///   for KRP) and the staged block trace of each sequence (RMSNorm outputs, attention result, residual,
-///   MLP hidden [tokens, ffn]) for the pruned stream and, for KRP, the dense one;
+///   MLP hidden [tokens, ffn]) for the pruned stream and, for KRP, the dense one (with down's output);
 /// - work space: the owner's solve (Double copies of the weight, right-hand sides, factor) and one
 ///   sequence's forward scratch (q, k, v, attention probabilities or gate and up);
 /// - mapped checkpoint pages: the block being read (the checkpoint is memory-mapped, so pages already read

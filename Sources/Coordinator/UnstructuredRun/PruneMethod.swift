@@ -50,7 +50,7 @@ extension PruneMethod {
     var needsDenseStream: Bool { self == .krp }
 
     /// Input-width square matrices an owner holds per linear input (the Hessian, and KRP's cross term): what the
-    /// ownership and memory plans weigh a linear by.
+    /// ownership plan weighs a linear by (down_proj's cross term is hidden × n, less: the weight is an upper bound).
     var statisticsPerInput: Int { self == .krp ? 2 : 1 }
 
     /// Whether several ranks can solve one linear together, each on a band of its rows (RowBand): the methods whose

@@ -3,9 +3,12 @@ import Foundation
 
 // `prune-dist-bench make-gguf` (issue 15, target 5): a LLaMA GGUF of any size with random K-quant blocks (the
 // Q4_K_M mix: Q6_K embedding and down_proj, Q4_K elsewhere, F32 norms), the metadata and tokenizer of a real
-// file, for timing `convert` on a model larger than the bundled one without downloading it.
+// file, for timing `convert` on a model larger than the bundled one without downloading it. With `gaussian`
+// (issue 15, target 6: timing `prune` on a wide model) the linears are BF16 N(0, 1/inputs) instead, so activations
+// stay at the scale of a trained model's (random K-quant blocks with unit scales have weights up to ±945).
 
-func makeLargeGGUF(from source: URL, to out: URL, layers: Int, hidden: Int, ffn: Int, heads: Int, kvHeads: Int) throws {
+func makeLargeGGUF(from source: URL, to out: URL, layers: Int, hidden: Int, ffn: Int, heads: Int, kvHeads: Int,
+                   gaussian: Bool = false) throws {
     let file = try GGUFFile(url: source)
     let arch = try file.string("general.architecture")
     var writer = GGUFWriter()
@@ -17,11 +20,16 @@ func makeLargeGGUF(from source: URL, to out: URL, layers: Int, hidden: Int, ffn:
     }
     guard case .array(_, let tokens) = file.metadata["tokenizer.ggml.tokens"]! else { fatalError("\(source.path): no token list") }
     var seed: UInt64 = 1
-    func tensor(_ name: String, _ rowLength: Int, _ rows: Int, _ type: GGMLType) {
+    func tensor(_ name: String, _ rowLength: Int, _ rows: Int, _ quantised: GGMLType) {
         seed += 1
-        writer.tensors.append(.init(name: name, dimensions: rows == 1 ? [rowLength] : [rowLength, rows], type: type,
-                                    bytes: type == .f32 ? encode([Float](repeating: 1, count: rowLength * rows), as: .f32)
-                                                        : randomBlocks(type, count: rowLength * rows, seed: seed)))
+        let type = quantised == .f32 ? .f32 : gaussian ? .bf16 : quantised
+        let bytes: [UInt8]
+        switch type {
+        case .f32: bytes = encode([Float](repeating: 1, count: rowLength * rows), as: .f32)
+        case .bf16: bytes = encode(randomFloats(rowLength * rows, seed: seed).map { $0 / Float(rowLength).squareRoot() }, as: .bf16)
+        default: bytes = randomBlocks(type, count: rowLength * rows, seed: seed)
+        }
+        writer.tensors.append(.init(name: name, dimensions: rows == 1 ? [rowLength] : [rowLength, rows], type: type, bytes: bytes))
     }
     let headDim = hidden / heads
     tensor("token_embd.weight", hidden, tokens.count, .q6_K)

@@ -55,11 +55,12 @@ func option(_ name: String, _ fallback: Int) -> Int {
     if let i = arguments.firstIndex(of: name), i + 1 < arguments.count, let value = Int(arguments[i + 1]) { return value }
     return fallback
 }
-guard arguments.count >= 2, ["forward", "dequantize", "make-gguf", "solve"].contains(arguments[1]) else {
+guard arguments.count >= 2, ["forward", "dequantize", "make-gguf", "solve"].contains(arguments[1]),
+      arguments[1] != "make-gguf" || (arguments.count >= 4 && !arguments[2].hasPrefix("--") && !arguments[3].hasPrefix("--")) else {
     print("usage: prune-dist-bench forward [--seqlen 512] [--sequences 4] [--layers 4] [--repeats 3] [--threads 1]")
     print("       prune-dist-bench dequantize [--values 16777216] [--repeats 5]")
     print("       prune-dist-bench solve [--rows 896] [--columns 4864] [--tokens 2048] [--repeats 2] [--threads 1]")
-    print("       prune-dist-bench make-gguf SOURCE.gguf OUT.gguf [--layers 24] [--hidden 1536] [--ffn 4096] [--heads 12] [--kv-heads 4]")
+    print("       prune-dist-bench make-gguf SOURCE.gguf OUT.gguf [--layers 24] [--hidden 1536] [--ffn 4096] [--heads 12] [--kv-heads 4] [--gaussian]")
     exit(2)
 }
 let seqlen = option("--seqlen", 512), sequences = option("--sequences", 4), layers = option("--layers", 4)
@@ -73,7 +74,8 @@ if arguments[1] == "solve" {
 }
 if arguments[1] == "make-gguf" {
     try makeLargeGGUF(from: URL(fileURLWithPath: arguments[2]), to: URL(fileURLWithPath: arguments[3]), layers: option("--layers", 24),
-                      hidden: option("--hidden", 1536), ffn: option("--ffn", 4096), heads: option("--heads", 12), kvHeads: option("--kv-heads", 4))
+                      hidden: option("--hidden", 1536), ffn: option("--ffn", 4096), heads: option("--heads", 12), kvHeads: option("--kv-heads", 4),
+                      gaussian: arguments.contains("--gaussian"))
     exit(0)
 }
 if arguments[1] == "dequantize" {
