@@ -152,6 +152,35 @@ final class ForwardTests: XCTestCase {
         XCTAssertNotEqual(switched.output, full.output)
     }
 
+    /// A trace that keeps down's output (KRP's dense stream) computes the same bits, `mlpOutput` is down(mlpHidden),
+    /// and releasing the stages only the output reads leaves every value KRP's statistics read.
+    func testTraceKeepingMLPOutputGivesTheSameBitsAndReleasesWhatOnlyTheOutputReads() throws {
+        let checkpoint = try Checkpoint(directory: Fixtures.path("fixtures/tiny-llama"))
+        let hidden = try LlamaEmbedding(checkpoint: checkpoint).embed(try inputIDs(try reference()))
+        let rope = try RopeTable(config: checkpoint.config, positions: 16)
+        let block = try LlamaBlockWeights(checkpoint: checkpoint, layer: 1)
+        let plain = llamaBlockTrace(hidden, weights: block, rope: rope, seqlen: 16)
+        var keeping = LlamaBlockTrace(input: hidden, seqlen: 16)
+        keeping.keepsMLPOutput = true
+        keeping.advance(to: .output, weights: block, rope: rope)
+        XCTAssertEqual(keeping.output, plain.output)
+        let tokens = hidden.count / block.hiddenSize
+        var down = [Float](repeating: 0, count: tokens * block.hiddenSize)
+        linearForward(&down, plain.input(.mlpHidden), block.weight(.down), nil, tokens: tokens, inFeatures: block.intermediateSize,
+                      outFeatures: block.hiddenSize)
+        XCTAssertEqual(keeping.mlpOutput, down)
+        keeping.releaseStagesOnlyTheOutputReads()
+        XCTAssertTrue(keeping.afterAttention.isEmpty && keeping.mlpHidden.isEmpty)
+        for input in [LlamaLinearInput.attentionInput, .attentionOutput, .mlpInput] {
+            XCTAssertEqual(keeping.input(input), plain.input(input), "\(input)")
+        }
+        XCTAssertEqual(keeping.output, plain.output)
+        XCTAssertEqual(keeping.mlpOutput, down)
+        var plainReleased = plain
+        plainReleased.releaseStagesOnlyTheOutputReads()
+        XCTAssertEqual(plainReleased.input(.mlpHidden), plain.input(.mlpHidden), "without mlpOutput the hidden state stays")
+    }
+
     /// One scratch reused over sequences of different lengths, over blocks, and by a rewound trace gives the
     /// same bits as a fresh forward each time, and never writes into an array the caller still holds.
     func testReusedScratchGivesTheSameBits() throws {

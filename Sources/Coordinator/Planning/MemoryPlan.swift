@@ -120,7 +120,9 @@ struct MemoryPlan: Sendable {
             let sequences = request.samples / request.ranks + (r < request.samples % request.ranks ? 1 : 0)
             let tokens = sequences * L
             let streamBytes = streams * tokens * d * 4
-            let denseTraceBytes = streams == 2 ? tokens * (traceElements(upTo: nil) + (crossOutputs > 0 ? d : 0)) * 4 : 0
+            // The dense traces, finished: without the residual after attention, and with down's output instead of
+            // the MLP hidden state when down_proj's cross term is taken against its outputs.
+            let denseTraceBytes = streams == 2 ? tokens * (traceElements(upTo: nil) - d - (crossOutputs > 0 ? f - d : 0)) * 4 : 0
             var peak = (weights: 0, statistics: 0, activations: 0, work: 0)
             func consider(weights: Int, statistics: Int, activations: Int, work: Int) {
                 if weights + statistics + activations + work > peak.weights + peak.statistics + peak.activations + peak.work {

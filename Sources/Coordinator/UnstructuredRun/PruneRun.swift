@@ -83,10 +83,12 @@ final class PruneRun {
         // OpenBLAS gets the N threads back for the solve.
         let threads = max(1, blasThreads())
         let scratches = [scratch] + (1..<threads).map { _ in LlamaBlockScratch() }
-        func advance(_ traces: inout [LlamaBlockTrace], to stage: LlamaBlockStage, weights: LlamaBlockWeights) {
+        /// - finish: free what only the output stage reads, as each trace is done (the dense stream's traces)
+        func advance(_ traces: inout [LlamaBlockTrace], to stage: LlamaBlockStage, weights: LlamaBlockWeights, finish: Bool = false) {
             onSequenceThreads(threads) {
                 forEachConcurrently(&traces, threads: threads) { _, thread, trace in
                     trace.advance(to: stage, weights: weights, rope: rope, scratch: scratches[thread])
+                    if finish { trace.releaseStagesOnlyTheOutputReads() }
                 }
             }
         }
@@ -123,7 +125,7 @@ final class PruneRun {
                         trace.keepsMLPOutput = keepsMLPOutput
                         return trace
                     }
-                    advance(&traces, to: .output, weights: dense)
+                    advance(&traces, to: .output, weights: dense, finish: true)
                     return traces
                 }
             }

@@ -43,6 +43,8 @@ public struct LlamaBlockTrace: Sendable {
     public private(set) var mlpOutput: [Float] = []
     /// Whether the output stage keeps down's output in `mlpOutput` (by default it goes through a scratch buffer).
     public var keepsMLPOutput = false
+    /// Set by `releaseStagesOnlyTheOutputReads()`: the trace is then finished, it can be read but not advanced again.
+    public private(set) var releasedStagesBeforeOutput = false
 
     /// - input: [tokens, hidden], tokens a multiple of seqlen (positions 0..<seqlen in each sequence)
     public init(input: [Float], seqlen: Int) {
@@ -60,6 +62,7 @@ public struct LlamaBlockTrace: Sendable {
 
     public func input(_ which: LlamaLinearInput) -> [Float] {
         precondition(stage >= LlamaBlockStage(which), "LlamaBlockTrace: \(which) not computed yet (at \(stage))")
+        precondition(which != .mlpHidden || !releasedStagesBeforeOutput || !keepsMLPOutput, "LlamaBlockTrace: mlpHidden was released")
         switch which {
         case .attentionInput: return attentionInput
         case .attentionOutput: return attentionOutput
@@ -68,8 +71,19 @@ public struct LlamaBlockTrace: Sendable {
         }
     }
 
+    /// Frees the stages that only the output stage reads: afterAttention, and mlpHidden when `keepsMLPOutput` (its one
+    /// reader, down_proj, is then summarised by mlpOutput). KRP's dense stream holds a finished trace per sequence for
+    /// the whole block, and this keeps it smaller than it was before it kept mlpOutput.
+    public mutating func releaseStagesOnlyTheOutputReads() {
+        precondition(stage == .output, "LlamaBlockTrace: release before the output stage (at \(stage))")
+        afterAttention = []
+        if keepsMLPOutput { mlpHidden = [] }
+        releasedStagesBeforeOutput = true
+    }
+
     /// Forgets the stages after `stage`, e.g. because the linears that made them have changed.
     public mutating func rewind(to stage: LlamaBlockStage) {
+        precondition(!releasedStagesBeforeOutput || stage >= self.stage, "LlamaBlockTrace: a released trace cannot be rewound")
         if stage < self.stage { self.stage = stage }
     }
 
