@@ -6,7 +6,7 @@
 #   bench/speed.sh [--method sparsegpt|wanda|krp] [--sparsity 0.5 | --pattern 2:4] [--samples 128] [--seqlen 512] [--threads 1]
 #                  [--true-sequential | --no-true-sequential]
 #
-# True-sequential (SparseGPT's and KRP's default, --true-sequential for Wanda) prunes phase by phase (q/k/v, o,
+# True-sequential (the default of KRP and unstructured SparseGPT; --true-sequential for Wanda) prunes phase by phase (q/k/v, o,
 # gate/up, down), each phase's statistics taken with the earlier phases already pruned: one forward per block
 # instead of the reference's two (dense block for the statistics, pruned block for the next block's inputs), which
 # --no-true-sequential runs. KRP runs the dense model's stream beside the pruned one (a forward of each per block);

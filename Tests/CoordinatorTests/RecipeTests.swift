@@ -21,6 +21,25 @@ final class RecipeTests: XCTestCase {
         ["prune", "--model", try Fixtures.path("fixtures/tiny-llama").path, "--out", scratch.appendingPathComponent("out").path]
     }
 
+    /// Without --[no-]true-sequential: phase by phase for KRP and unstructured SparseGPT, the reference's order for
+    /// N:M SparseGPT, Wanda and magnitude; the flag overrides either way.
+    func testTrueSequentialDefaultsPerMethodAndPattern() throws {
+        let cases: [([String], Bool)] = [
+            (["--method", "sparsegpt", "--sparsity", "0.5"], true), (["--method", "sparsegpt", "--pattern", "2:4"], false),
+            (["--method", "krp", "--sparsity", "0.5"], true), (["--method", "krp", "--pattern", "2:4"], true),
+            (["--method", "wanda", "--sparsity", "0.5"], false), (["--method", "magnitude", "--pattern", "4:8"], false),
+            (["--method", "sparsegpt", "--sparsity", "0.5", "--no-true-sequential"], false),
+            (["--method", "sparsegpt", "--pattern", "2:4", "--true-sequential"], true),
+            (["--method", "wanda", "--sparsity", "0.5", "--true-sequential"], true),
+        ]
+        let calibration = scratch.appendingPathComponent("calib.txt")
+        try Data("calibration text".utf8).write(to: calibration)
+        for (arguments, expected) in cases {
+            let command = try XCTUnwrap(try PruneDistCommand.parseAsRoot(try base() + arguments + ["--calib", calibration.path]) as? PruneCommand)
+            XCTAssertEqual(try command.settings().trueSequential, expected, arguments.joined(separator: " "))
+        }
+    }
+
     /// Every part of the schema becomes the prune option of the same name, in the recipe's order.
     func testARecipeExpandsIntoPruneOptions() throws {
         let file = try write("""

@@ -33,7 +33,7 @@ struct PlanCommand: ParsableCommand {
     @Option(name: .long, help: "Pruning method: \(PruneMethod.allCases.map(\.rawValue).joined(separator: ", ")).")
     var method: PruneMethod = .krp
 
-    @Flag(name: .long, inversion: .prefixedNo, help: "Statistics collected phase by phase (default: on for KRP and SparseGPT), as for prune.")
+    @Flag(name: .long, inversion: .prefixedNo, help: "Statistics collected phase by phase (default: on for KRP and unstructured SparseGPT), as for prune.")
     var trueSequential: Bool?
 
     @Option(name: .long, help: "Where ranks get weights: shared (every rank reads the checkpoint) or broadcast (rank 0 reads).")
@@ -82,7 +82,7 @@ struct PlanCommand: ParsableCommand {
         let limit = parseByteSize(memPerRank)!
         let plan = MemoryPlan(MemoryPlan.Request(
             config: llamaConfig, ranks: ranks, samples: samples, seqlen: seqlen, method: method,
-            trueSequential: trueSequential ?? method.trueSequentialByDefault, checkpointBytes: checkpointBytes,
+            trueSequential: trueSequential ?? method.trueSequentialByDefault(pattern: nil), checkpointBytes: checkpointBytes,
             storageBytesPerElement: elementBytes, weightsBroadcast: weights == .broadcast))
         let estimate = RunEstimate(plan: plan)
         let rate = gemmGflops.map { (float: $0, double: $0 / 2) } ?? measuredGEMMRate()

@@ -124,7 +124,7 @@ struct PruneCommand: ParsableCommand {
         PruneSettings(model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out), method: method,
                       pattern: try sparsityPattern(),
                       calibration: calib.map { URL(fileURLWithPath: $0) }, samples: resolvedSamples, seqlen: seqlen, seed: seed,
-                      trueSequential: trueSequential ?? method.trueSequentialByDefault, blocksize: resolvedBlocksize, percdamp: resolvedPercdamp,
+                      trueSequential: try trueSequential ?? method.trueSequentialByDefault(pattern: sparsityPattern()), blocksize: resolvedBlocksize, percdamp: resolvedPercdamp,
                       krpRectification: try krpRectification(), allocation: allocation,
                       owl: OWLSettings(threshold: owlThreshold, spread: owlLambda),
                       linearRules: try linearRules(), recipe: try runRecipe().yaml(),

@@ -49,7 +49,7 @@ struct UnstructuredPruneOptions: ParsableArguments {
             transform: SparsityPattern.commandLinePattern)
     var pattern: SparsityPattern?
 
-    @Flag(name: .long, inversion: .prefixedNo, help: "Collect statistics again between q,k,v → o → gate,up → down (default: on for KRP and SparseGPT, off for Wanda and magnitude; --no-true-sequential runs SparseGPT as the reference does).")
+    @Flag(name: .long, inversion: .prefixedNo, help: "Collect statistics again between q,k,v → o → gate,up → down (default: on for KRP and unstructured SparseGPT, off for N:M SparseGPT, Wanda and magnitude; --no-true-sequential runs SparseGPT as the reference does).")
     var trueSequential: Bool?
 
     // Optional so that giving it to a method that does not use it can be refused; the default is applied below.
