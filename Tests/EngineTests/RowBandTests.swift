@@ -81,7 +81,7 @@ final class RowBandTests: XCTestCase {
             for members in [2, 3] {
                 let bands = try solveInBands(rows: rows, columns: columns, members: members) { band, part in
                     try pruneKRP(weight: part, shape: [band.rows.count, columns], hessian: hessian,
-                                 cross: .outputs(Array(projected[(band.rows.lowerBound * columns)..<(band.rows.upperBound * columns)])),
+                                 cross: .outputs(band.slice(projected, columns: columns)),
                                  pattern: .unstructured(fraction: 0.5), blocksize: 16, rectification: rule, band: band)
                 } weight: { weight }
                 assertSame(bands, alone, "KRP against outputs, \(rule), \(members) members")
@@ -120,15 +120,14 @@ final class RowBandTests: XCTestCase {
                               weight: () -> [Float]) throws -> PruneResult {
         let whole = weight()
         let exchange = RowBandExchange(members: members)
-        let ranges = RowBand.split(rows: rows, members: members)
         let results = Results(count: members)
         // One thread per member: they wait for each other, so a pool narrower than the members would deadlock.
         let done = DispatchGroup()
         for member in 0..<members {
             done.enter()
             Thread.detachNewThread {
-                let band = RowBand(rows: ranges[member], totalRows: rows) { try exchange.gather($0, member: member) }
-                let part = Array(whole[(ranges[member].lowerBound * columns)..<(ranges[member].upperBound * columns)])
+                let band = RowBand(member: member, of: members, totalRows: rows) { try exchange.gather($0, member: member) }
+                let part = band.slice(whole, columns: columns)
                 results.set(member, Result { try solve(band, part) })
                 done.leave()
             }

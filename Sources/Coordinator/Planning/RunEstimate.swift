@@ -65,8 +65,9 @@ struct RunEstimate: Sendable {
         let needs = r.method.statistics
         let widths = [d, q, d, f]
         // Hessians (syrk, n² per token) and KRP's cross terms (GEMMs, 2·n² per token; 2·d·f for down_proj's, against its outputs).
-        let crossOutputs = Double(r.method.statistics(for: .mlpHidden) { $0.shape(config: c, layer: 0) }.crossOutputs)
-        let crossFlops = zip(widths, [0, 0, 0, crossOutputs]).reduce(0) { $0 + 2 * tokens * $1.0 * ($1.1 > 0 ? $1.1 : $1.0) }
+        let downOutputs = Double(r.method.statistics(for: .mlpHidden) { $0.shape(config: c, layer: 0) }.crossOutputs)
+        let crossRows = [d, q, d, downOutputs > 0 ? downOutputs : f]   // rows of each input's cross term, in widths' order
+        let crossFlops = zip(widths, crossRows).reduce(0) { $0 + 2 * tokens * $1.0 * $1.1 }
         let statistics = (needs.hessian ? widths.reduce(0) { $0 + tokens * $1 * $1 } : 0) + (needs.cross ? crossFlops : 0)
         var solve = 0.0
         for linear in LlamaLinear.allCases {

@@ -92,11 +92,11 @@ extension PruneMethod {
             var cross = KRPCrossTerm.inputs(statistics.cross)
             if statistics.needs.crossOutputs > 0 {
                 // [outputs, columns] for the whole linear: this band's rows of it.
-                let columns = shape[1], rows = band?.rows ?? 0..<shape[0]
-                guard statistics.cross.count == (band?.totalRows ?? shape[0]) * columns else {
-                    throw PruneDistError(.shape, "\(rawValue): cross term against the dense outputs has \(statistics.cross.count) values for a linear of \(band?.totalRows ?? shape[0]) × \(columns)")
+                let totalRows = band?.totalRows ?? shape[0]
+                guard statistics.cross.count == totalRows * shape[1] else {
+                    throw PruneDistError(.shape, "\(rawValue): cross term against the dense outputs has \(statistics.cross.count) values for a linear of \(totalRows) × \(shape[1])")
                 }
-                cross = .outputs(Array(statistics.cross[(rows.lowerBound * columns)..<(rows.upperBound * columns)]))
+                cross = .outputs(band?.slice(statistics.cross, columns: shape[1]) ?? statistics.cross)
             }
             return try pruneKRP(weight: weight, shape: shape, hessian: statistics.hessian, cross: cross,
                                 pattern: pattern, blocksize: settings.blocksize, percdamp: settings.percdamp,

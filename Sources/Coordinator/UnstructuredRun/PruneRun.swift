@@ -372,8 +372,7 @@ final class PruneRun {
         let start = Date()
         var band: RowBand?
         if let group {
-            let rows = RowBand.split(rows: dense.shape(linear)[0], members: group.size)[group.rank]
-            band = RowBand(rows: rows, totalRows: dense.shape(linear)[0]) { try group.allgatherDoubles($0) }
+            band = RowBand(member: group.rank, of: group.size, totalRows: dense.shape(linear)[0]) { try group.allgatherDoubles($0) }
         }
         var solved = try solveBand(linear: linear, layer: layer, dense: dense, statistics: statistics, band: band)
         if let group {
@@ -405,8 +404,7 @@ final class PruneRun {
                 guard let position = solvers[i].firstIndex(of: thread) else { continue }
                 var band: RowBand?
                 if solvers[i].count > 1 {
-                    let rows = work.dense.shape(linear)[0]
-                    band = RowBand(rows: RowBand.split(rows: rows, members: solvers[i].count)[position], totalRows: rows) {
+                    band = RowBand(member: position, of: solvers[i].count, totalRows: work.dense.shape(linear)[0]) {
                         try exchanges[i].gather($0, member: position)
                     }
                 }
@@ -444,7 +442,7 @@ final class PruneRun {
         var shape = dense.shape(linear)
         let columns = shape[1]
         if let band {
-            weight = Array(weight[(band.rows.lowerBound * columns)..<(band.rows.upperBound * columns)])
+            weight = band.slice(weight, columns: columns)
             shape = [band.rows.count, columns]
         }
         let name = linear.weightName(layer: layer)

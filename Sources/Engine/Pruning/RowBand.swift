@@ -22,6 +22,17 @@ public struct RowBand {
         gatherMembers = gather
     }
 
+    /// Member `member`'s band when `members` solve a linear of `totalRows` rows together (the bands of `split`).
+    public init(member: Int, of members: Int, totalRows: Int, gather: @escaping ([Double]) throws -> [Double]) {
+        self.init(rows: RowBand.split(rows: totalRows, members: members)[member], totalRows: totalRows, gather: gather)
+    }
+
+    /// This band's rows of a row-major [totalRows, columns] array (a weight, or a statistic with a row per output).
+    public func slice<Element>(_ whole: [Element], columns: Int) -> [Element] {
+        precondition(whole.count == totalRows * columns, "RowBand.slice: \(whole.count) values for \(totalRows) rows × \(columns)")
+        return Array(whole[(rows.lowerBound * columns)..<(rows.upperBound * columns)])
+    }
+
     /// All the rows, solved alone.
     public static func alone(rows: Int) -> RowBand { RowBand(rows: 0..<rows, totalRows: rows) { $0 } }
 
