@@ -121,18 +121,11 @@ final class RowBandTests: XCTestCase {
         let whole = weight()
         let exchange = RowBandExchange(members: members)
         let results = Results(count: members)
-        // One thread per member: they wait for each other, so a pool narrower than the members would deadlock.
-        let done = DispatchGroup()
-        for member in 0..<members {
-            done.enter()
-            Thread.detachNewThread {
-                let band = RowBand(member: member, of: members, totalRows: rows) { try exchange.gather($0, member: member) }
-                let part = band.slice(whole, columns: columns)
-                results.set(member, Result { try solve(band, part) })
-                done.leave()
-            }
+        // One thread per member, as `prune --threads` runs them: they wait for each other in the exchange.
+        onThreadsOfTheirOwn(members) { member in
+            let band = RowBand(member: member, of: members, totalRows: rows) { try exchange.gather($0, member: member) }
+            results.set(member, Result { try solve(band, band.slice(whole, columns: columns)) })
         }
-        done.wait()
         let solved = try results.all.map { try $0!.get() }
         for (member, result) in solved.enumerated().dropFirst() {
             XCTAssertEqual(result.errorBefore, solved[0].errorBefore, "member \(member)")

@@ -175,25 +175,23 @@ func denseTargetErrors(original: [Float], mask: [Bool], updated: [Double], rows:
               &denseProjected, ldc: columns)
         dgemm(.none, .none, m: 2 * count, n: columns, k: columns, candidates, lda: columns, hessian, ldb: columns,
               &candidateProjected, ldc: columns)
-        switch cross {
-        case let .inputs(crossTerm):
+        if case let .inputs(crossTerm) = cross {
             dgemm(.none, .none, m: 2 * count, n: columns, k: columns, candidates, lda: columns, crossTerm, ldb: columns,
                   &crossProjected, ldc: columns)
-            for k in 0..<chunk {
-                let row = firstRow + k / columns
-                let targetEnergy = denseProjected[k] * dense[k]
-                rowErrors[2 * row] += targetEnergy + candidateProjected[k] * candidates[k] - 2 * crossProjected[k] * dense[k]
-                rowErrors[2 * row + 1] += targetEnergy + candidateProjected[chunk + k] * candidates[chunk + k]
-                    - 2 * crossProjected[chunk + k] * dense[k]
+        }
+        for k in 0..<chunk {
+            let row = firstRow + k / columns
+            let targetEnergy = denseProjected[k] * dense[k]
+            // tr(A C Wᵀ), entry by entry: (A C) ⊙ W from C, or A ⊙ (W Cᵀ) when that is what was collected.
+            let crossed: (masked: Double, updated: Double)
+            switch cross {
+            case .inputs: crossed = (crossProjected[k] * dense[k], crossProjected[chunk + k] * dense[k])
+            case let .outputs(projected):
+                let target = projected[firstRow * columns + k]
+                crossed = (candidates[k] * target, candidates[chunk + k] * target)
             }
-        case let .outputs(projected):
-            for k in 0..<chunk {
-                let row = firstRow + k / columns
-                let targetEnergy = denseProjected[k] * dense[k], target = projected[firstRow * columns + k]
-                rowErrors[2 * row] += targetEnergy + candidateProjected[k] * candidates[k] - 2 * candidates[k] * target
-                rowErrors[2 * row + 1] += targetEnergy + candidateProjected[chunk + k] * candidates[chunk + k]
-                    - 2 * candidates[chunk + k] * target
-            }
+            rowErrors[2 * row] += targetEnergy + candidateProjected[k] * candidates[k] - 2 * crossed.masked
+            rowErrors[2 * row + 1] += targetEnergy + candidateProjected[chunk + k] * candidates[chunk + k] - 2 * crossed.updated
         }
     }
     let sums = try (band ?? .alone(rows: rows)).sumOverRows(rowErrors, width: 2)
