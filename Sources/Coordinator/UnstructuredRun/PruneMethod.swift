@@ -30,8 +30,8 @@ extension PruneMethod {
     /// linears already pruned) when `--[no-]true-sequential` is not given. KRP's refit needs the pruned inputs.
     /// Unstructured SparseGPT costs one forward per block instead of the reference's two (0.25 × the reference's time,
     /// against 0.45 ×) and scored no worse on any figure measured; at N:M its perplexities averaged over three dampings
-    /// were worse (python 7 %), so N:M keeps the reference's order (bench/README.md, "SparseGPT's default"). Wanda's
-    /// wiki perplexity, the one figure measured for it phase by phase, was worse; magnitude reads no input.
+    /// were worse (python 7 %), so N:M keeps the reference's order (bench/README.md, "SparseGPT's default"). Wanda
+    /// phase by phase is mixed (worse wiki and zero-shot, better out of domain); magnitude reads no input.
     func trueSequentialByDefault(pattern: SparsityPattern?) -> Bool {
         switch self {
         case .krp: return true
