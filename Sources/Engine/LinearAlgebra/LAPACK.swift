@@ -36,6 +36,25 @@ public func inverseFromCholeskyUpper(_ u: inout [Double], n: Int) -> Bool {
     return true
 }
 
+/// The upper Cholesky factor of A⁻¹ (A⁻¹ = UᵀU), in place, in 2/3 n³ flops instead of the 4/3 n³ of factorising A,
+/// inverting it and factorising the inverse. With J the order reversal, J A J = RᵀR (R upper) gives A = MMᵀ with
+/// M = J Rᵀ J upper, so A⁻¹ = M⁻ᵀM⁻¹ and U = M⁻¹ = J R⁻ᵀ J. J A J is the flat reverse of the buffer, and the
+/// row-major J R⁻ᵀ J is the flat reverse of the column-major R⁻¹: one dpotrf and one dtrtri between two reversals.
+/// - a: [n, n] row-major symmetric, both triangles filled. On success it holds U (upper triangular, strictly lower
+///   part zeroed).
+/// - Returns: false when A is not positive definite (the buffer then holds a partial factor).
+public func upperCholeskyFactorOfInverse(_ a: inout [Double], n: Int) -> Bool {
+    precondition(a.count == n * n, "upperCholeskyFactorOfInverse: expected \(n)×\(n) values, got \(a.count)")
+    if n == 0 { return true }
+    let upperInColumnMajor = Int8(UInt8(ascii: "U")), nonUnit = Int8(UInt8(ascii: "N"))
+    a.reverse()
+    guard LAPACKE_dpotrf(LAPACK_COL_MAJOR, upperInColumnMajor, Int32(n), &a, Int32(n)) == 0,
+          LAPACKE_dtrtri(LAPACK_COL_MAJOR, upperInColumnMajor, nonUnit, Int32(n), &a, Int32(n)) == 0 else { return false }
+    a.reverse()
+    zeroStrictlyLower(&a, n: n)
+    return true
+}
+
 /// Solves X A = B for X, with A = UᵀU symmetric, in place: X = B U⁻¹ U⁻ᵀ, each row of B on its own (a single row b
 /// is the solution of A x = b). The rows are TRSM's M, so a band of rows solved alone gets the bits it gets among
 /// all rows (RowBand).

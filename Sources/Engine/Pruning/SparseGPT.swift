@@ -84,7 +84,7 @@ func upperCholeskyOfInverse(_ hessian: [Double], n: Int, damping initialDamping:
     while true {
         var matrix = hessian
         for i in 0..<n { matrix[i * n + i] = (hessian[i * n + i] == 0 ? 1 : hessian[i * n + i]) + damping }
-        if choleskyUpper(&matrix, n: n), inverseFromCholeskyUpper(&matrix, n: n), choleskyUpper(&matrix, n: n),
+        if upperCholeskyFactorOfInverse(&matrix, n: n),
            (0..<n).allSatisfy({ matrix[$0 * n + $0] > 0 && matrix[$0 * n + $0].isFinite }) {
             return (matrix, damping, failures)
         }
