@@ -371,6 +371,38 @@ final class PruningSolverTests: XCTestCase {
                       &a, Int32(columns), &b, Int32(rightHandSides))
     }
 
+    /// The solvers' errors come from their factorisation (one TRSM and the eliminations' losses); they must be the
+    /// direct products tr(D H Dᵀ) of `outputErrors`, with dead inputs, with and without damping, for either target
+    /// (SparseGPT's original, KRP's rectified weight), in any row chunks.
+    func testErrorsFromTheFactorisationAreTheDirectProducts() throws {
+        let (tokens, columns, rows) = (200, 24, 13)
+        var x = syntheticInputs(tokens: tokens, columns: columns, noise: 0, seed: 71).dense
+        for t in 0..<tokens { x[t * columns + 5] = 0; x[t * columns + 17] = 0 }               // two dead inputs
+        let hessian = gram(x, x, tokens: tokens, columns: columns)
+        let weight = randomWeight(rows: rows, columns: columns, seed: 72)
+        var random = SeededNormal(seed: 73)
+        let rectified = weight.enumerated().map { i, w in i % columns == 5 || i % columns == 17 ? 0 : Double(w) + 0.05 * random.next() }
+        for pattern in [SparsityPattern.unstructured(fraction: 0.5), .nOfM(n: 2, m: 4)] {
+            for percdamp in [0.01, 0] {
+                for target in [nil, rectified] {
+                    var updated = target ?? weight.map(Double.init)
+                    let solve = try sparseGPTSolve(weight: &updated, rows: rows, columns: columns, hessian: hessian, pattern: pattern,
+                                                   blocksize: 8, percdamp: percdamp, function: "test")
+                    let direct = try outputErrors(original: weight, mask: solve.mask, updated: updated, target: target,
+                                                  rows: rows, columns: columns, hessian: hessian)
+                    let what = "\(pattern), percdamp \(percdamp), \(target == nil ? "original" : "rectified") target"
+                    XCTAssertGreaterThan(direct.updated, 1e-3 * direct.masked, what)
+                    for chunkRows in [1, 4, rows] {
+                        let factored = try solve.outputErrors(original: weight, updated: updated, target: target, hessian: hessian,
+                                                              band: nil, chunkRows: chunkRows)
+                        XCTAssertEqual(factored.masked, direct.masked, accuracy: 1e-10 * direct.masked, "\(what), chunks of \(chunkRows)")
+                        XCTAssertEqual(factored.updated, direct.updated, accuracy: 1e-10 * direct.masked, "\(what), chunks of \(chunkRows)")
+                    }
+                }
+            }
+        }
+    }
+
     /// The error products go through the rows in chunks; a ragged last chunk must not change them.
     func testErrorChunksAgree() throws {
         let (tokens, columns, rows) = (300, 16, 23)

@@ -80,9 +80,8 @@ public func pruneKRP(weight: [Float], shape: [Int], hessian: [Double], cross: KR
                                                           rows: rows, columns: columns, hessian: hessian,
                                                           cross: cross, denseHessian: denseHessian, band: band)
     } else {
-        (errorBefore, errorAfter) = try outputErrors(original: weight, mask: solve.mask, updated: updated,
-                                                     target: rectification.weight, rows: rows, columns: columns,
-                                                     hessian: hessian, band: band)
+        (errorBefore, errorAfter) = try solve.outputErrors(original: weight, updated: updated, target: rectification.weight,
+                                                           hessian: hessian, band: band)
     }
     return PruneResult(weight: updated.map(Float.init), errorBefore: errorBefore, errorAfter: errorAfter,
                        damping: solve.damping, ridge: rectification.ridge,

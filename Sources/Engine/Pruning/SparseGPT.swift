@@ -24,8 +24,7 @@ public func pruneSparseGPT(weight: [Float], shape: [Int], hessian: [Double], pat
     var updated = weight.map(Double.init)
     let solve = try sparseGPTSolve(weight: &updated, rows: rows, columns: columns, hessian: hessian,
                                    pattern: pattern, blocksize: blocksize, percdamp: percdamp, function: function, band: band)
-    let errors = try outputErrors(original: weight, mask: solve.mask, updated: updated, target: nil,
-                                  rows: rows, columns: columns, hessian: hessian, band: band)
+    let errors = try solve.outputErrors(original: weight, updated: updated, target: nil, hessian: hessian, band: band)
     return PruneResult(weight: updated.map(Float.init), errorBefore: errors.masked, errorAfter: errors.updated,
                        damping: solve.damping, redamped: solve.redamped)
 }
@@ -51,8 +50,7 @@ func checkSolverOptions(blocksize: Int, percdamp: Double, function: String) thro
 /// hessian: [columns, columns] (not modified)
 /// Returns mask: [rows, columns], true where the weight was pruned.
 func sparseGPTSolve(weight: inout [Double], rows: Int, columns: Int, hessian: [Double], pattern: SparsityPattern,
-                    blocksize: Int, percdamp: Double, function: String, band: RowBand? = nil) throws
-    -> (mask: [Bool], damping: Double, redamped: Int) {
+                    blocksize: Int, percdamp: Double, function: String, band: RowBand? = nil) throws -> OBSSolve {
     // A dead input (never non-zero in the calibration data) gets H_ii = 1 so H stays invertible; its
     // weights can never matter to the output, so they are pruned for free.
     var diagonalSum = 0.0
@@ -67,9 +65,67 @@ func sparseGPTSolve(weight: inout [Double], rows: Int, columns: Int, hessian: [D
     // N:M groups must not straddle two blocks.
     var effectiveBlocksize = blocksize
     if case let .nOfM(_, m) = pattern { effectiveBlocksize = max(m, blocksize / m * m) }
-    let mask = try eliminateColumns(weight: &weight, rows: rows, columns: columns, inverseFactor: factorisation.factor,
-                                    pattern: pattern, blocksize: effectiveBlocksize, band: band ?? .alone(rows: rows))
-    return (mask, factorisation.damping, factorisation.redamped)
+    let elimination = try eliminateColumns(weight: &weight, rows: rows, columns: columns, inverseFactor: factorisation.factor,
+                                           pattern: pattern, blocksize: effectiveBlocksize, band: band ?? .alone(rows: rows))
+    return OBSSolve(mask: elimination.mask, damping: factorisation.damping, redamped: factorisation.redamped,
+                    inverseFactor: factorisation.factor, rowLosses: elimination.rowLosses, rows: rows, columns: columns)
+}
+
+/// What an OBS solve leaves besides the weight: its mask, the factorisation it used and the losses of its eliminations,
+/// from which the output errors cost rows·n² flops (one triangular solve) instead of 4·rows·n².
+struct OBSSolve {
+    /// [rows, columns], true where pruned.
+    let mask: [Bool]
+    let damping: Double
+    let redamped: Int
+    /// [columns, columns] upper U with (H′ + δI)⁻¹ = UᵀU, H′ being H with a dead input's zero diagonal set to 1.
+    let inverseFactor: [Double]
+    /// [rows] Σ over the row's eliminated columns of ((w − q)/U_ii)².
+    let rowLosses: [Double]
+    let rows: Int, columns: Int
+
+    /// The errors `outputErrors` gives, from the factorisation. For any D, tr(D (H′ + δI) Dᵀ) = ‖D U⁻¹‖², and
+    /// tr(D H Dᵀ) = that − δ‖D‖² − Σ over dead inputs of ‖D[:, i]‖² (a dead input's row and column of H are zero).
+    /// The eliminations give the updated candidate's ‖D U⁻¹‖² for free: the solve's Ŵ = W₀ − E U with E the
+    /// matrix of (w − q)/U_ii, so (W₀ − Ŵ) U⁻¹ = E, and W₀ (the solver's start) equals the target on every live
+    /// input. The masked candidate takes one TRSM.
+    /// original: [rows, columns] W; updated: [rows, columns] Ŵ; target: [rows, columns] T, or nil for T = W (the
+    /// solver must have started from T, with dead inputs zeroed); hessian: [columns, columns] H
+    func outputErrors(original: [Float], updated: [Double], target: [Double]?, hessian: [Double], band: RowBand?,
+                      chunkRows requestedChunkRows: Int? = nil) throws -> (masked: Double, updated: Double) {
+        let live = (0..<columns).map { hessian[$0 * columns + $0] != 0 }
+        let chunkRows = min(rows, requestedChunkRows ?? errorChunkRows(columns: columns))
+        var differences = [Double](repeating: 0, count: chunkRows * columns)          // [chunk, columns] T − W⊙K
+        var rowErrors = [Double](repeating: 0, count: rows * 2)                       // [rows, 2] masked, updated
+        for firstRow in stride(from: 0, to: rows, by: chunkRows) {
+            let count = min(chunkRows, rows - firstRow)
+            var penalties = [Double](repeating: 0, count: count)                       // δ‖d‖² + Σ_dead d_i²
+            for r in 0..<count {
+                var updatedPenalty = 0.0
+                for c in 0..<columns {
+                    let i = (firstRow + r) * columns + c
+                    let targetValue = target?[i] ?? Double(original[i])
+                    let d = targetValue - (mask[i] ? 0 : Double(original[i]))
+                    differences[r * columns + c] = d
+                    penalties[r] += live[c] ? damping * d * d : (1 + damping) * d * d
+                    if live[c] {
+                        let e = targetValue - updated[i]
+                        updatedPenalty += damping * e * e
+                    }
+                }
+                rowErrors[2 * (firstRow + r) + 1] = max(0, rowLosses[firstRow + r] - updatedPenalty)
+            }
+            cblas_dtrsm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit,
+                        Int32(count), Int32(columns), 1, inverseFactor, Int32(columns), &differences, Int32(columns))
+            for r in 0..<count {
+                var energy = 0.0
+                for c in 0..<columns { energy += differences[r * columns + c] * differences[r * columns + c] }
+                rowErrors[2 * (firstRow + r)] = max(0, energy - penalties[r])
+            }
+        }
+        let sums = try (band ?? .alone(rows: rows)).sumOverRows(rowErrors, width: 2)
+        return (sums[0], sums[1])
+    }
 }
 
 /// U with (H + δI)⁻¹ = UᵀU, U upper triangular, where a zero diagonal entry of H (a dead input)
@@ -111,8 +167,9 @@ func fallbackDamping(_ hessian: [Double], n: Int) -> Double {
 /// inverseFactor: [columns, columns] upper U, (H + δI)⁻¹ = UᵀU
 /// Returns: [rows, columns], true where pruned.
 func eliminateColumns(weight: inout [Double], rows: Int, columns: Int, inverseFactor u: [Double],
-                      pattern: SparsityPattern, blocksize: Int, band: RowBand) throws -> [Bool] {
+                      pattern: SparsityPattern, blocksize: Int, band: RowBand) throws -> (mask: [Bool], rowLosses: [Double]) {
     var mask = [Bool](repeating: false, count: rows * columns)
+    var rowLosses = [Double](repeating: 0, count: rows)
     var groupWidth = 0
     if case let .nOfM(_, m) = pattern { groupWidth = m }
     var groupScores = [Double](repeating: 0, count: groupWidth)
@@ -177,6 +234,9 @@ func eliminateColumns(weight: inout [Double], rows: Int, columns: Int, inverseFa
             for row in 0..<rows where mask[row * columns + i] { weight[row * columns + i] = 0 }
         }
 
+        for row in 0..<rows {
+            for c in 0..<width { rowLosses[row] += blockErrors[row * width + c] * blockErrors[row * width + c] }
+        }
         if blockEnd < columns {
             // W[:, blockEnd...] −= Err[rows, width] · U[blockStart..<blockEnd, blockEnd...]
             blockErrors.withUnsafeBufferPointer { errors in
@@ -191,7 +251,7 @@ func eliminateColumns(weight: inout [Double], rows: Int, columns: Int, inverseFa
             }
         }
     }
-    return mask
+    return (mask, rowLosses)
 }
 
 /// Rows per chunk of the error products, so their scratch stays near 16 MB whatever the layer size.
