@@ -163,9 +163,10 @@ func fallbackDamping(_ hessian: [Double], n: Int) -> Double {
 
 /// Left-to-right OBS elimination, block by block. After a column is decided, its error (w − q)/U_ii
 /// is spread over the rest of its block at once (dger) and over later blocks lazily (one dgemm per block).
+/// A block is worked on transposed, [width, rows], so each column's reads and updates run along contiguous rows.
 /// weight: [rows, columns] row-major (the band's rows), replaced by the pruned and updated weight
 /// inverseFactor: [columns, columns] upper U, (H + δI)⁻¹ = UᵀU
-/// Returns: [rows, columns], true where pruned.
+/// Returns mask: [rows, columns], true where pruned; rowLosses: [rows] Σ ((w − q)/U_ii)² over the row's columns.
 func eliminateColumns(weight: inout [Double], rows: Int, columns: Int, inverseFactor u: [Double],
                       pattern: SparsityPattern, blocksize: Int, band: RowBand) throws -> (mask: [Bool], rowLosses: [Double]) {
     var mask = [Bool](repeating: false, count: rows * columns)
@@ -174,29 +175,31 @@ func eliminateColumns(weight: inout [Double], rows: Int, columns: Int, inverseFa
     if case let .nOfM(_, m) = pattern { groupWidth = m }
     var groupScores = [Double](repeating: 0, count: groupWidth)
     var sortedScratch = [Double](), positions = [Int]()
+    var block = [Double](repeating: 0, count: rows * min(blocksize, columns))         // [width, rows] W[:, block]ᵀ
+    var blockMask = [Bool](repeating: false, count: block.count)                      // [width, rows]
+    var blockErrors = [Double](repeating: 0, count: block.count)                      // [width, rows] Errᵀ
     for blockStart in stride(from: 0, to: columns, by: blocksize) {
         let blockEnd = min(blockStart + blocksize, columns)
         let width = blockEnd - blockStart
-        var blockErrors = [Double](repeating: 0, count: rows * width)   // [rows, width]
+        for row in 0..<rows {
+            for c in 0..<width { block[c * rows + row] = weight[row * columns + blockStart + c] }
+        }
+        for k in 0..<(width * rows) { blockMask[k] = false; blockErrors[k] = 0 }
 
         if case let .unstructured(fraction) = pattern, fraction > 0 {
             // One threshold over the whole block (all rows, every band's), on scores before any update inside it;
             // "≤" prunes int(numel·p)+1 weights, as the reference does.
-            var scores = [Double](repeating: 0, count: rows * width)
-            for row in 0..<rows {
-                for c in 0..<width {
-                    let i = blockStart + c
-                    let w = weight[row * columns + i], d = u[i * columns + i]
-                    scores[row * width + c] = w * w / (d * d)
-                }
+            var scores = [Double](repeating: 0, count: width * rows)                  // [width, rows]
+            for c in 0..<width {
+                let d = u[(blockStart + c) * columns + blockStart + c]
+                for row in 0..<rows { scores[c * rows + row] = block[c * rows + row] * block[c * rows + row] / (d * d) }
             }
-            // The k-th smallest score, found by selection on a copy (the scores are read again below).
+            // The k-th smallest score, found by selection on a copy (the scores are read again below); the order of
+            // the gathered scores does not matter to it.
             var selection = try band.gather(scores, width: width)
             let count = band.totalRows * width
             let threshold = cengine_select(&selection, count, Int(Double(count) * fraction))
-            for row in 0..<rows {
-                for c in 0..<width where scores[row * width + c] <= threshold { mask[row * columns + blockStart + c] = true }
-            }
+            for k in 0..<(width * rows) where scores[k] <= threshold { blockMask[k] = true }
         }
 
         for i in blockStart..<blockEnd {
@@ -205,45 +208,49 @@ func eliminateColumns(weight: inout [Double], rows: Int, columns: Int, inverseFa
                 // Scores of this group use the weights as already updated by the columns before it.
                 for row in 0..<rows {
                     for k in 0..<m {
-                        let w = weight[row * columns + i + k], d = u[(i + k) * columns + i + k]
+                        let w = block[(c + k) * rows + row], d = u[(i + k) * columns + i + k]
                         groupScores[k] = w * w / (d * d)
                     }
                     lowestPositions(n, of: groupScores[...], sorted: &sortedScratch, into: &positions)
-                    for k in positions { mask[row * columns + i + k] = true }
+                    for k in positions { blockMask[(c + k) * rows + row] = true }
                 }
             }
             let diagonal = u[i * columns + i]
             var anyPruned = false
-            for row in 0..<rows where mask[row * columns + i] {
-                blockErrors[row * width + c] = weight[row * columns + i] / diagonal
+            for row in 0..<rows where blockMask[c * rows + row] {
+                blockErrors[c * rows + row] = block[c * rows + row] / diagonal
                 anyPruned = true
             }
             guard anyPruned else { continue }
-            // W[:, i..<blockEnd] −= err ⊗ U[i, i..<blockEnd]
+            // Wᵀ[i..<blockEnd, :] −= U[i, i..<blockEnd] ⊗ err
             blockErrors.withUnsafeBufferPointer { errors in
                 u.withUnsafeBufferPointer { factor in
-                    weight.withUnsafeMutableBufferPointer { w in
-                        cblas_dger(CblasRowMajor, Int32(rows), Int32(blockEnd - i), -1,
-                                   errors.baseAddress! + c, Int32(width),
+                    block.withUnsafeMutableBufferPointer { w in
+                        cblas_dger(CblasRowMajor, Int32(blockEnd - i), Int32(rows), -1,
                                    factor.baseAddress! + i * columns + i, 1,
-                                   w.baseAddress! + i, Int32(columns))
+                                   errors.baseAddress! + c * rows, 1,
+                                   w.baseAddress! + c * rows, Int32(rows))
                     }
                 }
             }
             // The update leaves rounding residue where the weight should be exactly zero.
-            for row in 0..<rows where mask[row * columns + i] { weight[row * columns + i] = 0 }
+            for row in 0..<rows where blockMask[c * rows + row] { block[c * rows + row] = 0 }
         }
 
         for row in 0..<rows {
-            for c in 0..<width { rowLosses[row] += blockErrors[row * width + c] * blockErrors[row * width + c] }
+            for c in 0..<width {
+                weight[row * columns + blockStart + c] = block[c * rows + row]
+                mask[row * columns + blockStart + c] = blockMask[c * rows + row]
+                rowLosses[row] += blockErrors[c * rows + row] * blockErrors[c * rows + row]
+            }
         }
         if blockEnd < columns {
             // W[:, blockEnd...] −= Err[rows, width] · U[blockStart..<blockEnd, blockEnd...]
             blockErrors.withUnsafeBufferPointer { errors in
                 u.withUnsafeBufferPointer { factor in
                     weight.withUnsafeMutableBufferPointer { w in
-                        dgemm(.none, .none, m: rows, n: columns - blockEnd, k: width, alpha: -1,
-                              errors.baseAddress!, lda: width,
+                        dgemm(.transpose, .none, m: rows, n: columns - blockEnd, k: width, alpha: -1,
+                              errors.baseAddress!, lda: rows,
                               factor.baseAddress! + blockStart * columns + blockEnd, ldb: columns,
                               beta: 1, w.baseAddress! + blockEnd, ldc: columns)
                     }
