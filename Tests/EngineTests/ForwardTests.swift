@@ -213,4 +213,39 @@ final class ForwardTests: XCTestCase {
         XCTAssertEqual(kept, llamaBlockTrace(try embedding.embed(ids), weights: blocks[0], rope: rope, seqlen: 16).input(.mlpInput),
                        "a stage read before the rewind keeps its values")
     }
+    /// Attention multiplies each block of queries only against the keys up to its last row; over several blocks, a
+    /// ragged last one and grouped key/value heads it must be causal attention computed directly in Double.
+    func testAttentionByQueryBlocksIsCausalAttention() {
+        let (sequences, seqlen, heads, kvHeads, headDim) = (2, 300, 4, 2, 8)
+        let tokens = sequences * seqlen, qDim = heads * headDim, kvDim = kvHeads * headDim
+        var random = SplitMix64(seed: 41)
+        let q = (0..<(tokens * qDim)).map { _ in Float(random.nextGaussian()) }
+        let k = (0..<(tokens * kvDim)).map { _ in Float(random.nextGaussian()) }
+        let v = (0..<(tokens * kvDim)).map { _ in Float(random.nextGaussian()) }
+        var out = [Float](repeating: .nan, count: tokens * qDim)
+        var probabilities = [Float](repeating: .nan, count: seqlen * seqlen)
+        attentionForward(&out, q, k, v, probabilities: &probabilities, tokens: tokens, seqlen: seqlen,
+                         heads: heads, kvHeads: kvHeads, headDim: headDim)
+        var worst = 0.0
+        for s in 0..<sequences {
+            for h in 0..<heads {
+                let g = h / (heads / kvHeads)
+                for t in 0..<seqlen {
+                    let query = (s * seqlen + t) * qDim + h * headDim
+                    var scores = (0...t).map { j -> Double in
+                        let key = (s * seqlen + j) * kvDim + g * headDim
+                        return (0..<headDim).reduce(0.0) { $0 + Double(q[query + $1]) * Double(k[key + $1]) } / Double(headDim).squareRoot()
+                    }
+                    let largest = scores.max()!
+                    scores = scores.map { exp($0 - largest) }
+                    let total = scores.reduce(0, +)
+                    for e in 0..<headDim {
+                        let expected = (0...t).reduce(0.0) { $0 + scores[$1] / total * Double(v[(s * seqlen + $1) * kvDim + g * headDim + e]) }
+                        worst = max(worst, abs(Double(out[query + e]) - expected))
+                    }
+                }
+            }
+        }
+        XCTAssertLessThan(worst, 1e-5, "largest difference from causal attention in Double")
+    }
 }
