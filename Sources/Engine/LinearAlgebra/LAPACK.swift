@@ -3,8 +3,9 @@ import COpenBLAS
 // Double-precision LAPACK wrappers for symmetric positive definite matrices stored row-major.
 //
 // LAPACKE's ROW_MAJOR entry points transpose (copy) their input, 1.7x slower on this machine
-// (measured on the project's Xeon; docs/decisions.md, Speed). A symmetric row-major matrix is its own transpose, so every routine below
-// calls COL_MAJOR with the lower triangle, which is the row-major upper triangle of the same buffer.
+// (measured on the project's Xeon; docs/decisions.md, Speed). A symmetric row-major matrix is its own transpose, so the
+// routines below call COL_MAJOR with the lower triangle, which is the row-major upper triangle of the same buffer
+// (upperCholeskyFactorOfInverse works on the reversed buffer and says how).
 
 private let lowerInColumnMajor = Int8(UInt8(ascii: "L"))
 
