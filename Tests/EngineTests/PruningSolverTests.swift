@@ -393,7 +393,7 @@ final class PruningSolverTests: XCTestCase {
                     let what = "\(pattern), percdamp \(percdamp), \(target == nil ? "original" : "rectified") target"
                     XCTAssertGreaterThan(direct.updated, 1e-3 * direct.masked, what)
                     for chunkRows in [1, 4, rows] {
-                        let factored = try solve.outputErrors(original: weight, updated: updated, target: target, hessian: hessian,
+                        let factored = try solve.outputErrors(original: weight, updated: updated, target: target,
                                                               band: nil, chunkRows: chunkRows)
                         XCTAssertEqual(factored.masked, direct.masked, accuracy: 1e-10 * direct.masked, "\(what), chunks of \(chunkRows)")
                         XCTAssertEqual(factored.updated, direct.updated, accuracy: 1e-10 * direct.masked, "\(what), chunks of \(chunkRows)")

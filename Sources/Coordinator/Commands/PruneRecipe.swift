@@ -239,7 +239,7 @@ extension PruneCommand {
             ]
             options += given.compactMap { key, value in value.map { (key, $0) } }
         } else {
-            options.append(("true-sequential", "\(trueSequential ?? method.trueSequentialByDefault(pattern: try? sparsityPattern()))"))
+            options.append(("true-sequential", "\(try trueSequential ?? method.trueSequentialByDefault(pattern: sparsityPattern()))"))
             if method == .sparsegpt || method == .krp {
                 options += [("blocksize", "\(resolvedBlocksize)"), ("percdamp", number(resolvedPercdamp))]
             }

@@ -81,7 +81,7 @@ public func pruneKRP(weight: [Float], shape: [Int], hessian: [Double], cross: KR
                                                           cross: cross, denseHessian: denseHessian, band: band)
     } else {
         (errorBefore, errorAfter) = try solve.outputErrors(original: weight, updated: updated, target: rectification.weight,
-                                                           hessian: hessian, band: band)
+                                                           band: band)
     }
     return PruneResult(weight: updated.map(Float.init), errorBefore: errorBefore, errorAfter: errorAfter,
                        damping: solve.damping, ridge: rectification.ridge,

@@ -24,7 +24,7 @@ public func pruneSparseGPT(weight: [Float], shape: [Int], hessian: [Double], pat
     var updated = weight.map(Double.init)
     let solve = try sparseGPTSolve(weight: &updated, rows: rows, columns: columns, hessian: hessian,
                                    pattern: pattern, blocksize: blocksize, percdamp: percdamp, function: function, band: band)
-    let errors = try solve.outputErrors(original: weight, updated: updated, target: nil, hessian: hessian, band: band)
+    let errors = try solve.outputErrors(original: weight, updated: updated, target: nil, band: band)
     return PruneResult(weight: updated.map(Float.init), errorBefore: errors.masked, errorAfter: errors.updated,
                        damping: solve.damping, redamped: solve.redamped)
 }
@@ -68,7 +68,8 @@ func sparseGPTSolve(weight: inout [Double], rows: Int, columns: Int, hessian: [D
     let elimination = try eliminateColumns(weight: &weight, rows: rows, columns: columns, inverseFactor: factorisation.factor,
                                            pattern: pattern, blocksize: effectiveBlocksize, band: band ?? .alone(rows: rows))
     return OBSSolve(mask: elimination.mask, damping: factorisation.damping, redamped: factorisation.redamped,
-                    inverseFactor: factorisation.factor, rowLosses: elimination.rowLosses, rows: rows, columns: columns)
+                    inverseFactor: factorisation.factor, rowLosses: elimination.rowLosses,
+                    liveInputs: (0..<columns).map { hessian[$0 * columns + $0] != 0 }, rows: rows, columns: columns)
 }
 
 /// What an OBS solve leaves besides the weight: its mask, the factorisation it used and the losses of its eliminations,
@@ -82,6 +83,8 @@ struct OBSSolve {
     let inverseFactor: [Double]
     /// [rows] Σ over the row's eliminated columns of ((w − q)/U_ii)².
     let rowLosses: [Double]
+    /// [columns] false for a dead input (H_ii = 0), whose diagonal the factorisation took as 1.
+    let liveInputs: [Bool]
     let rows: Int, columns: Int
 
     /// The errors `outputErrors` gives, from the factorisation. For any D, tr(D (H′ + δI) Dᵀ) = ‖D U⁻¹‖², and
@@ -90,10 +93,10 @@ struct OBSSolve {
     /// matrix of (w − q)/U_ii, so (W₀ − Ŵ) U⁻¹ = E, and W₀ (the solver's start) equals the target on every live
     /// input. The masked candidate takes one TRSM.
     /// original: [rows, columns] W; updated: [rows, columns] Ŵ; target: [rows, columns] T, or nil for T = W (the
-    /// solver must have started from T, with dead inputs zeroed); hessian: [columns, columns] H
-    func outputErrors(original: [Float], updated: [Double], target: [Double]?, hessian: [Double], band: RowBand?,
+    /// solver must have started from T, with dead inputs zeroed). Each row's error is a PSD form, so rounding below
+    /// zero after the subtraction is clamped to 0.
+    func outputErrors(original: [Float], updated: [Double], target: [Double]?, band: RowBand?,
                       chunkRows requestedChunkRows: Int? = nil) throws -> (masked: Double, updated: Double) {
-        let live = (0..<columns).map { hessian[$0 * columns + $0] != 0 }
         let chunkRows = min(rows, requestedChunkRows ?? errorChunkRows(columns: columns))
         var differences = [Double](repeating: 0, count: chunkRows * columns)          // [chunk, columns] T − W⊙K
         var rowErrors = [Double](repeating: 0, count: rows * 2)                       // [rows, 2] masked, updated
@@ -107,8 +110,8 @@ struct OBSSolve {
                     let targetValue = target?[i] ?? Double(original[i])
                     let d = targetValue - (mask[i] ? 0 : Double(original[i]))
                     differences[r * columns + c] = d
-                    penalties[r] += live[c] ? damping * d * d : (1 + damping) * d * d
-                    if live[c] {
+                    penalties[r] += liveInputs[c] ? damping * d * d : (1 + damping) * d * d
+                    if liveInputs[c] {
                         let e = targetValue - updated[i]
                         updatedPenalty += damping * e * e
                     }
